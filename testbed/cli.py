@@ -1,0 +1,446 @@
+"""The `testbed` command. rich lives here only; everything below returns data."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from . import model, state
+from .errors import TestbedError
+
+console = Console()
+err = Console(stderr=True)
+
+MODE_NOTES = {
+    "iptables": "kube-proxy's default mode; first-packet cost grows with the number of Services",
+    "nftables": "GA in Kubernetes 1.33 (not implemented yet here)",
+    "ipvs": "deprecated in Kubernetes 1.35 (not implemented yet here)",
+    "userspace": "removed from kube-proxy in Kubernetes 1.26 (not implemented yet here)",
+}
+
+
+def _lab_name(args) -> str:
+    if getattr(args, "lab", None):
+        return args.lab
+    labs = state.list_labs()
+    if len(labs) == 1:
+        return labs[0]
+    if not labs:
+        raise TestbedError("no lab is running: `testbed up` first")
+    raise TestbedError(f"several labs are running ({', '.join(labs)}): pick one with --lab")
+
+
+class _ProgressView:
+    """Turns the library's progress events into a rich progress bar."""
+
+    def __init__(self, progress: Progress):
+        self.p = progress
+        self.task = None
+
+    def __call__(self, event: str, info: dict) -> None:
+        if event == "step":
+            if self.task is not None:
+                self.p.update(self.task, completed=self.p.tasks[self.task].total)
+            self.task = self.p.add_task(info["what"], total=info.get("total") or 1)
+        elif event == "advance" and self.task is not None:
+            self.p.update(self.task, advance=1, description=info["what"])
+        elif event == "ignored":
+            self.p.console.print(f"[yellow]ignored (not modelled):[/] {info['field']}")
+        elif event == "check":
+            if self.task is None or self.p.tasks[self.task].description.startswith("rules"):
+                self.task = self.p.add_task("checks", total=None)
+            self.p.update(self.task, description=f"[{info['mode']}] {info['behaviour'][:70]}")
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), console=err, transient=True)
+
+
+def _summary(lab, report=None) -> None:
+    cluster = lab.cluster()
+    console.print(f"[bold]lab[/] {lab.name}  [bold]mode[/] {lab.saved['mode']} ({MODE_NOTES[lab.saved['mode']]})")
+    _print_nodes(cluster)
+    _print_pods(cluster)
+    _print_services(cluster)
+    if report:
+        console.print(f"rules: {report.transactions} iptables-restore transactions (one per node); "
+                      f"change → rules applied in {report.seconds_to_rules * 1000:.1f} ms "
+                      f"(render {report.render_seconds * 1000:.1f} ms, kernel {report.apply_seconds * 1000:.1f} ms); "
+                      f"total {report.seconds_total * 1000:.1f} ms")
+
+
+def _print_nodes(cluster) -> None:
+    t = Table(title="nodes", title_justify="left")
+    for c in ("NAME", "ROLE", "IP", "POD CIDR", "PODS"):
+        t.add_column(c)
+    for n in cluster.nodes:
+        t.add_row(n.name, "node", n.ip, n.pod_cidr, str(sum(p.node == n.name for p in cluster.pods)))
+    for c in cluster.clients:
+        t.add_row(c.name, "client (outside the cluster)", c.ip, "-", "-")
+    console.print(t)
+
+
+def _print_pods(cluster) -> None:
+    t = Table(title="pods", title_justify="left")
+    for c in ("NAMESPACE", "NAME", "NODE", "IP", "PORTS", "OWNER", "READY"):
+        t.add_column(c)
+    for p in cluster.pods:
+        t.add_row(p.namespace, p.name, p.node, p.ip, ",".join(f"{c.port}/{c.protocol}" for c in p.ports),
+                  p.owner or "-", "yes" if p.ready else "no")
+    console.print(t)
+
+
+def _ports(info) -> str:
+    out = []
+    for sp, np_ in zip(info.service.ports, info.node_ports):
+        out.append(f"{sp.port}{':' + str(np_) if np_ else ''}/{sp.protocol}")
+    return ",".join(out)
+
+
+def _print_services(cluster) -> None:
+    t = Table(title="services", title_justify="left")
+    for c in ("NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS"):
+        t.add_column(c)
+    for info in cluster.services:
+        eps = sorted({e.address for eps in info.endpoints for e in eps if e.ready})
+        t.add_row(info.service.namespace, info.service.name, info.service.type, info.cluster_ip or "None",
+                  _ports(info), ", ".join(eps) or "[red]<none>[/]")
+    console.print(t)
+
+
+def _service_json(info) -> dict:
+    s = info.service
+    return {"namespace": s.namespace, "name": s.name, "type": s.type, "clusterIP": info.cluster_ip,
+            "ports": [{"name": sp.name, "protocol": sp.protocol, "port": sp.port,
+                       "targetPort": sp.target_port if sp.target_port is not None else sp.port, "nodePort": np_}
+                      for sp, np_ in zip(s.ports, info.node_ports)]}
+
+
+def _endpoints_json(info) -> dict:
+    s = info.service
+    return {"namespace": s.namespace, "service": s.name, "ports": [
+        {"name": sp.name, "protocol": sp.protocol, "endpoints": [
+            {"ip": e.ip, "port": e.port, "nodeName": e.node,
+             "conditions": {"ready": e.ready, "serving": e.serving, "terminating": e.terminating}} for e in eps]}
+        for sp, eps in zip(s.ports, info.endpoints)]}
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_up(args) -> int:
+    from .lab import Lab
+    with _progress() as p:
+        lab = Lab.up(args.file, name=args.name, mode=args.mode, progress=_ProgressView(p))
+    report_sync = lab.saved["syncs"][-1] if lab.saved.get("syncs") else None
+    _summary(lab)
+    if report_sync:
+        console.print(f"built and synced in {report_sync['total_ms']:.0f} ms (rules applied {report_sync['to_rules_ms']:.0f} ms after the start of the sync); "
+                      f"try `testbed get pods`, `testbed exec {lab.cluster().pods[0].name if lab.cluster().pods else 'node/NAME'} -- ip addr`, `testbed down {lab.name}`")
+    return 0
+
+
+def cmd_down(args) -> int:
+    from .lab import Lab, down_all, require_root
+    require_root()
+    if args.all:
+        labs = down_all()
+        console.print(f"removed labs: {', '.join(labs) or 'none'}")
+        return 0
+    name = args.lab or _lab_name(args)
+    res = Lab(name).down()
+    console.print(f"lab {name}: removed {res['namespaces']} namespaces, stopped {res['processes']} processes")
+    return 0
+
+
+def cmd_get(args) -> int:
+    from .lab import Lab
+    lab = Lab(_lab_name(args))
+    cluster = lab.cluster()
+    what = args.what
+    if args.output == "json":
+        if what == "nodes":
+            data = [{"name": n.name, "ip": n.ip, "podCIDR": n.pod_cidr, "role": "node"} for n in cluster.nodes] + \
+                   [{"name": c.name, "ip": c.ip, "role": "client"} for c in cluster.clients]
+        elif what == "pods":
+            data = [{"namespace": p.namespace, "name": p.name, "node": p.node, "ip": p.ip, "owner": p.owner,
+                     "labels": dict(p.labels), "ready": p.ready} for p in cluster.pods]
+        elif what == "services":
+            data = [_service_json(i) for i in cluster.services]
+        else:
+            data = [_endpoints_json(i) for i in cluster.services]
+        print(json.dumps(data, indent=2))
+        return 0
+    if what == "nodes":
+        _print_nodes(cluster)
+    elif what == "pods":
+        _print_pods(cluster)
+    elif what == "services":
+        _print_services(cluster)
+    else:
+        t = Table(title="endpoints", title_justify="left")
+        for c in ("SERVICE", "PORT", "ENDPOINT", "NODE", "READY", "SERVING", "TERMINATING"):
+            t.add_column(c)
+        for info in cluster.services:
+            for sp, eps in zip(info.service.ports, info.endpoints):
+                for e in eps or []:
+                    t.add_row(info.key, f"{sp.name or sp.port}/{sp.protocol}", e.address, e.node or "-",
+                              str(e.ready).lower(), str(e.serving).lower(), str(e.terminating).lower())
+                if not eps:
+                    t.add_row(info.key, f"{sp.name or sp.port}/{sp.protocol}", "[red]<none>[/]", "", "", "", "")
+        console.print(t)
+        syncs = lab.saved.get("syncs", [])
+        if syncs:
+            last = syncs[-1]
+            console.print(f"last sync: change → rules applied {last['to_rules_ms']} ms; "
+                          f"{last['transactions']} transactions; added {last['added'] or '-'}; removed {last['removed'] or '-'}")
+    return 0
+
+
+def cmd_exec(args) -> int:
+    from .kernel import netns
+    from .lab import Lab, require_root, target_namespace
+    require_root()
+    lab = Lab(_lab_name(args))
+    ns = target_namespace(lab.name, lab.cluster(), args.target)
+    cmd = args.command[1:] if args.command and args.command[0] == "--" else args.command
+    if not cmd:
+        raise TestbedError("expected a command after --, e.g. testbed exec POD -- ip addr")
+    fd = os.open(netns.path(ns), os.O_RDONLY)
+    netns.setns(fd)
+    os.close(fd)
+    try:
+        os.execvp(cmd[0], cmd)
+    except FileNotFoundError:
+        raise TestbedError(f"command not found: {cmd[0]}") from None
+
+
+def _highlight_rules(text: str) -> Text:
+    out = Text()
+    for line in text.splitlines(keepends=True):
+        if line.startswith("*") or line.startswith("COMMIT"):
+            out.append(line, style="bold magenta")
+        elif line.startswith(":"):
+            out.append(line, style="cyan")
+        elif line.startswith("#"):
+            out.append(line, style="dim")
+        else:
+            t = Text(line)
+            t.highlight_regex(r"KUBE-[A-Z0-9-]+", "bold cyan")
+            t.highlight_regex(r"\b\d+\.\d+\.\d+\.\d+(/\d+)?(:\d+)?\b", "green")
+            t.highlight_regex(r"--comment (\"[^\"]*\"|\S+)", "yellow")
+            t.highlight_regex(r"-j (DNAT|MASQUERADE|REJECT|DROP|ACCEPT|RETURN)", "bold red")
+            out.append_text(t)
+    return out
+
+
+def cmd_rules(args) -> int:
+    from .kernel import iptables as kipt
+    from .lab import Lab, require_root
+    require_root()
+    lab = Lab(_lab_name(args))
+    if args.node not in lab.saved["nodes"]:
+        raise TestbedError(f"no node {args.node!r} in lab {lab.name} (nodes: {', '.join(lab.saved['nodes'])})")
+    text = kipt.save(lab.saved["nodes"][args.node]["ns"])
+    if args.raw or not sys.stdout.isatty():
+        sys.stdout.write(text)
+    else:
+        console.print(_highlight_rules(text))
+    return 0
+
+
+def cmd_render(args) -> int:
+    from .control import reconcile
+    from .lab import render_for_mode
+    path = args.file or str(model.builtin("default"))
+    topo = model.load_file(path)
+    mode = args.mode or topo.lab.proxy_mode
+    for w in topo.warnings:
+        err.print(f"[yellow]ignored (not modelled):[/] {w}")
+    cluster, _ = reconcile(topo)
+    nodes = [args.node] if args.node else [n.name for n in cluster.nodes]
+    for n in nodes:
+        try:
+            cluster.node(n)
+        except KeyError as e:
+            raise TestbedError(str(e.args[0])) from None
+        text, _ = render_for_mode(mode, cluster.node_view(n), first=args.bootstrap)
+        if len(nodes) > 1:
+            sys.stdout.write(f"# node {n}\n")
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_apply(args) -> int:
+    from .lab import Lab
+    lab = Lab(_lab_name(args))
+    report = lab.apply(args.file)
+    _report(report)
+    return 0
+
+
+def cmd_delete(args) -> int:
+    from .lab import Lab
+    lab = Lab(_lab_name(args))
+    ns, _, name = args.name.rpartition("/")
+    report = lab.delete(args.kind, name, ns or args.namespace)
+    _report(report)
+    return 0
+
+
+def _report(report) -> None:
+    if report.added_pods:
+        console.print(f"[green]added[/] {', '.join(report.added_pods)}")
+    if report.removed_pods:
+        console.print(f"[red]removed[/] {', '.join(report.removed_pods)}")
+    console.print(f"rules: {report.transactions} transactions (one per node: {', '.join(report.nodes_synced)}); "
+                  f"change → rules applied in [bold]{report.seconds_to_rules * 1000:.1f} ms[/] "
+                  f"(render {report.render_seconds * 1000:.1f} ms, kernel {report.apply_seconds * 1000:.1f} ms); "
+                  f"done in {report.seconds_total * 1000:.1f} ms")
+
+
+def cmd_list(args) -> int:
+    t = Table(title="labs", title_justify="left")
+    for c in ("NAME", "MODE", "SOURCE", "PODS", "AGE"):
+        t.add_column(c)
+    for name in state.list_labs():
+        s = state.read(name) or {}
+        t.add_row(name, s.get("mode", "?"), s.get("source", "?"), str(len(s.get("pods", {}))),
+                  f"{time.time() - s.get('created', time.time()):.0f}s")
+    console.print(t)
+    return 0
+
+
+def print_matrix(matrix) -> None:
+    t = Table(title="behaviour × proxy mode", title_justify="left", show_lines=True)
+    t.add_column("behaviour")
+    for m in matrix.modes:
+        t.add_column(m)
+    style = {"pass": "green", "fail": "bold red", "skip": "yellow"}
+    for behaviour, row in matrix.rows.items():
+        cells = []
+        for m in matrix.modes:
+            c = row.get(m)
+            cells.append(Text("-") if c is None else Text(f"{c.status}\n{c.reason}", style=style[c.status]))
+        t.add_row(behaviour, *cells)
+    console.print(t)
+
+
+def cmd_verify(args) -> int:
+    from .lab import require_root
+    from .verify import Matrix, run_mode
+    require_root()
+    modes = args.mode or list(model.PROXY_MODES)
+    for m in modes:
+        if m not in model.PROXY_MODES:
+            raise TestbedError(f"--mode: expected one of {', '.join(model.PROXY_MODES)}, got {m!r}")
+    if args.file:
+        model.load_file(args.file)  # a bad file fails before anything is built
+    matrix = Matrix(modes)
+    with _progress() as p:
+        view = _ProgressView(p)
+        for m in modes:
+            run_mode(args.file, m, matrix, progress=view)
+    print_matrix(matrix)
+    if args.json:
+        data = json.dumps(matrix.to_json(), indent=2)
+        if args.json == "-":
+            print(data)
+        else:
+            with open(args.json, "w") as f:
+                f.write(data + "\n")
+    n = {s: sum(c.status == s for r in matrix.rows.values() for c in r.values()) for s in ("pass", "fail", "skip")}
+    console.print(f"{n['pass']} passed, {n['fail']} failed, {n['skip']} skipped")
+    return 1 if matrix.failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="testbed", description="Kubernetes Service networking from real kernel objects.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("up", help="build a lab (the default lab when no FILE is given) and leave it running")
+    p.add_argument("file", nargs="?", help="topology file: a Lab document plus Kubernetes manifests")
+    p.add_argument("--mode", choices=model.PROXY_MODES, help="proxy mode (default: the Lab's spec.proxyMode)")
+    p.add_argument("--name", help="lab name (default: the Lab's metadata.name)")
+    p.set_defaults(fn=cmd_up)
+
+    p = sub.add_parser("down", help="remove everything a lab made (idempotent; works after a crash)")
+    p.add_argument("lab", nargs="?")
+    p.add_argument("--all", action="store_true", help="every lab on this machine")
+    p.set_defaults(fn=cmd_down)
+
+    p = sub.add_parser("get", help="show nodes, pods, services or endpoints")
+    p.add_argument("what", choices=("nodes", "pods", "services", "endpoints", "node", "pod", "service", "svc", "ep"))
+    p.add_argument("--lab")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.set_defaults(fn=cmd_get)
+
+    p = sub.add_parser("exec", help="run a command inside a pod's (or node/NAME, client/NAME) namespace")
+    p.add_argument("target", help="POD, NAMESPACE/POD, node/NAME or client/NAME")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("--lab")
+    p.set_defaults(fn=cmd_exec)
+
+    p = sub.add_parser("rules", help="the rules installed on a node now (iptables-save, highlighted)")
+    p.add_argument("node")
+    p.add_argument("--lab")
+    p.add_argument("--raw", action="store_true", help="plain text, no highlighting")
+    p.set_defaults(fn=cmd_rules)
+
+    p = sub.add_parser("render", help="print the rules `up` would install on a node (no root, no kernel)")
+    p.add_argument("file", nargs="?")
+    p.add_argument("--mode", choices=model.PROXY_MODES)
+    p.add_argument("--node", help="node name (default: every node)")
+    p.add_argument("--bootstrap", action="store_true",
+                   help="include the jumps from the built-in chains, as the first sync installs them")
+    p.set_defaults(fn=cmd_render)
+
+    p = sub.add_parser("apply", help="change a running lab from a file (scale, add or edit objects)")
+    p.add_argument("-f", "--file", required=True)
+    p.add_argument("--lab")
+    p.set_defaults(fn=cmd_apply)
+
+    p = sub.add_parser("delete", help="delete a pod (a Deployment's pod comes back with a new name and IP) or another object")
+    p.add_argument("kind", help="pod | service | deployment | endpointslice")
+    p.add_argument("name", help="NAME or NAMESPACE/NAME")
+    p.add_argument("-n", "--namespace", default="default")
+    p.add_argument("--lab")
+    p.set_defaults(fn=cmd_delete)
+
+    p = sub.add_parser("list", help="labs running on this machine")
+    p.set_defaults(fn=cmd_list)
+
+    p = sub.add_parser("verify", help="build the lab in each proxy mode and check Service behaviour with real traffic")
+    p.add_argument("file", nargs="?")
+    p.add_argument("--mode", action="append", help="restrict to this mode (repeatable)")
+    p.add_argument("--json", metavar="PATH", help="write the matrix as JSON ('-' for standard output)")
+    p.set_defaults(fn=cmd_verify)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "what", None) in ("node", "pod", "service", "svc", "ep"):
+        args.what = {"node": "nodes", "pod": "pods", "service": "services", "svc": "services", "ep": "endpoints"}[args.what]
+    try:
+        return args.fn(args)
+    except TestbedError as e:
+        err.print(f"[bold red]error:[/] {e}")
+        return 2
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

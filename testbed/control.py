@@ -1,0 +1,443 @@
+"""What the API server and controllers would do, as a pure function of (topology, previous state).
+
+- IPAM: node IPs on the node network, a pod CIDR per node, pod IPs from it (never reusing the IP a
+  pod just released, like host-local's round-robin), ClusterIPs from the Service CIDR and NodePorts
+  from the range (explicit ones honoured, others allocated and then kept across changes).
+- The Deployment controller: replicas → pods named `<deploy>-<hash>-<suffix>`; a deleted pod is
+  replaced by one with a new name and IP.
+- The scheduler: `nodeName` when given, otherwise the node with the fewest pods.
+- The EndpointSlice controller: selectors → endpoints (ready/serving/terminating, nodeName), named
+  targetPorts resolved per pod; Services without a selector take the hand-written EndpointSlices.
+- kube-proxy's view per node (`proxy.NodeView`).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+from dataclasses import asdict, dataclass, field
+
+from .errors import TopologyError
+from .model import ContainerPort, Pod, Service, Topology
+from .proxy import Endpoint, NodeView, ProxyConfig, ServicePort
+
+# Labels that make kube-proxy ignore a Service (it is served by another proxy, or headless).
+IGNORED_SERVICE_LABELS = ("service.kubernetes.io/service-proxy-name", "service.kubernetes.io/headless")
+_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' utilrand alphabet (no vowels)
+
+
+def _digest(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def _suffix(seed: str, length: int) -> str:
+    n = _digest(seed)
+    out = []
+    for _ in range(length):
+        n, r = divmod(n, len(_SUFFIX_ALPHABET))
+        out.append(_SUFFIX_ALPHABET[r])
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    ip: str
+    pod_cidr: str
+
+    @property
+    def gateway(self) -> str:
+        """The node's address on its pod bridge (the pods' default gateway)."""
+        return str(ipaddress.ip_network(self.pod_cidr).network_address + 1)
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    name: str
+    ip: str
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    name: str
+    namespace: str
+    node: str
+    ip: str
+    labels: tuple[tuple[str, str], ...]
+    ports: tuple[ContainerPort, ...]
+    owner: str | None = None
+    ready: bool = True
+    terminating: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    service: Service
+    cluster_ip: str | None
+    node_ports: tuple[int | None, ...]  # one per service port
+    endpoints: tuple[tuple[Endpoint, ...], ...]  # one tuple per service port
+
+    @property
+    def key(self) -> str:
+        return self.service.key
+
+    @property
+    def proxied(self) -> bool:
+        """kube-proxy ignores headless and ExternalName Services and ones labelled for another proxy."""
+        labels = dict(self.service.labels)
+        return bool(self.cluster_ip) and not any(k in labels for k in IGNORED_SERVICE_LABELS)
+
+
+@dataclass
+class Allocations:
+    """Everything allocated so far: kept across syncs so a change keeps what did not change."""
+
+    nodes: dict[str, dict] = field(default_factory=dict)  # name → {ip, pod_cidr}
+    clients: dict[str, str] = field(default_factory=dict)
+    cluster_ips: dict[str, str] = field(default_factory=dict)  # svc key → ip
+    node_ports: dict[str, int] = field(default_factory=dict)  # "svc key|port|proto" → nodePort
+    pods: dict[str, dict] = field(default_factory=dict)  # pod key → {node, ip, owner, serial}
+    serials: dict[str, int] = field(default_factory=dict)  # deployment key → next pod serial
+    ip_cursor: dict[str, int] = field(default_factory=dict)  # node → last pod IP offset handed out
+    deleted: list[str] = field(default_factory=list)  # pods of Deployments deleted by the user
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "Allocations":
+        return cls(**(data or {}))
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    topology: Topology
+    nodes: tuple[NodeInfo, ...]
+    clients: tuple[ClientInfo, ...]
+    pods: tuple[PodInfo, ...]
+    services: tuple[ServiceInfo, ...]
+
+    @property
+    def lab(self):
+        return self.topology.lab
+
+    def node(self, name: str) -> NodeInfo:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(f"no node named {name!r} (nodes: {', '.join(n.name for n in self.nodes)})")
+
+    def proxy_config(self) -> ProxyConfig:
+        return ProxyConfig(cluster_cidr=self.lab.cluster_cidr, service_cidrs=(self.lab.service_cidr,),
+                           masquerade_all=self.lab.masquerade_all)
+
+    def node_view(self, node_name: str) -> NodeView:
+        node = self.node(node_name)
+        ports = []
+        for info in self.services:
+            if not info.proxied:
+                continue
+            s = info.service
+            for sp, np_, eps in zip(s.ports, info.node_ports, info.endpoints):
+                ports.append(ServicePort(
+                    namespace=s.namespace, name=s.name, port_name=sp.name, protocol=sp.protocol, port=sp.port,
+                    cluster_ip=info.cluster_ip, node_port=np_, external_ips=s.external_ips,
+                    load_balancer_ips=s.load_balancer_ips if s.type == "LoadBalancer" else (),
+                    load_balancer_source_ranges=s.load_balancer_source_ranges if s.type == "LoadBalancer" else (),
+                    session_affinity_timeout=s.session_affinity_timeout,
+                    external_policy_local=s.external_policy_local, internal_policy_local=s.internal_policy_local,
+                    health_check_node_port=s.health_check_node_port, endpoints=eps))
+        ports.sort(key=lambda p: (p.port_name_string, p.protocol))
+        return NodeView(node_name=node.name, node_ips=(node.ip,), config=self.proxy_config(), services=tuple(ports))
+
+
+# ----------------------------------------------------------------------------- IPAM
+
+
+def _allocate_hosts(topo: Topology, alloc: Allocations) -> tuple[tuple[NodeInfo, ...], tuple[ClientInfo, ...]]:
+    lab = topo.lab
+    net = ipaddress.ip_network(lab.node_network)
+    pinned = {h.ip for h in (*lab.nodes, *lab.clients) if h.ip}
+    taken = set(pinned) | {str(net.network_address + 1)}  # .1 is the fabric bridge
+    for n in lab.nodes:
+        prev = alloc.nodes.get(n.name, {}).get("ip")
+        if not n.ip and prev and prev not in pinned:
+            taken.add(prev)
+    for c in lab.clients:
+        prev = alloc.clients.get(c.name)
+        if not c.ip and prev and prev not in pinned:
+            taken.add(prev)
+
+    def next_free(start: int) -> str:
+        for off in range(start, net.num_addresses - 1):
+            ip = str(net.network_address + off)
+            if ip not in taken:
+                taken.add(ip)
+                return ip
+        for off in range(2, start):
+            ip = str(net.network_address + off)
+            if ip not in taken:
+                taken.add(ip)
+                return ip
+        raise TopologyError(topo.source, f"Lab {lab.name}", "spec.nodeNetwork", f"no free address left in {net}")
+
+    cluster = ipaddress.ip_network(lab.cluster_cidr)
+    subnets = cluster.subnets(new_prefix=lab.node_cidr_mask)
+    pinned_cidrs = [ipaddress.ip_network(n.pod_cidr) for n in lab.nodes if n.pod_cidr]
+    used_cidrs = list(pinned_cidrs)
+    for n in lab.nodes:
+        prev = alloc.nodes.get(n.name, {}).get("pod_cidr")
+        if not n.pod_cidr and prev and not any(ipaddress.ip_network(prev).overlaps(c) for c in pinned_cidrs):
+            used_cidrs.append(ipaddress.ip_network(prev))
+
+    nodes = []
+    new_nodes = {}
+    for n in lab.nodes:
+        prev = alloc.nodes.get(n.name, {})
+        ip = n.ip or (prev.get("ip") if prev.get("ip") and prev.get("ip") not in pinned else None) or next_free(2)
+        cidr = n.pod_cidr or prev.get("pod_cidr")
+        if cidr and not n.pod_cidr and any(ipaddress.ip_network(cidr).overlaps(c) for c in pinned_cidrs):
+            cidr = None
+        if not cidr:
+            for sub in subnets:
+                if not any(sub.overlaps(c) for c in used_cidrs):
+                    cidr = str(sub)
+                    used_cidrs.append(sub)
+                    break
+            else:
+                raise TopologyError(topo.source, f"Lab {lab.name}", "spec.clusterCIDR", f"{cluster} has no /{lab.node_cidr_mask} left for node {n.name}")
+        nodes.append(NodeInfo(n.name, ip, cidr))
+        new_nodes[n.name] = {"ip": ip, "pod_cidr": cidr}
+    clients = []
+    new_clients = {}
+    start = 100 if net.num_addresses >= 256 else 2
+    for c in lab.clients:
+        prev = alloc.clients.get(c.name)
+        ip = c.ip or (prev if prev and prev not in pinned else None) or next_free(start)
+        clients.append(ClientInfo(c.name, ip))
+        new_clients[c.name] = ip
+    alloc.nodes, alloc.clients = new_nodes, new_clients
+    return tuple(nodes), tuple(clients)
+
+
+def _static_band(size: int) -> int:
+    """The low part of a range Kubernetes keeps for explicit requests (min(max(16, size/16), 256))."""
+    return min(max(16, size // 16), 256)
+
+
+def _allocate_cluster_ips(topo: Topology, alloc: Allocations) -> dict[str, str | None]:
+    net = ipaddress.ip_network(topo.lab.service_cidr)
+    size = net.num_addresses
+    out: dict[str, str | None] = {}
+    used = {s.cluster_ip for s in topo.services if s.cluster_ip and not s.headless}
+    keep = {}
+    for s in topo.services:
+        if s.type == "ExternalName" or s.headless:
+            continue
+        prev = alloc.cluster_ips.get(s.key)
+        if not s.cluster_ip and prev and prev not in used and ipaddress.ip_address(prev) in net:
+            keep[s.key] = prev
+            used.add(prev)
+    for s in sorted(topo.services, key=lambda s: s.key):
+        if s.type == "ExternalName" or s.headless:
+            out[s.key] = None
+            continue
+        ip = s.cluster_ip or keep.get(s.key)
+        if not ip:
+            band = _static_band(size)
+            span = size - band - 1
+            start = _digest(s.key) % span
+            for i in range(span):
+                cand = str(net.network_address + band + (start + i) % span)
+                if cand not in used:
+                    ip = cand
+                    break
+            else:
+                raise TopologyError(topo.source, f"Service {s.key}", "spec.clusterIP", f"the Service CIDR {net} is full")
+            used.add(ip)
+        out[s.key] = ip
+    alloc.cluster_ips = {k: v for k, v in out.items() if v}
+    return out
+
+
+def _allocate_node_ports(topo: Topology, alloc: Allocations) -> dict[str, tuple[int | None, ...]]:
+    lo, hi = topo.lab.node_port_range
+    size = hi - lo + 1
+    used = {(p.node_port, p.protocol) for s in topo.services for p in s.ports if p.node_port}
+    keep = {}
+    for s in topo.services:
+        if s.type not in ("NodePort", "LoadBalancer"):
+            continue
+        for p in s.ports:
+            k = f"{s.key}|{p.port}|{p.protocol}"
+            prev = alloc.node_ports.get(k)
+            if not p.node_port and prev and lo <= prev <= hi and (prev, p.protocol) not in used:
+                keep[k] = prev
+                used.add((prev, p.protocol))
+    out, new = {}, {}
+    for s in sorted(topo.services, key=lambda s: s.key):
+        ports = []
+        for p in s.ports:
+            if s.type not in ("NodePort", "LoadBalancer"):
+                ports.append(None)
+                continue
+            k = f"{s.key}|{p.port}|{p.protocol}"
+            np_ = p.node_port or keep.get(k)
+            if not np_:
+                band = _static_band(size) if size > 32 else 0
+                span = size - band
+                start = _digest(k) % span
+                for i in range(span):
+                    cand = lo + band + (start + i) % span
+                    if (cand, p.protocol) not in used:
+                        np_ = cand
+                        break
+                else:
+                    raise TopologyError(topo.source, f"Service {s.key}", "spec.ports", f"the NodePort range {lo}-{hi} is full")
+                used.add((np_, p.protocol))
+            ports.append(np_)
+            new[k] = np_
+        out[s.key] = tuple(ports)
+    alloc.node_ports = new
+    return out
+
+
+# ----------------------------------------------------------------------------- controllers
+
+
+def _pod_template_hash(dep) -> str:
+    return _suffix(repr(dep.template), 10)
+
+
+def _desired_pods(topo: Topology, alloc: Allocations) -> list[tuple[Pod, str | None]]:
+    """(pod, owner) for standalone pods and every Deployment replica, keeping existing replicas."""
+    pods = [(p, None) for p in topo.pods]
+    existing_by_owner: dict[str, list[tuple[int, str]]] = {}
+    for key, rec in alloc.pods.items():
+        if rec.get("owner"):
+            existing_by_owner.setdefault(rec["owner"], []).append((rec["serial"], key))
+    for dep in sorted(topo.deployments, key=lambda d: d.key):
+        thash = _pod_template_hash(dep)
+        mine = sorted(existing_by_owner.get(dep.key, []))
+        # A changed template rolls every pod (new hash in the name), as a Deployment rollout would.
+        mine = [(s, k) for s, k in mine if alloc.pods[k].get("hash") == thash]
+        kept = mine[: dep.replicas]
+        serial = alloc.serials.get(dep.key, 0)
+        names = [k.split("/", 1)[1] for _, k in kept]
+        while len(names) < dep.replicas:
+            names.append(f"{dep.name}-{thash}-{_suffix(f'{dep.key}#{serial}', 5)}")
+            alloc.serials[dep.key] = serial = serial + 1
+            alloc.pods.setdefault(f"{dep.namespace}/{names[-1]}", {"serial": serial, "owner": dep.key, "hash": thash})
+        labels = tuple(sorted(dict(dep.template.labels, **{"pod-template-hash": thash}).items()))
+        for n in names:
+            pods.append((Pod(n, dep.namespace, labels, dep.template.ports, dep.template.node_name, owner=dep.key), dep.key))
+    return pods
+
+
+def _schedule_and_address(topo: Topology, alloc: Allocations, nodes: tuple[NodeInfo, ...]) -> tuple[PodInfo, ...]:
+    desired = _desired_pods(topo, alloc)
+    by_node = {n.name: n for n in nodes}
+    load = {n.name: 0 for n in nodes}
+    used: dict[str, set[str]] = {n.name: set() for n in nodes}
+    placed: dict[str, dict] = {}
+    for pod, owner in desired:
+        rec = alloc.pods.get(pod.key, {})
+        if rec.get("node") in by_node and rec.get("ip") and (not pod.node_name or pod.node_name == rec["node"]) \
+                and ipaddress.ip_address(rec["ip"]) in ipaddress.ip_network(by_node[rec["node"]].pod_cidr):
+            placed[pod.key] = rec
+            load[rec["node"]] += 1
+            used[rec["node"]].add(rec["ip"])
+    out = []
+    for pod, owner in desired:
+        rec = dict(alloc.pods.get(pod.key, {}))
+        if pod.key not in placed:
+            node = pod.node_name or min(load, key=lambda n: (load[n], [x.name for x in nodes].index(n)))
+            load[node] += 1
+            net = ipaddress.ip_network(by_node[node].pod_cidr)
+            cursor = alloc.ip_cursor.get(node, 1)
+            span = net.num_addresses - 3  # network, gateway (.1), broadcast
+            for i in range(1, span + 1):
+                off = 2 + (cursor - 2 + i) % span
+                ip = str(net.network_address + off)
+                if ip not in used[node]:
+                    break
+            else:
+                raise TopologyError(topo.source, f"Pod {pod.key}", "spec.nodeName", f"node {node}'s pod CIDR {net} is full")
+            used[node].add(ip)
+            alloc.ip_cursor[node] = off
+            rec.update(node=node, ip=ip)
+            placed[pod.key] = rec
+        rec.setdefault("owner", owner)
+        rec.setdefault("serial", 0)
+        placed[pod.key] = rec
+        out.append(PodInfo(pod.name, pod.namespace, rec["node"], rec["ip"], pod.labels, pod.ports, owner))
+    alloc.pods = placed
+    return tuple(sorted(out, key=lambda p: p.key))
+
+
+def _resolve_target(sp, pod: PodInfo) -> int | None:
+    """The pod port a Service port sends to: a number, a named container port, or the port itself."""
+    t = sp.target_port
+    if t is None:
+        return sp.port
+    if isinstance(t, int):
+        return t
+    if t.isdigit():
+        return int(t)
+    for cp in pod.ports:
+        if cp.name == t and cp.protocol == sp.protocol:
+            return cp.port
+    return None
+
+
+def _service_endpoints(svc: Service, pods: tuple[PodInfo, ...], topo: Topology) -> tuple[tuple[Endpoint, ...], ...]:
+    per_port: list[tuple[Endpoint, ...]] = []
+    if svc.selector is not None:
+        sel = dict(svc.selector)
+        members = [p for p in pods if all(dict(p.labels).get(k) == v for k, v in sel.items())]
+        for sp in svc.ports:
+            eps = []
+            for p in members:
+                port = _resolve_target(sp, p)
+                if port is None:
+                    continue
+                ready = p.ready or svc.publish_not_ready
+                eps.append(Endpoint(p.ip, port, p.node, ready=ready and not p.terminating,
+                                    serving=ready, terminating=p.terminating))
+            per_port.append(tuple(eps))
+        return tuple(per_port)
+    slices = [s for s in topo.slices if s.namespace == svc.namespace and s.service_name == svc.name]
+    for sp in svc.ports:
+        eps = []
+        for sl in slices:
+            for port in sl.ports:
+                if port.name != sp.name or port.protocol != sp.protocol:
+                    continue
+                for e in sl.endpoints:
+                    ready = True if e.ready is None else e.ready
+                    serving = ready if e.serving is None else e.serving
+                    terminating = bool(e.terminating)
+                    for a in e.addresses[:1]:  # kube-proxy uses the first address only
+                        eps.append(Endpoint(a, port.port, e.node_name, ready=ready, serving=serving, terminating=terminating))
+        per_port.append(tuple(eps))
+    return tuple(per_port)
+
+
+def reconcile(topo: Topology, alloc: Allocations | None = None) -> tuple[ClusterState, Allocations]:
+    """Desired topology + previous allocations → the cluster state, and the allocations to keep."""
+    alloc = Allocations.from_json(alloc.to_json()) if alloc else Allocations()
+    for key in alloc.deleted:
+        alloc.pods.pop(key, None)
+    alloc.deleted = []
+    nodes, clients = _allocate_hosts(topo, alloc)
+    cips = _allocate_cluster_ips(topo, alloc)
+    nps = _allocate_node_ports(topo, alloc)
+    pods = _schedule_and_address(topo, alloc, nodes)
+    services = tuple(
+        ServiceInfo(s, cips.get(s.key), nps.get(s.key, tuple(None for _ in s.ports)), _service_endpoints(s, pods, topo))
+        for s in sorted(topo.services, key=lambda s: s.key))
+    return ClusterState(topo, nodes, clients, pods, services), alloc

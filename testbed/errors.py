@@ -1,0 +1,25 @@
+"""Errors that reach the user: each says where (file, object, field) and what was expected."""
+from __future__ import annotations
+
+
+class TestbedError(Exception):
+    """Base class: a message meant for the user, shown without a traceback by the CLI."""
+
+
+class TopologyError(TestbedError):
+    def __init__(self, file: str | None, obj: str | None, field: str | None, problem: str):
+        self.file, self.obj, self.field, self.problem = file, obj, field, problem
+        where = ": ".join(p for p in (file, obj, field) if p)
+        super().__init__(f"{where}: {problem}" if where else problem)
+
+
+class PrivilegeError(TestbedError):
+    pass
+
+
+class KernelFeatureError(TestbedError):
+    pass
+
+
+class LabNotFound(TestbedError):
+    pass

@@ -1,0 +1,214 @@
+"""Namespaces, veth pairs, bridges, addresses and routes through in-process netlink (pyroute2).
+
+Anatomy (all inside namespaces the lab owns; the root namespace is never touched):
+  <lab>-fabric      bridge `fabric0`; one veth port per node and client
+  <lab>-<host>      a node or client: `eth0` on the fabric; a node also has bridge `cbr0` (its pod
+                    gateway), routes to the other nodes' pod CIDRs, forwarding and br_netfilter on
+  <lab>-<ns>.<pod>  a pod: `eth0` (veth to its node's `cbr0`, hairpin on), default route via cbr0
+Every namespace's `lo` and every link we make carry the alias `testbed:<lab>:...`: `down` uses it to
+tell what is ours without the state file.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from contextlib import contextmanager
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from . import netns
+
+FABRIC_BRIDGE = "fabric0"
+POD_BRIDGE = "cbr0"
+ALIAS_PREFIX = "testbed:"
+
+
+def owner_alias(lab: str, role: str, name: str) -> str:
+    return f"{ALIAS_PREFIX}{lab}:{role}:{name}"
+
+
+def fabric_ns(lab: str) -> str:
+    return f"{lab}-fabric"
+
+
+def host_ns(lab: str, host: str) -> str:
+    return f"{lab}-{host}"
+
+
+def pod_ns(lab: str, namespace: str, pod: str) -> str:
+    return f"{lab}-{namespace}.{pod}"
+
+
+def short_link(prefix: str, key: str) -> str:
+    """A link name within the kernel's 15 characters, stable for the same key."""
+    return prefix + hashlib.sha1(key.encode()).hexdigest()[: 15 - len(prefix)]
+
+
+class Netlink:
+    """One netlink socket per namespace, opened inside it and reused for the whole build."""
+
+    def __init__(self):
+        self._socks: dict[str, IPRoute] = {}
+
+    def __call__(self, ns: str) -> IPRoute:
+        sock = self._socks.get(ns)
+        if sock is None:
+            with netns.entered(ns):
+                sock = IPRoute()
+            self._socks[ns] = sock
+        return sock
+
+    def forget(self, ns: str) -> None:
+        sock = self._socks.pop(ns, None)
+        if sock is not None:
+            sock.close()
+
+    def close(self) -> None:
+        for ns in list(self._socks):
+            self.forget(ns)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _index(ipr: IPRoute, ifname: str) -> int:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise LookupError(f"no link {ifname}")
+    return found[0]
+
+
+def make_namespace(lab: str, ns: str, role: str, name: str, ipr_of: Netlink) -> None:
+    """Create a namespace and mark it as the lab's (alias on its `lo`), with `lo` up."""
+    netns.create(ns)
+    ipr = ipr_of(ns)
+    ipr.link("set", index=1, state="up", ifalias=owner_alias(lab, role, name))
+
+
+def ns_owner(ns: str) -> str | None:
+    """The owner alias on a namespace's `lo`, or None when it is not one of ours."""
+    try:
+        with netns.entered(ns):
+            ipr = IPRoute()
+    except OSError:
+        return None
+    try:
+        links = ipr.get_links(1)
+        return links[0].get_attr("IFLA_IFALIAS") if links else None
+    except NetlinkError:
+        return None
+    finally:
+        ipr.close()
+
+
+@contextmanager
+def _ns_fd(ns: str):
+    fd = os.open(netns.path(ns), os.O_RDONLY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def veth_into(ipr: IPRoute, ifname: str, peer_ns: str, peer_name: str, alias: str, master: int | None = None) -> int:
+    """A veth pair: `ifname` here (up, optionally enslaved) and `peer_name` inside `peer_ns`."""
+    with _ns_fd(peer_ns) as fd:
+        kw = {"master": master} if master else {}
+        ipr.link("add", ifname=ifname, kind="veth", state="up", ifalias=alias,
+                 peer={"ifname": peer_name, "net_ns_fd": fd}, **kw)
+    return _index(ipr, ifname)
+
+
+def set_sysctls(ns: str, values: dict[str, str]) -> None:
+    with netns.entered(ns):
+        for key, value in values.items():
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(value)
+
+
+def build_fabric(lab: str, ipr_of: Netlink) -> None:
+    ns = fabric_ns(lab)
+    make_namespace(lab, ns, "fabric", "fabric", ipr_of)
+    ipr = ipr_of(ns)
+    ipr.link("add", ifname=FABRIC_BRIDGE, kind="bridge", ifalias=owner_alias(lab, "link", FABRIC_BRIDGE))
+    # No STP, no forwarding delay: ports forward as soon as they are up.
+    ipr.link("set", index=_index(ipr, FABRIC_BRIDGE), state="up", kind="bridge", br_forward_delay=0, br_stp_state=0)
+
+
+def fabric_gateway(lab: str, ip: str, prefixlen: int, ipr_of: Netlink) -> None:
+    """The fabric's own address: the hosts' default gateway, so a node routes (and its FORWARD
+    rules see) traffic to unallocated addresses as a real node does. Nothing forwards past it."""
+    ipr = ipr_of(fabric_ns(lab))
+    ipr.addr("add", index=_index(ipr, FABRIC_BRIDGE), address=ip, prefixlen=prefixlen)
+
+
+def attach_host(lab: str, role: str, host: str, ip: str, prefixlen: int, gateway: str, ipr_of: Netlink) -> None:
+    """A node or client namespace with `eth0` on the fabric bridge."""
+    ns = host_ns(lab, host)
+    make_namespace(lab, ns, role, host, ipr_of)
+    fab = ipr_of(fabric_ns(lab))
+    veth_into(fab, short_link("f", host), ns, "eth0", owner_alias(lab, "link", host),
+              master=_index(fab, FABRIC_BRIDGE))
+    ipr = ipr_of(ns)
+    eth0 = _index(ipr, "eth0")
+    ipr.link("set", index=eth0, state="up", ifalias=owner_alias(lab, "link", f"{host}/eth0"))
+    ipr.addr("add", index=eth0, address=ip, prefixlen=prefixlen)
+    ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+
+
+NODE_SYSCTLS = {
+    "net.ipv4.ip_forward": "1",
+    "net.bridge.bridge-nf-call-iptables": "1",  # bridged pod↔pod replies must see conntrack (un-DNAT)
+    "net.ipv4.conf.all.route_localnet": "1",  # kube-proxy's localhost NodePorts (iptables mode)
+}
+
+
+def setup_node(lab: str, node: str, gateway: str, pod_prefixlen: int, routes: list[tuple[str, str]], ipr_of: Netlink) -> None:
+    """The node's pod bridge with the pods' gateway address, and routes to the other nodes' pod CIDRs."""
+    ns = host_ns(lab, node)
+    ipr = ipr_of(ns)
+    ipr.link("add", ifname=POD_BRIDGE, kind="bridge", ifalias=owner_alias(lab, "link", f"{node}/{POD_BRIDGE}"))
+    br = _index(ipr, POD_BRIDGE)
+    ipr.link("set", index=br, state="up", kind="bridge", br_forward_delay=0, br_stp_state=0)
+    ipr.addr("add", index=br, address=gateway, prefixlen=pod_prefixlen)
+    for cidr, via in routes:
+        ipr.route("add", dst=cidr, gateway=via)
+    set_sysctls(ns, NODE_SYSCTLS)
+
+
+def add_pod(lab: str, node: str, namespace: str, pod: str, ip: str, prefixlen: int, gateway: str, ipr_of: Netlink) -> str:
+    """A pod namespace wired to its node's bridge; returns the namespace name."""
+    ns = pod_ns(lab, namespace, pod)
+    netns.create(ns)
+    node_ipr = ipr_of(host_ns(lab, node))
+    host_if = short_link("veth", f"{namespace}/{pod}")
+    idx = veth_into(node_ipr, host_if, ns, "eth0", owner_alias(lab, "pod", f"{namespace}/{pod}"),
+                    master=_index(node_ipr, POD_BRIDGE))
+    node_ipr.brport("set", index=idx, mode=1)  # hairpin: a pod may reach itself through a Service
+    with netns.entered(ns):
+        ipr = IPRoute()
+    try:
+        ipr.link("set", index=1, state="up", ifalias=owner_alias(lab, "pod", f"{namespace}/{pod}"))
+        eth0 = _index(ipr, "eth0")
+        ipr.addr("add", index=eth0, address=ip, prefixlen=prefixlen)
+        ipr.link("set", index=eth0, state="up")
+        ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+    finally:
+        ipr.close()
+    return ns
+
+
+def remove_pod(lab: str, node: str, namespace: str, pod: str, ipr_of: Netlink) -> None:
+    """Delete the pod's host-side veth (its peer goes with it) and the namespace."""
+    try:
+        node_ipr = ipr_of(host_ns(lab, node))
+        found = node_ipr.link_lookup(ifname=short_link("veth", f"{namespace}/{pod}"))
+        if found:
+            node_ipr.link("del", index=found[0])
+    except (OSError, NetlinkError):
+        pass
+    netns.delete(pod_ns(lab, namespace, pod))

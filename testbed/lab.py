@@ -1,0 +1,384 @@
+"""A running lab: up, apply, delete, down, and the sync loop that ties control → render → apply.
+
+Like kube-proxy's sync loop, every change (a Deployment scaled, a pod deleted and replaced, a
+Service edited) recomputes the whole desired state and applies the difference: new pods are wired
+and started, every node gets one rules transaction, and only then are removed pods torn down.
+"""
+from __future__ import annotations
+
+import copy
+import ipaddress
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import yaml
+
+from . import model, state, supervisor
+from .control import Allocations, ClusterState, PodInfo, reconcile
+from .errors import KernelFeatureError, LabNotFound, PrivilegeError, TestbedError, TopologyError
+from .kernel import iptables as kiptables
+from .kernel import netns, wiring
+from .render import iptables as render_iptables
+
+Progress = Callable[[str, dict], None]
+
+
+def _quiet(event: str, info: dict) -> None:
+    pass
+
+
+@dataclass
+class SyncReport:
+    """What one sync did and how long it took (change → rules applied on every node)."""
+
+    added_pods: list[str] = field(default_factory=list)
+    removed_pods: list[str] = field(default_factory=list)
+    nodes_synced: list[str] = field(default_factory=list)
+    transactions: int = 0
+    seconds_to_rules: float = 0.0
+    seconds_total: float = 0.0
+    render_seconds: float = 0.0
+    apply_seconds: float = 0.0
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise PrivilegeError("testbed needs root for network namespaces and rules: run it with sudo (or as root)")
+
+
+def check_kernel(mode: str) -> None:
+    """Say what is missing and how to get it, before anything is built."""
+    if not os.path.exists("/proc/self/ns/net"):
+        raise KernelFeatureError("this kernel has no network namespaces (CONFIG_NET_NS)")
+    if mode not in model.IMPLEMENTED_MODES:
+        raise KernelFeatureError(f"proxy mode {mode!r} is not implemented yet; implemented: {', '.join(model.IMPLEMENTED_MODES)}")
+    if mode == "iptables":
+        kiptables._binary("iptables-restore")
+
+
+def _doc_key(doc: dict) -> tuple[str, str, str]:
+    meta = doc.get("metadata") or {}
+    ns = meta.get("namespace") or "default" if doc.get("kind") != "Lab" else ""
+    return (doc.get("kind", ""), ns, meta.get("name", ""))
+
+
+def _read_docs(path: str) -> list[dict]:
+    try:
+        text = open(path).read()
+    except OSError as e:
+        raise TopologyError(path, None, None, f"cannot read the file: {e.strerror}") from None
+    try:
+        return [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        raise TopologyError(path, None, None, f"expected valid YAML: {e}") from None
+
+
+class Lab:
+    """Handle on a lab by name; the truth lives in /run/testbed/<name>/ and in the kernel."""
+
+    def __init__(self, name: str, progress: Progress = _quiet):
+        self.name = name
+        self.progress = progress
+        self._state: dict | None = None
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def saved(self) -> dict:
+        if self._state is None:
+            self._state = state.read(self.name)
+            if self._state is None:
+                raise LabNotFound(f"no lab named {self.name!r} is running (labs: {', '.join(state.list_labs()) or 'none'})")
+        return self._state
+
+    def exists(self) -> bool:
+        return state.read(self.name) is not None
+
+    def topology(self, docs: list[dict] | None = None) -> model.Topology:
+        s = self.saved
+        topo = model.parse_documents(docs if docs is not None else s["manifests"], s.get("source", "<lab>"))
+        return topo.with_lab(name=self.name, proxy_mode=s["mode"])
+
+    def cluster(self) -> ClusterState:
+        st, _ = reconcile(self.topology(), Allocations.from_json(self.saved["alloc"]))
+        return st
+
+    def _save(self) -> None:
+        state.write(self.name, self._state)
+
+    # ------------------------------------------------------------------ up
+
+    @classmethod
+    def up(cls, topo_path: str | None = None, name: str | None = None, mode: str | None = None,
+           progress: Progress = _quiet) -> "Lab":
+        require_root()
+        path = str(topo_path or model.builtin("default"))
+        docs = _read_docs(path)
+        topo = model.parse_documents(docs, path)
+        name = name or topo.lab.name
+        mode = mode or topo.lab.proxy_mode
+        if not model.LAB_NAME.match(name):
+            raise TopologyError(path, None, "--name", f"expected a lab name of at most 16 characters (a-z, 0-9, '-'), got {name!r}")
+        if mode not in model.PROXY_MODES:
+            raise TopologyError(path, None, "--mode", f"expected one of {', '.join(model.PROXY_MODES)}, got {mode!r}")
+        topo = topo.with_lab(name=name, proxy_mode=mode)
+        check_kernel(mode)
+        lab = cls(name, progress)
+        if state.read(name) is not None or state.read_journal(name) or any(n.startswith(f"{name}-") and wiring.ns_owner(n) and wiring.ns_owner(n).startswith(f"{wiring.ALIAS_PREFIX}{name}:") for n in netns.list_names()):
+            raise TestbedError(f"a lab named {name!r} already exists: `testbed down {name}` first, or pick another --name")
+        for w in topo.warnings:
+            progress("ignored", {"field": w})
+        cluster, alloc = reconcile(topo)
+        with state.locked(name):
+            lab._state = {"lab": name, "mode": mode, "source": path, "manifests": docs, "alloc": alloc.to_json(),
+                          "pods": {}, "nodes": {}, "created": time.time(), "syncs": []}
+            lab._save()
+            try:
+                lab._build(cluster)
+                report = lab._sync(cluster, alloc, started=time.perf_counter())
+            except BaseException:
+                progress("rollback", {})
+                lab._teardown()
+                raise
+        progress("ready", {"report": report})
+        return lab
+
+    def _build(self, cluster: ClusterState) -> None:
+        lab = self.name
+        net = ipaddress.ip_network(cluster.lab.node_network)
+        with wiring.Netlink() as ipr_of:
+            self.progress("step", {"what": "fabric", "total": len(cluster.nodes) + len(cluster.clients)})
+            state.journal(lab, "ns", wiring.fabric_ns(lab))
+            wiring.build_fabric(lab, ipr_of)
+            gateway = str(net.network_address + 1)
+            wiring.fabric_gateway(lab, gateway, net.prefixlen, ipr_of)
+            for role, hosts in (("node", cluster.nodes), ("client", cluster.clients)):
+                for h in hosts:
+                    state.journal(lab, "ns", wiring.host_ns(lab, h.name))
+                    wiring.attach_host(lab, role, h.name, h.ip, net.prefixlen, gateway, ipr_of)
+                    self.progress("advance", {"what": f"{role} {h.name}"})
+            for n in cluster.nodes:
+                routes = [(o.pod_cidr, o.ip) for o in cluster.nodes if o.name != n.name]
+                wiring.setup_node(lab, n.name, n.gateway, ipaddress.ip_network(n.pod_cidr).prefixlen, routes, ipr_of)
+                self.saved["nodes"][n.name] = {"ns": wiring.host_ns(lab, n.name), "chains": [], "bootstrapped": False}
+        self._save()
+
+    # ------------------------------------------------------------------ sync
+
+    def _sync(self, cluster: ClusterState, alloc: Allocations, started: float) -> SyncReport:
+        """Bring the kernel to `cluster`: add pods, one rules transaction per node, remove pods."""
+        report = SyncReport()
+        lab = self.name
+        have: dict = self.saved["pods"]
+        want = {p.key: p for p in cluster.pods}
+        new = [p for k, p in want.items() if k not in have]
+        gone = [k for k in have if k not in want or have[k]["ip"] != want[k].ip or have[k]["node"] != want[k].node]
+        by_node = {n.name: n for n in cluster.nodes}
+        if new:
+            self.progress("step", {"what": "pods", "total": len(new)})
+            with wiring.Netlink() as ipr_of:
+                for p in new:
+                    node = by_node[p.node]
+                    ns = wiring.pod_ns(lab, p.namespace, p.name)
+                    state.journal(lab, "ns", ns)
+                    wiring.add_pod(lab, p.node, p.namespace, p.name, p.ip,
+                                   ipaddress.ip_network(node.pod_cidr).prefixlen, node.gateway, ipr_of)
+                    self.progress("advance", {"what": f"pod {p.key}"})
+            specs = [{"key": p.key, "ns": wiring.pod_ns(lab, p.namespace, p.name), "hostname": p.name,
+                      "tcp": sorted({c.port for c in p.ports if c.protocol == "TCP"}) or [9376],
+                      "udp": sorted({c.port for c in p.ports if c.protocol == "UDP"})} for p in new]
+            procs = supervisor.start_workloads(lab, specs)
+            for p in new:
+                have_entry = {"ns": wiring.pod_ns(lab, p.namespace, p.name), "node": p.node, "ip": p.ip,
+                              "proc": procs[p.key]}
+                if p.key in have:  # re-addressed pod: keep the old record for removal below
+                    have[p.key + "#old"] = have[p.key]
+                    gone = [g if g != p.key else p.key + "#old" for g in gone]
+                have[p.key] = have_entry
+                report.added_pods.append(p.key)
+        self.saved["alloc"] = alloc.to_json()
+        self._save()
+        # Rules: one transaction per node, every node.
+        self.progress("step", {"what": "rules", "total": len(cluster.nodes)})
+        for n in cluster.nodes:
+            rec = self.saved["nodes"][n.name]
+            t0 = time.perf_counter()
+            text, chains = self.render_node(cluster, n.name, previous=set(rec["chains"]), first=not rec["bootstrapped"])
+            t1 = time.perf_counter()
+            kiptables.restore(rec["ns"], text)
+            t2 = time.perf_counter()
+            report.render_seconds += t1 - t0
+            report.apply_seconds += t2 - t1
+            rec["chains"], rec["bootstrapped"] = sorted(chains), True
+            report.transactions += 1
+            report.nodes_synced.append(n.name)
+            self.progress("advance", {"what": f"rules on {n.name}"})
+        report.seconds_to_rules = time.perf_counter() - started
+        # Only now that no rule points at them, remove the pods that went away.
+        victims = [(k, have.pop(k)) for k in gone if k in have]
+        if victims:
+            supervisor.stop_many([(v["proc"]["pid"], v["proc"]["start"]) for _, v in victims if v.get("proc")])
+            with wiring.Netlink() as ipr_of:
+                for k, v in victims:
+                    ns_name, pod = k.split("#")[0].split("/", 1)
+                    wiring.remove_pod(lab, v["node"], ns_name, pod, ipr_of)
+                    report.removed_pods.append(k.split("#")[0])
+        report.seconds_total = time.perf_counter() - started
+        self.saved["syncs"] = (self.saved.get("syncs", []) + [{
+            "at": time.time(), "to_rules_ms": round(report.seconds_to_rules * 1000, 2),
+            "total_ms": round(report.seconds_total * 1000, 2), "added": report.added_pods,
+            "removed": report.removed_pods, "transactions": report.transactions}])[-20:]
+        self._save()
+        return report
+
+    def render_node(self, cluster: ClusterState, node: str, previous: set[str] = frozenset(), first: bool = False) -> tuple[str, set[str]]:
+        view = cluster.node_view(node)
+        return render_for_mode(self.saved["mode"], view, previous=previous, first=first)
+
+    # ------------------------------------------------------------------ changes
+
+    def apply(self, path: str) -> SyncReport:
+        """Merge the objects of FILE into the lab (replacing ones of the same kind and name) and sync."""
+        require_root()
+        started = time.perf_counter()
+        docs = _read_docs(path)
+        with state.locked(self.name):
+            self._state = None
+            manifests = copy.deepcopy(self.saved["manifests"])
+            index = {_doc_key(d): i for i, d in enumerate(manifests)}
+            for d in docs:
+                if not isinstance(d, dict):
+                    raise TopologyError(path, None, None, "expected mappings with apiVersion and kind")
+                if d.get("kind") == "Lab":
+                    raise TopologyError(path, f"Lab {(d.get('metadata') or {}).get('name')}", None,
+                                        "a running lab's Lab document cannot be changed: `testbed down` and `up` again")
+                k = _doc_key(d)
+                if k in index:
+                    manifests[index[k]] = d
+                else:
+                    index[k] = len(manifests)
+                    manifests.append(d)
+            # Validate everything (against the merged set) before touching the kernel.
+            topo = model.parse_documents(manifests, path).with_lab(name=self.name, proxy_mode=self.saved["mode"])
+            cluster, alloc = reconcile(topo, Allocations.from_json(self.saved["alloc"]))
+            self.saved["manifests"] = manifests
+            return self._sync(cluster, alloc, started)
+
+    def delete(self, kind: str, name: str, namespace: str = "default") -> SyncReport:
+        """Delete a pod (a Deployment's pod is replaced with a new name and IP) or another object."""
+        require_root()
+        started = time.perf_counter()
+        kind = {"pod": "Pod", "pods": "Pod", "po": "Pod", "service": "Service", "services": "Service", "svc": "Service",
+                "deployment": "Deployment", "deployments": "Deployment", "deploy": "Deployment",
+                "endpointslice": "EndpointSlice", "endpointslices": "EndpointSlice"}.get(kind.lower())
+        if kind is None:
+            raise TestbedError("expected one of: pod, service, deployment, endpointslice")
+        with state.locked(self.name):
+            self._state = None
+            alloc = Allocations.from_json(self.saved["alloc"])
+            key = f"{namespace}/{name}"
+            manifests = self.saved["manifests"]
+            idx = [i for i, d in enumerate(manifests) if _doc_key(d) == (kind, namespace, name)]
+            if kind == "Pod" and not idx:
+                rec = alloc.pods.get(key)
+                if rec is None or not rec.get("owner"):
+                    raise TestbedError(f"no pod {key} in lab {self.name}")
+                alloc.deleted.append(key)
+            elif not idx:
+                raise TestbedError(f"no {kind} {key} in lab {self.name}")
+            else:
+                manifests = [d for i, d in enumerate(manifests) if i not in idx]
+            topo = model.parse_documents(manifests, self.saved.get("source", "<lab>")).with_lab(name=self.name, proxy_mode=self.saved["mode"])
+            cluster, alloc = reconcile(topo, alloc)
+            self.saved["manifests"] = manifests
+            return self._sync(cluster, alloc, started)
+
+    # ------------------------------------------------------------------ down
+
+    def down(self) -> dict:
+        """Remove everything of this lab; idempotent, needs neither the topology file nor state.json."""
+        require_root()
+        with state.locked(self.name):
+            return self._teardown()
+
+    def _teardown(self) -> dict:
+        lab = self.name
+        saved = state.read(lab) or {}
+        names = {e[1] for e in state.read_journal(lab) if e[0] == "ns" and len(e) > 1}
+        names |= {v["ns"] for v in saved.get("pods", {}).values() if "ns" in v}
+        # Namespaces marked as ours in the kernel, even if the journal is gone.
+        mark = f"{wiring.ALIAS_PREFIX}{lab}:"
+        for n in netns.list_names():
+            if n.startswith(f"{lab}-") and n not in names:
+                owner = wiring.ns_owner(n)
+                if owner and owner.startswith(mark):
+                    names.add(n)
+        procs = {(int(e[1]), e[2]) for e in state.read_journal(lab) if e[0] == "pid" and len(e) > 2}
+        procs |= {(v["proc"]["pid"], v["proc"]["start"]) for v in saved.get("pods", {}).values() if v.get("proc")}
+        inodes = set()
+        for n in names:
+            try:
+                inodes.add(os.stat(netns.path(n)).st_ino)
+            except OSError:
+                pass
+        procs |= set(supervisor.pids_in_namespaces(inodes))
+        stopped = supervisor.stop_many(sorted(procs))
+        removed = 0
+        for n in sorted(names):
+            removed += netns.delete(n)
+        d = state.lab_dir(lab)
+        if d.exists():
+            for p in sorted(d.rglob("*"), reverse=True):
+                if p.name == "lock":
+                    continue
+                p.unlink() if not p.is_dir() else p.rmdir()
+            try:
+                (d / "lock").unlink()
+                d.rmdir()
+            except OSError:
+                pass
+        self._state = None
+        return {"namespaces": removed, "processes": stopped}
+
+
+def render_for_mode(mode: str, view, previous: set[str] = frozenset(), first: bool = False) -> tuple[str, set[str]]:
+    """The rules text one node's sync applies, and the per-service chains it leaves behind."""
+    if mode != "iptables":
+        raise KernelFeatureError(f"proxy mode {mode!r} is not implemented yet")
+    text = render_iptables.bootstrap(view, previous_chains=previous) if first else render_iptables.render(view, previous_chains=previous)
+    return text, render_iptables.active_chains(view)
+
+
+def down_all() -> list[str]:
+    """Every lab with a state directory, plus namespaces whose owner alias names a lab."""
+    labs = set(state.list_labs())
+    for n in netns.list_names():
+        owner = wiring.ns_owner(n)
+        if owner and owner.startswith(wiring.ALIAS_PREFIX):
+            labs.add(owner.split(":")[1])
+    for lab in sorted(labs):
+        Lab(lab).down()
+    return sorted(labs)
+
+
+def find_pod(cluster: ClusterState, name: str) -> PodInfo:
+    ns, _, pod = name.rpartition("/")
+    for p in cluster.pods:
+        if p.name == pod and (not ns or p.namespace == ns):
+            return p
+    raise TestbedError(f"no pod named {name!r} (pods: {', '.join(p.name for p in cluster.pods)})")
+
+
+def target_namespace(lab: str, cluster: ClusterState, target: str) -> str:
+    """`POD`, `ns/POD`, `node/NAME` or `client/NAME` → the network namespace to run in."""
+    m = re.fullmatch(r"(node|client|pod)/(.+)", target)
+    if m and m[1] in ("node", "client"):
+        hosts = cluster.nodes if m[1] == "node" else cluster.clients
+        if m[2] not in {h.name for h in hosts}:
+            raise TestbedError(f"no {m[1]} named {m[2]!r} (have: {', '.join(h.name for h in hosts)})")
+        return wiring.host_ns(lab, m[2])
+    p = find_pod(cluster, m[2] if m else target)
+    return wiring.pod_ns(lab, p.namespace, p.name)

@@ -1,0 +1,128 @@
+"""What kube-proxy on one node knows: the input every proxy-mode renderer takes.
+
+This mirrors kube-proxy's ServicePortMap + EndpointsMap after change tracking, reduced to the
+fields the renderers use. It is pure data: `control` builds it, `render.*` turn it into rules.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One EndpointSlice endpoint for one service port (kube-proxy's BaseEndpointInfo)."""
+
+    ip: str
+    port: int
+    node: str | None = None
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
+
+    @property
+    def address(self) -> str:
+        """`ip:port` as kube-proxy formats it (net.JoinHostPort); the sort key too."""
+        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    """One port of one Service (kube-proxy's ServicePortName + BaseServicePortInfo)."""
+
+    namespace: str
+    name: str
+    port_name: str  # "" for an unnamed port
+    protocol: str  # "TCP" | "UDP" | "SCTP"
+    port: int
+    cluster_ip: str | None  # None for headless / ExternalName (kube-proxy skips those)
+    node_port: int | None = None
+    external_ips: tuple[str, ...] = ()
+    load_balancer_ips: tuple[str, ...] = ()
+    load_balancer_source_ranges: tuple[str, ...] = ()
+    session_affinity_timeout: int | None = None  # seconds when sessionAffinity=ClientIP
+    external_policy_local: bool = False  # externalTrafficPolicy: Local
+    internal_policy_local: bool = False  # internalTrafficPolicy: Local
+    health_check_node_port: int | None = None
+    scheduler: str | None = None  # IPVS only: per-Service scheduler override
+    endpoints: tuple[Endpoint, ...] = ()
+
+    @property
+    def port_name_string(self) -> str:
+        """kube-proxy's ServicePortName.String(): `ns/name` plus `:port` only if named."""
+        base = f"{self.namespace}/{self.name}"
+        return f"{base}:{self.port_name}" if self.port_name else base
+
+    @property
+    def proto(self) -> str:
+        return self.protocol.lower()
+
+    @property
+    def has_external(self) -> bool:
+        """kube-proxy's ExternallyAccessible(): NodePort, externalIPs or LB IPs."""
+        return bool(self.node_port or self.external_ips or self.load_balancer_ips)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """kube-proxy's flags that change the rules it writes."""
+
+    cluster_cidr: str | None = "10.244.0.0/16"  # --cluster-cidr: the local-traffic detector
+    service_cidrs: tuple[str, ...] = ("10.96.0.0/12",)
+    masquerade_all: bool = False
+    masquerade_bit: int = 14
+    localhost_nodeports: bool = True  # iptables mode only (route_localnet)
+    nodeport_addresses: tuple[str, ...] = ()  # () = all local addresses, as kube-proxy's default
+    ipvs_scheduler: str = "rr"
+    random_fully: bool = True  # MASQUERADE --random-fully when the iptables binary has it
+    conntrack_tcp_be_liberal: bool = False
+
+    @property
+    def masquerade_mark(self) -> str:
+        return f"{1 << self.masquerade_bit:#08x}"
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """Everything one node's proxy renders from."""
+
+    node_name: str
+    node_ips: tuple[str, ...]
+    config: ProxyConfig = field(default_factory=ProxyConfig)
+    services: tuple[ServicePort, ...] = ()
+
+
+@dataclass(frozen=True)
+class EndpointCategories:
+    """kube-proxy's CategorizeEndpoints result (pkg/proxy/topology.go)."""
+
+    cluster: tuple[Endpoint, ...]
+    local: tuple[Endpoint, ...]
+    all_reachable: tuple[Endpoint, ...]
+    has_any: bool
+
+
+def _usable(endpoints: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
+    """Ready endpoints; if none, fall back to serving-and-terminating ones (ProxyTerminatingEndpoints)."""
+    ready = tuple(e for e in endpoints if e.ready)
+    if ready:
+        return ready
+    return tuple(e for e in endpoints if e.serving and e.terminating)
+
+
+def sort_endpoints(endpoints) -> tuple[Endpoint, ...]:
+    """kube-proxy orders endpoints by their `ip:port` string (so 10.0.0.10 sorts before 10.0.0.2)."""
+    return tuple(sorted(endpoints, key=lambda e: e.address))
+
+
+def categorize_endpoints(svc: ServicePort, node_name: str) -> EndpointCategories:
+    eps = sort_endpoints(svc.endpoints)
+    cluster = _usable(eps)
+    local = _usable(tuple(e for e in eps if e.node == node_name))
+    needs_local = svc.internal_policy_local or (svc.external_policy_local and svc.has_external)
+    needs_cluster = not svc.internal_policy_local or (not svc.external_policy_local and svc.has_external)
+    if not needs_local:
+        local = ()
+    if not needs_cluster:
+        cluster = ()
+    reachable = tuple(sorted({e.address: e for e in cluster + local}.values(), key=lambda e: e.address))
+    return EndpointCategories(cluster=cluster, local=local, all_reachable=reachable, has_any=bool(eps))

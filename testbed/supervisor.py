@@ -1,0 +1,153 @@
+"""The processes a lab starts (pod workloads): started inside a namespace, ended by recorded PID.
+
+A PID is only signalled while its start time still matches the one recorded, so a reused PID
+belonging to someone else is never touched.
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import state
+from .kernel import netns
+
+
+def start_time(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks): identifies a process beyond its PID."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def alive(pid: int, started: str) -> bool:
+    st = start_time(pid)
+    if st is None or st != started:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def start_workloads(lab: str, specs: list[dict], timeout: float = 10.0) -> dict[str, dict]:
+    """Start netexec for each spec {key, ns, hostname, tcp, udp} in parallel; wait until all serve.
+
+    Returns key → {pid, start}. Raises RuntimeError naming the pods that failed to come up.
+    """
+    logs = state.lab_dir(lab) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    pending: dict[int, tuple[dict, subprocess.Popen, int]] = {}
+    started: dict[str, dict] = {}
+    for spec in specs:
+        r, w = os.pipe()
+        argv = [sys.executable, "-m", "testbed.netexec", "--hostname", spec["hostname"],
+                "--netns", netns.path(spec["ns"]), "--ready-fd", str(w)]
+        for p in spec.get("tcp", ()):
+            argv += ["--tcp", str(p)]
+        for p in spec.get("udp", ()):
+            argv += ["--udp", str(p)]
+        log = open(logs / f"{spec['key'].replace('/', '_')}.log", "ab")
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent), PYTHONDONTWRITEBYTECODE="1")
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(w,),
+                                start_new_session=True, env=env, close_fds=True)
+        log.close()
+        os.close(w)
+        started[spec["key"]] = {"pid": proc.pid, "start": start_time(proc.pid) or "?"}
+        state.journal(lab, "pid", proc.pid, started[spec["key"]]["start"])
+        pending[r] = (spec, proc, r)
+    deadline = time.monotonic() + timeout
+    failed = []
+    while pending:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            failed += [s["key"] + " (no ready signal in time)" for s, _, _ in pending.values()]
+            break
+        ready, _, _ = select.select(list(pending), [], [], left)
+        for fd in ready:
+            spec, proc, _ = pending.pop(fd)
+            data = os.read(fd, 1)
+            os.close(fd)
+            if data != b"R":
+                proc.wait(timeout=2)
+                failed.append(f"{spec['key']} (exit {proc.returncode}; see {logs})")
+    for fd in pending:
+        os.close(fd)
+    if failed:
+        raise RuntimeError("workloads failed to start: " + ", ".join(failed))
+    return started
+
+
+def stop(pid: int, started: str, timeout: float = 3.0) -> bool:
+    """SIGTERM, then SIGKILL after `timeout`, only if the PID is still the process we started."""
+    if not alive(pid, started):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not alive(pid, started):
+            return True
+        time.sleep(0.005)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _reap(pid)
+    return True
+
+
+def stop_many(procs: list[tuple[int, str]], timeout: float = 3.0) -> int:
+    """Stop several recorded processes at once (signal all, then wait), returning how many were alive."""
+    live = [(p, s) for p, s in procs if alive(p, s)]
+    for pid, _ in live:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(p, s) for p, s in live):
+        for pid, _ in live:
+            _reap(pid)
+        time.sleep(0.005)
+    for pid, st in live:
+        if alive(pid, st):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _reap(pid)
+    return len(live)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def pids_in_namespaces(inodes: set[int]) -> list[tuple[int, str]]:
+    """Processes whose network namespace is one of ours (for `down` after a crash lost the PIDs)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ino = os.stat(f"/proc/{entry}/ns/net").st_ino
+        except OSError:
+            continue
+        if ino in inodes and int(entry) != os.getpid():
+            st = start_time(int(entry))
+            if st:
+                out.append((int(entry), st))
+    return out
