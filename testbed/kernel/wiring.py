@@ -50,6 +50,7 @@ class Netlink:
 
     def __init__(self):
         self._socks: dict[str, IPRoute] = {}
+        self._bridges: dict[tuple[str, str], int] = {}
 
     def __call__(self, ns: str) -> IPRoute:
         sock = self._socks.get(ns)
@@ -59,7 +60,14 @@ class Netlink:
             self._socks[ns] = sock
         return sock
 
+    def bridge_index(self, ns: str, bridge: str) -> int:
+        key = (ns, bridge)
+        if key not in self._bridges:
+            self._bridges[key] = _index(self(ns), bridge)
+        return self._bridges[key]
+
     def forget(self, ns: str) -> None:
+        self._bridges = {k: v for k, v in self._bridges.items() if k[0] != ns}
         sock = self._socks.pop(ns, None)
         if sock is not None:
             sock.close()
@@ -76,10 +84,11 @@ class Netlink:
 
 
 def _index(ipr: IPRoute, ifname: str) -> int:
-    found = ipr.link_lookup(ifname=ifname)
-    if not found:
-        raise LookupError(f"no link {ifname}")
-    return found[0]
+    """One RTM_GETLINK by name (link_lookup dumps every link: quadratic on a bridge with many pods)."""
+    try:
+        return ipr.link("get", ifname=ifname)[0]["index"]
+    except NetlinkError:
+        raise LookupError(f"no link {ifname}") from None
 
 
 def make_namespace(lab: str, ns: str, role: str, name: str, ipr_of: Netlink) -> None:
@@ -187,7 +196,7 @@ def add_pod(lab: str, node: str, namespace: str, pod: str, ip: str, prefixlen: i
     node_ipr = ipr_of(host_ns(lab, node))
     host_if = short_link("veth", f"{namespace}/{pod}")
     idx = veth_into(node_ipr, host_if, ns, "eth0", owner_alias(lab, "pod", f"{namespace}/{pod}"),
-                    master=_index(node_ipr, POD_BRIDGE))
+                    master=ipr_of.bridge_index(host_ns(lab, node), POD_BRIDGE))
     node_ipr.brport("set", index=idx, mode=1)  # hairpin: a pod may reach itself through a Service
     with netns.entered(ns):
         ipr = IPRoute()
@@ -206,9 +215,7 @@ def remove_pod(lab: str, node: str, namespace: str, pod: str, ipr_of: Netlink) -
     """Delete the pod's host-side veth (its peer goes with it) and the namespace."""
     try:
         node_ipr = ipr_of(host_ns(lab, node))
-        found = node_ipr.link_lookup(ifname=short_link("veth", f"{namespace}/{pod}"))
-        if found:
-            node_ipr.link("del", index=found[0])
-    except (OSError, NetlinkError):
+        node_ipr.link("del", index=_index(node_ipr, short_link("veth", f"{namespace}/{pod}")))
+    except (OSError, NetlinkError, LookupError):
         pass
     netns.delete(pod_ns(lab, namespace, pod))

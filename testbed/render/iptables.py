@@ -14,7 +14,13 @@ Documented differences from upstream:
 - `--nodeport-addresses` CIDRs are matched against `view.node_ips` plus 127.0.0.1, standing in
   for the node's interface addresses.
 - Endpoint categorisation follows upstream's CategorizeEndpoints (see `_categorize`), which
-  differs from `testbed.proxy.categorize_endpoints` in two edge cases.
+  differs from `testbed.proxy.categorize_endpoints` in two edge cases: unready, non-terminating
+  endpoints do not count as "has endpoints" (REJECT, not an empty chain), and an externally
+  accessible iTP=Local service still uses Cluster endpoints (for the EXT short-circuit).
+
+Not in the restore input, as upstream: KUBE-PROXY-CANARY (made by the iptables monitor) and the
+jumps from built-in chains (EnsureRule; see jump_rules()/bootstrap()). The mark is written as Go's
+"%#08x" gives it, 0x00004000; the kernel reads it back as 0x4000.
 """
 from __future__ import annotations
 
@@ -144,14 +150,22 @@ class _Buf:
 
 
 def _nodeport_destinations(view: NodeView) -> list[str] | None:
-    """None = nodePortAddresses matches all; else the node IPs the NodePort dispatch is limited to."""
+    """None = NodePorts on every local address; else the node IPs the dispatch is limited to.
+
+    Like upstream's NodePortAddresses for IPv4: only IPv4 CIDRs count, none (or 0.0.0.0/0) means
+    all, and "primary" means the node's primary IP.
+    """
     cfg = view.config
+    primary = [ip for ip in view.node_ips if not _is_v6(ip)][:1]
     cidrs = []
     for entry in cfg.nodeport_addresses:
+        if entry.strip() == "primary":
+            cidrs += [ipaddress.ip_network(ip) for ip in primary]
+            continue
         net = ipaddress.ip_network(entry.strip(), strict=False)
         if net.version == 4:
             cidrs.append(net)
-    if not cfg.nodeport_addresses or any(n.prefixlen == 0 for n in cidrs):
+    if not cidrs or any(n.prefixlen == 0 for n in cidrs):
         return None
     out: list[str] = []
     for ip in (*view.node_ips, "127.0.0.1"):
@@ -232,6 +246,8 @@ def _sync(view: NodeView, previous_chains: Iterable[str] | None, nfacct: bool) -
     else:
         if_local = if_not_local = None  # no local-traffic detector
 
+    # upstream's proxier.nodeIP: the node's primary IP of this family.
+    node_ip = next((ipaddress.ip_address(ip) for ip in view.node_ips if not _is_v6(ip)), None)
     per_service = [(sp, _v4_endpoints(sp)) for sp in services]
     large_cluster = sum(len(eps) for _, eps in per_service) > LARGE_CLUSTER_ENDPOINTS_THRESHOLD
 
@@ -385,11 +401,10 @@ def _sync(view: NodeView, previous_chains: Iterable[str] | None, nfacct: bool) -
             active.add(fw_chain)
             head = (f"-A {fw_chain}", "-m comment --comment", _q(f"{name} loadbalancer IP"))
             allow_from_node = False
-            node_ip = ipaddress.ip_address(view.node_ips[0]) if view.node_ips else None
             for raw in sp.load_balancer_source_ranges:
                 net = ipaddress.ip_network(raw.strip(), strict=False)
                 nat_rules.write(*head, f"-s {net}", f"-j {ext_chain}")
-                if node_ip is not None and node_ip.version == net.version and node_ip in net:
+                if node_ip is not None and node_ip in net:
                     allow_from_node = True
             # An LB VIP bound locally loops node->VIP traffic back with the VIP as source.
             if allow_from_node:
@@ -645,7 +660,9 @@ def _normalize_rule(table: str, tokens: list[str]) -> str:
 
 
 def _normalize(text: str) -> list[str]:
+    """The state a restore input leaves (or a save shows): rules and chains, not actions."""
     out: list[str] = []
+    deleted: set[str] = set()
     table = ""
     for raw in text.splitlines():
         line = raw.strip()
@@ -660,8 +677,11 @@ def _normalize(text: str) -> list[str]:
             out.append(f"{table} :{line[1:].split()[0]}")
             continue
         tokens = shlex.split(line)
-        if tokens[0] in ("-X", "--delete-chain", "-F", "--flush"):
-            continue  # actions, not state
+        if tokens[0] in ("-X", "--delete-chain"):
+            deleted.update(f"{table} :{c}" for c in tokens[1:])
+            continue
+        if tokens[0] in ("-F", "--flush"):
+            continue
         if tokens[0] in ("-I", "--insert"):
             # -I CHAIN [N] rule...: same rule as -A for comparison purposes.
             rest = tokens[2:]
@@ -669,7 +689,8 @@ def _normalize(text: str) -> list[str]:
                 rest = rest[1:]
             tokens = ["-A", tokens[1], *rest]
         out.append(_normalize_rule(table, tokens))
-    return out
+    # A chain declared only to be flushed and deleted (-X) in the same input is not state.
+    return [line for line in out if line not in deleted]
 
 
 def normalize_saved(text: str) -> list[str]:
@@ -682,7 +703,10 @@ def normalize_saved(text: str) -> list[str]:
 
 
 def normalize_rendered(text: str) -> list[str]:
-    """render()/bootstrap() output in the same normal form as normalize_saved (`-X` lines dropped)."""
+    """render()/bootstrap() output in the same normal form as normalize_saved.
+
+    `-I CHAIN n` counts as the rule it inserts; chains deleted with `-X` are left out.
+    """
     return _normalize(text)
 
 
