@@ -78,7 +78,8 @@ class ProxyConfig:
 
     @property
     def masquerade_mark(self) -> str:
-        return f"{1 << self.masquerade_bit:#08x}"
+        """As kube-proxy formats it: Go's "%#08x" pads the digits to 8, giving 0x00004000."""
+        return "0x%08x" % (1 << self.masquerade_bit)
 
 
 @dataclass(frozen=True)
@@ -101,28 +102,47 @@ class EndpointCategories:
     has_any: bool
 
 
-def _usable(endpoints: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
-    """Ready endpoints; if none, fall back to serving-and-terminating ones (ProxyTerminatingEndpoints)."""
-    ready = tuple(e for e in endpoints if e.ready)
-    if ready:
-        return ready
-    return tuple(e for e in endpoints if e.serving and e.terminating)
-
-
 def sort_endpoints(endpoints) -> tuple[Endpoint, ...]:
     """kube-proxy orders endpoints by their `ip:port` string (so 10.0.0.10 sorts before 10.0.0.2)."""
     return tuple(sorted(endpoints, key=lambda e: e.address))
 
 
-def categorize_endpoints(svc: ServicePort, node_name: str) -> EndpointCategories:
-    eps = sort_endpoints(svc.endpoints)
-    cluster = _usable(eps)
-    local = _usable(tuple(e for e in eps if e.node == node_name))
-    needs_local = svc.internal_policy_local or (svc.external_policy_local and svc.has_external)
-    needs_cluster = not svc.internal_policy_local or (not svc.external_policy_local and svc.has_external)
-    if not needs_local:
-        local = ()
-    if not needs_cluster:
-        cluster = ()
-    reachable = tuple(sorted({e.address: e for e in cluster + local}.values(), key=lambda e: e.address))
-    return EndpointCategories(cluster=cluster, local=local, all_reachable=reachable, has_any=bool(eps))
+def external_policy_local(sp: ServicePort) -> bool:
+    """Upstream only honours externalTrafficPolicy: Local for externally accessible ports."""
+    return sp.external_policy_local and sp.has_external
+
+
+def uses_cluster_endpoints(sp: ServicePort) -> bool:
+    """Even with eTP=Local, cluster endpoints are needed for the pod/host short-circuit."""
+    return not sp.internal_policy_local or sp.has_external
+
+
+def uses_local_endpoints(sp: ServicePort) -> bool:
+    return sp.internal_policy_local or external_policy_local(sp)
+
+
+def categorize_endpoints(sp: ServicePort, node_name: str) -> EndpointCategories:
+    """pkg/proxy/topology.go CategorizeEndpoints, without topology hints.
+
+    Ready endpoints first, falling back to serving-and-terminating ones, separately for the cluster
+    and the local set. hasAnyEndpoints counts only usable endpoints (ready, or serving and
+    terminating): a Service whose endpoints are all unready gets "has no endpoints" (REJECT).
+    """
+    eps = sort_endpoints(sp.endpoints)
+    cluster: tuple[Endpoint, ...] = ()
+    has_any = False
+    if uses_cluster_endpoints(sp):
+        cluster = tuple(e for e in eps if e.ready) or tuple(e for e in eps if e.serving and e.terminating)
+        has_any = bool(cluster)
+    if not uses_local_endpoints(sp):
+        return EndpointCategories(cluster, (), cluster, has_any)
+    has_any = has_any or any(e.ready or (e.serving and e.terminating) for e in eps)
+    mine = tuple(e for e in eps if e.node == node_name)
+    local_ready = tuple(e for e in mine if e.ready)
+    local = local_ready or tuple(e for e in mine if e.serving and e.terminating)
+    if not uses_cluster_endpoints(sp):
+        return EndpointCategories((), local, local, has_any)
+    if local_ready:
+        return EndpointCategories(cluster, local, cluster, has_any)  # local ⊆ cluster
+    merged = {e.address: e for e in cluster + local}
+    return EndpointCategories(cluster, local, sort_endpoints(merged.values()), has_any)

@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-from dataclasses import dataclass
-from typing import Iterable
+from collections.abc import Iterable
+from dataclasses import replace
 
-from testbed.proxy import Endpoint, NodeView, ServicePort, sort_endpoints
+from testbed.proxy import (
+    Endpoint, EndpointCategories, NodeView, ServicePort, categorize_endpoints, external_policy_local, sort_endpoints,
+    uses_cluster_endpoints as _uses_cluster, uses_local_endpoints as _uses_local,
+)
 from testbed.render import names
 
 LARGE_CLUSTER_ENDPOINTS_THRESHOLD = 1000
@@ -90,53 +93,11 @@ def _is_v6(ip: str) -> bool:
 
 # --- endpoint selection -------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Categories:
-    cluster: tuple[Endpoint, ...]
-    local: tuple[Endpoint, ...]
-    all_reachable: tuple[Endpoint, ...]
-    has_any: bool
+def _categorize(sp: ServicePort, node_name: str, endpoints: tuple[Endpoint, ...]) -> EndpointCategories:
+    return categorize_endpoints(replace(sp, endpoints=endpoints) if endpoints != sp.endpoints else sp, node_name)
 
 
-def _external_policy_local(sp: ServicePort) -> bool:
-    # Upstream only sets externalPolicyLocal for externally accessible ports.
-    return sp.external_policy_local and sp.has_external
-
-
-def _uses_cluster(sp: ServicePort) -> bool:
-    # Even with eTP=Local, Cluster endpoints are needed for the pod/host short-circuit.
-    return not sp.internal_policy_local or sp.has_external
-
-
-def _uses_local(sp: ServicePort) -> bool:
-    return sp.internal_policy_local or _external_policy_local(sp)
-
-
-def _categorize(sp: ServicePort, node_name: str, endpoints: tuple[Endpoint, ...]) -> _Categories:
-    """pkg/proxy/topology.go CategorizeEndpoints without topology hints.
-
-    hasAnyEndpoints counts only usable (ready, or serving+terminating) endpoints: a service whose
-    endpoints are all unready gets REJECT, as upstream.
-    """
-    eps = sort_endpoints(endpoints)
-    cluster: tuple[Endpoint, ...] = ()
-    has_any = False
-    if _uses_cluster(sp):
-        cluster = tuple(e for e in eps if e.ready) or tuple(e for e in eps if e.serving and e.terminating)
-        has_any = bool(cluster)
-    if not _uses_local(sp):
-        return _Categories(cluster, (), cluster, has_any)
-    has_any = has_any or any(e.ready or (e.serving and e.terminating) for e in eps)
-    mine = tuple(e for e in eps if e.node == node_name)
-    local_ready = tuple(e for e in mine if e.ready)
-    serving_terminating = not local_ready
-    local = local_ready or tuple(e for e in mine if e.serving and e.terminating)
-    if not _uses_cluster(sp):
-        return _Categories((), local, local, has_any)
-    if not serving_terminating:
-        return _Categories(cluster, local, cluster, has_any)  # local ⊆ cluster
-    merged = {e.address: e for e in cluster + local}
-    return _Categories(cluster, local, sort_endpoints(merged.values()), has_any)
+_external_policy_local = external_policy_local
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -545,7 +506,7 @@ _DEFAULT_TARGET_OPTS = {"REJECT": {("--reject-with", "icmp-port-unreachable")}}
 
 
 def _norm_addr(value: str) -> str:
-    return value[:-3] if value.endswith("/32") else value
+    return value.removesuffix("/32")
 
 
 def _norm_probability(value: str) -> str:

@@ -46,7 +46,8 @@ def _view(services):
 
 
 def _run(ns, argv, stdin=None):
-    r = subprocess.run(argv, input=stdin, text=True, capture_output=True, preexec_fn=netns.preexec(ns), timeout=60)
+    r = subprocess.run(argv, input=stdin, text=True, capture_output=True, preexec_fn=netns.preexec(ns),
+                       timeout=60, check=False)
     assert r.returncode == 0, f"{argv[0]} failed: {r.stderr}\n--- input ---\n{stdin}"
     return r.stdout
 

@@ -416,7 +416,7 @@ def test_render_is_deterministic():
     # Sorted by (svcPortName, protocol): ns0/b, ns1/a:p tcp, ns1/a:p udp, ns2/c.
     order = [l.split('"')[1] for l in first.splitlines() if l.startswith("-A KUBE-SERVICES") and "has no" not in l][:3]
     assert order == ["ns0/b cluster IP", "ns1/a:p cluster IP", "ns1/a:p cluster IP"]
-    assert "-m tcp -p tcp -d 10.96.1.1" in [l for l in first.splitlines() if '"ns1/a:p cluster IP"' in l][0]
+    assert "-m tcp -p tcp -d 10.96.1.1" in next(l for l in first.splitlines() if '"ns1/a:p cluster IP"' in l)
 
 
 def test_headless_service_is_skipped():
@@ -437,8 +437,8 @@ def test_unready_endpoints_count_as_none_and_terminating_fallback():
 
 
 def test_internal_traffic_policy_local():
-    base = dict(namespace="ns", name="s", port_name="", protocol="TCP", port=80, cluster_ip="10.96.0.9",
-                internal_policy_local=True)
+    base = {"namespace": "ns", "name": "s", "port_name": "", "protocol": "TCP", "port": 80, "cluster_ip": "10.96.0.9",
+            "internal_policy_local": True}
     out = ipt.render(V(ServicePort(**base, endpoints=(Endpoint("10.244.2.7", 80, node="node-b"),))))
     assert '-A KUBE-SERVICES -m comment --comment "ns/s has no local endpoints" -m tcp -p tcp -d 10.96.0.9 --dport 80 -j DROP' in out
     assert "KUBE-SVC-" not in out and "KUBE-SVL-" not in out and "KUBE-SEP-" not in out
@@ -713,7 +713,7 @@ COMMIT
 
 
 def _upstream_overall_view():
-    tcp80 = dict(port_name="p80", protocol="TCP", port=80)
+    tcp80 = {"port_name": "p80", "protocol": "TCP", "port": 80}
     return NodeView(
         "test-node", ("192.168.0.2",),
         config=ProxyConfig(cluster_cidr="10.0.0.0/8", random_fully=False),
