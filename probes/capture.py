@@ -32,7 +32,7 @@ class Captured:
 
 
 class Capture:
-    """Capture on one interface of one namespace until stopped (or `limit` packets)."""
+    """Capture on one interface ("any" for all) of one namespace until stopped (or `limit` packets)."""
 
     def __init__(self, netns: str | None, iface: str = "eth0", limit: int = 10000):
         self.netns, self.iface, self.limit = netns, iface, limit
@@ -45,7 +45,8 @@ class Capture:
         ctx = _netns.entered(self.netns) if self.netns else _nullctx()
         with ctx:
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        sock.bind((self.iface, 0))
+        if self.iface != "any":  # unbound AF_PACKET sockets see every interface
+            sock.bind((self.iface, 0))
         sock.setblocking(False)
         self._sock = sock
         self._thread = threading.Thread(target=self._run, name=f"capture-{self.netns}", daemon=True)

@@ -71,8 +71,14 @@ def _addr(ip, port) -> str:
 
 
 def handshake(client_ns: str, client_ip: str, dst_ip: str, dst_port: int, proto: str = "tcp",
-              backends: Mapping[str, str] | None = None, timeout: float = 2.0, sport: int | None = None) -> Handshake:
-    """One probe packet; `backends` maps a backend name to its namespace (captured on its eth0)."""
+              backends: Mapping[str, str] | None = None, timeout: float = 2.0, sport: int | None = None,
+              iface: str = "eth0") -> Handshake:
+    """One probe packet; `backends` maps a backend name to its namespace (captured on its eth0).
+
+    The client is captured on `iface`. When the client's own namespace does the NAT (a node
+    dialling a Service), that capture sees replies before their un-NAT: `reply_from` is then the
+    backend, and un-NAT must be judged from a socket instead (see testbed.conformance).
+    """
     from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror
     from scapy.packet import Raw
 
@@ -87,33 +93,38 @@ def handshake(client_ns: str, client_ip: str, dst_ip: str, dst_port: int, proto:
     else:
         raise ValueError(f"proto must be tcp or udp, not {proto!r}")
     caps = {name: Capture(ns).start() for name, ns in (backends or {}).items()}
-    client_cap = Capture(client_ns).start()
+    client_cap = Capture(client_ns, iface).start()
     start = time.monotonic()
+
+    request = f"echo {nonce}".encode()
 
     def is_ours_l4(layer) -> bool:
         if proto == "tcp":
             return layer.haslayer(TCP) and layer[TCP].seq == seq and layer[TCP].flags.S and not layer[TCP].flags.A
-        return layer.haslayer(Raw) and nonce.encode() in bytes(layer[Raw].load)
+        return layer.haslayer(UDP) and layer.haslayer(Raw) and bytes(layer[Raw].load) == request
 
     def client_reply():
         for c in list(client_cap.packets):
             if c.outgoing:
                 continue
             p = c.packet()
-            if not p.haslayer(IP) or p[IP].dst != client_ip:
+            if not p.haslayer(IP):
                 continue
-            if p.haslayer(ICMP) and p.haslayer(IPerror):
+            if p.haslayer(ICMP) and p.haslayer(IPerror) and p[IP].dst == client_ip:
                 inner = p[IPerror]
                 l4 = inner[TCPerror] if proto == "tcp" and inner.haslayer(TCPerror) else inner[UDPerror] if inner.haslayer(UDPerror) else None
                 if l4 is not None and l4.sport == sport and p[ICMP].type == 3:
                     return c, p, f"icmp {ICMP_UNREACH.get(p[ICMP].code, 'code ' + str(p[ICMP].code))}"
-            if proto == "tcp" and p.haslayer(TCP) and p[TCP].dport == sport and not p.haslayer(IPerror):
+            # Matched by sequence number / nonce, not by port: where the NAT is on the client's own
+            # host (a node dialling a Service) this capture sees the reply before its un-NAT.
+            if proto == "tcp" and p.haslayer(TCP) and not p.haslayer(IPerror) and p[TCP].ack == seq + 1:
                 flags = p[TCP].flags
-                if flags.S and flags.A and p[TCP].ack == seq + 1:
+                if flags.S and flags.A:
                     return c, p, "syn-ack"
                 if flags.R:
                     return c, p, "rst"
-            if proto == "udp" and p.haslayer(UDP) and p[UDP].dport == sport and not p.haslayer(IPerror):
+            if proto == "udp" and p.haslayer(UDP) and not p.haslayer(IPerror) and p.haslayer(Raw) \
+                    and bytes(p[Raw].load).strip() == nonce.encode():
                 return c, p, "udp"
         return None
 

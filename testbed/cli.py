@@ -321,7 +321,7 @@ def cmd_list(args) -> int:
     return 0
 
 
-def print_matrix(matrix) -> None:
+def print_matrix(matrix, out: Console | None = None) -> None:
     t = Table(title="behaviour × proxy mode", title_justify="left", show_lines=True)
     t.add_column("behaviour")
     for m in matrix.modes:
@@ -333,12 +333,12 @@ def print_matrix(matrix) -> None:
             c = row.get(m)
             cells.append(Text("-") if c is None else Text(f"{c.status}\n{c.reason}", style=style[c.status]))
         t.add_row(behaviour, *cells)
-    console.print(t)
+    (out or console).print(t)
 
 
 def cmd_verify(args) -> int:
     from .lab import require_root
-    from .verify import Matrix, run_mode
+    from .verify import verify
     require_root()
     modes = args.mode or list(model.PROXY_MODES)
     for m in modes:
@@ -346,12 +346,10 @@ def cmd_verify(args) -> int:
             raise TestbedError(f"--mode: expected one of {', '.join(model.PROXY_MODES)}, got {m!r}")
     if args.file:
         model.load_file(args.file)  # a bad file fails before anything is built
-    matrix = Matrix(modes)
     with _progress() as p:
-        view = _ProgressView(p)
-        for m in modes:
-            run_mode(args.file, m, matrix, progress=view)
-    print_matrix(matrix)
+        matrix = verify(args.file, modes, progress=_ProgressView(p))
+    human = err if args.json == "-" else console  # keep stdout pure JSON for machines
+    print_matrix(matrix, human)
     if args.json:
         data = json.dumps(matrix.to_json(), indent=2)
         if args.json == "-":
@@ -359,8 +357,8 @@ def cmd_verify(args) -> int:
         else:
             with open(args.json, "w") as f:
                 f.write(data + "\n")
-    n = {s: sum(c.status == s for r in matrix.rows.values() for c in r.values()) for s in ("pass", "fail", "skip")}
-    console.print(f"{n['pass']} passed, {n['fail']} failed, {n['skip']} skipped")
+    n = matrix.counts()
+    human.print(f"{n['pass']} passed, {n['fail']} failed, {n['skip']} skipped")
     return 1 if matrix.failed else 0
 
 

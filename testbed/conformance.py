@@ -1,0 +1,356 @@
+"""Conformance rows and the matrix: (from, protocol, to) → expected outcome, backends, source seen.
+
+A row reads like kube-proxy's packet-flow tables. It is data; `run_row` proves it on a live lab
+with real packets: one crafted packet (scapy, captured at the client and at every pod at once) for
+DNAT / SNAT / un-NAT / refused-or-dropped, plus, where asked, 300 connections and a chi-square
+test for the balance. The same rows feed the pytest suite (tests/conformance) and `testbed verify`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from probes import connect
+from probes.handshake import handshake
+
+from .control import ClusterState, PodInfo
+from .kernel import wiring
+
+P_VALUE_FLOOR = 0.001
+
+
+@dataclass(frozen=True)
+class Row:
+    """One behaviour.
+
+    source: pod/NAME | client/NAME | node/NAME | backend/SVC (a pod backing SVC: hairpin)
+    target: svc/NAME:PORT (its ClusterIP) | nodeport/NAME:PORT@NODE (a node IP, the NodePort)
+            | localhost/NAME:PORT (127.0.0.1, the NodePort, from a node) | unserved/NAME:PORT
+            (the ClusterIP on a port the Service does not have)
+    expect: answered | refused | dropped, or per mode {"iptables": ..., "*": ...}
+    backends: svc (any ready endpoint of the target) | self (the source pod) | None
+    source_seen: client (no SNAT) | node (a node address) | gateway (the source pod's node bridge)
+    balance: also run 300 connections and require every backend, chi-square p > 0.001
+    action: delete-backend (delete a Deployment pod behind the target, check its replacement)
+    notes: per-mode explanation shown with the result (documented kube-proxy differences)
+    """
+
+    behaviour: str
+    source: str
+    proto: str
+    target: str
+    expect: str | Mapping[str, str] = "answered"
+    backends: str | None = None
+    source_seen: str | None = None
+    balance: bool = False
+    action: str | None = None
+    notes: Mapping[str, str] = field(default_factory=dict)
+
+    def expected(self, mode: str) -> str:
+        if isinstance(self.expect, str):
+            return self.expect
+        return self.expect.get(mode, self.expect.get("*", "answered"))
+
+    @property
+    def key(self) -> str:
+        return f"{self.source} {self.proto} {self.target}" + (f" [{self.action}]" if self.action else "")
+
+
+@dataclass(frozen=True)
+class Cell:
+    status: str  # pass | fail | skip
+    reason: str = ""
+
+
+@dataclass
+class Matrix:
+    modes: list[str]
+    rows: dict[str, dict[str, Cell]] = field(default_factory=dict)
+
+    def put(self, behaviour: str, mode: str, cell: Cell) -> None:
+        self.rows.setdefault(behaviour, {})[mode] = cell
+
+    @property
+    def failed(self) -> bool:
+        return any(c.status == "fail" for r in self.rows.values() for c in r.values())
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(c.status == s for r in self.rows.values() for c in r.values()) for s in ("pass", "fail", "skip")}
+
+    def to_json(self) -> dict:
+        return {"modes": list(self.modes), "rows": [
+            {"behaviour": b, "results": {m: {"status": c.status, "reason": c.reason} for m, c in r.items()}}
+            for b, r in self.rows.items()]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Matrix":
+        m = cls(list(data["modes"]))
+        for row in data["rows"]:
+            for mode, c in row["results"].items():
+                m.put(row["behaviour"], mode, Cell(c["status"], c.get("reason", "")))
+        return m
+
+    def to_markdown(self) -> str:
+        def esc(s: str) -> str:
+            return s.replace("|", "\\|").replace("\n", " ")
+        lines = ["| behaviour | " + " | ".join(self.modes) + " |", "|---|" + "---|" * len(self.modes)]
+        for b, r in self.rows.items():
+            cells = []
+            for m in self.modes:
+                c = r.get(m)
+                cells.append("-" if c is None else f"**{c.status}** {esc(c.reason)}")
+            lines.append(f"| {esc(b)} | " + " | ".join(cells) + " |")
+        n = self.counts()
+        lines.append("")
+        lines.append(f"{n['pass']} passed, {n['fail']} failed, {n['skip']} skipped")
+        return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- resolving a row
+
+
+@dataclass(frozen=True)
+class _Source:
+    ns: str
+    ip: str
+    pod: PodInfo | None
+
+
+def _service(cluster: ClusterState, name: str):
+    for s in cluster.services:
+        if s.service.name == name or s.key == name:
+            return s
+    raise LookupError(f"no Service {name!r}")
+
+
+def _port_index(info, port: int, proto: str) -> int:
+    for i, sp in enumerate(info.service.ports):
+        if sp.port == port and sp.protocol.lower() == proto:
+            return i
+    raise LookupError(f"Service {info.key} has no port {port}/{proto}")
+
+
+def _backends(cluster: ClusterState, info, i: int) -> dict[str, PodInfo]:
+    ips = {e.ip for e in info.endpoints[i] if e.ready}
+    return {p.name: p for p in cluster.pods if p.ip in ips}
+
+
+def _resolve_source(lab: str, cluster: ClusterState, source: str) -> _Source:
+    kind, _, name = source.partition("/")
+    if kind == "pod":
+        p = next((p for p in cluster.pods if p.name == name or p.key == name), None)
+        if p is None:
+            raise LookupError(f"no pod {name!r}")
+        return _Source(wiring.pod_ns(lab, p.namespace, p.name), p.ip, p)
+    if kind == "backend":
+        info = _service(cluster, name)
+        pods = sorted({p.key: p for i in range(len(info.service.ports)) for p in _backends(cluster, info, i).values()}.values(),
+                      key=lambda p: p.key)
+        if not pods:
+            raise LookupError(f"Service {name!r} has no ready backend pod")
+        p = pods[0]
+        return _Source(wiring.pod_ns(lab, p.namespace, p.name), p.ip, p)
+    if kind in ("node", "client"):
+        hosts = cluster.nodes if kind == "node" else cluster.clients
+        h = next((h for h in hosts if h.name == name), None)
+        if h is None:
+            raise LookupError(f"no {kind} {name!r}")
+        return _Source(wiring.host_ns(lab, h.name), h.ip, None)
+    raise LookupError(f"unknown source {source!r}")
+
+
+_TARGET = re.compile(r"(svc|nodeport|localhost|unserved)/([^:]+):(\d+)(?:@(.+))?")
+
+
+def _resolve_target(cluster: ClusterState, target: str, proto: str):
+    """→ (ip, port, service info, port index) for the address the row dials."""
+    m = _TARGET.fullmatch(target)
+    if not m:
+        raise LookupError(f"unknown target {target!r}")
+    kind, name, port, node = m[1], m[2], int(m[3]), m[4]
+    info = _service(cluster, name)
+    if kind == "unserved":
+        return info.cluster_ip, port, info, None
+    i = _port_index(info, port, proto)
+    if kind == "svc":
+        return info.cluster_ip, port, info, i
+    np_ = info.node_ports[i]
+    if not np_:
+        raise LookupError(f"Service {info.key} port {port} has no NodePort")
+    if kind == "localhost":
+        return "127.0.0.1", np_, info, i
+    return cluster.node(node).ip, np_, info, i
+
+
+def _pod_namespaces(lab: str, cluster: ClusterState) -> dict[str, str]:
+    return {p.name: wiring.pod_ns(lab, p.namespace, p.name) for p in cluster.pods}
+
+
+def _node_addresses(cluster: ClusterState) -> set[str]:
+    return {n.ip for n in cluster.nodes} | {n.gateway for n in cluster.nodes} | {"127.0.0.1"}
+
+
+def run_row(lab, row: Row, mode: str) -> Cell:
+    """Prove one row on a live lab (a testbed.lab.Lab) in `mode`."""
+    cluster = lab.cluster()
+    note = row.notes.get(mode, "")
+    try:
+        cell = _run(lab, cluster, row, mode)
+    except LookupError as e:
+        return Cell("fail", f"row does not fit this lab: {e}")
+    if note and cell.status == "pass":
+        return Cell(cell.status, f"{cell.reason} ({note})")
+    return cell
+
+
+def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
+    name = lab.name
+    proto = row.proto.lower()
+    if row.action == "delete-backend":
+        return _delete_backend(lab, cluster, row, proto)
+    src = _resolve_source(name, cluster, row.source)
+    ip, port, info, i = _resolve_target(cluster, row.target, proto)
+    expected = row.expected(mode)
+    backends = _backends(cluster, info, i) if i is not None else {}
+    pods = _pod_namespaces(name, cluster)
+    if src.pod is not None:  # a pod talking to itself is captured on its own eth0 too
+        pods.setdefault(src.pod.name, src.ns)
+    attempts = 40 * max(1, len(backends)) if row.backends == "self" else 1
+    # From a node to 127.0.0.1 the packet leaves from loopback, as a local client's would.
+    src_ip = "127.0.0.1" if ip == "127.0.0.1" else src.ip
+    iface = "any" if row.source.startswith("node/") else "eth0"  # a node's replies arrive on eth0 or cbr0
+    h = None
+    for _ in range(attempts):
+        h = handshake(src.ns, src_ip, ip, port, proto, backends=pods, timeout=1.0 if expected == "dropped" else 2.0,
+                      iface=iface)
+        if row.backends != "self" or h.backend == (src.pod.name if src.pod else None) or h.outcome != "answered":
+            break
+    if h.outcome != expected:
+        extra = f" by {h.reply}" if h.reply else ""
+        return Cell("fail", f"expected {expected}, got {h.outcome}{extra} (backend {h.backend or '-'}, saw {h.backend_saw_src or '-'} → {h.backend_saw_dst or '-'})")
+    if expected == "refused":
+        return Cell("pass", f"refused by {h.reply} after {h.elapsed * 1000:.0f} ms")
+    if expected == "dropped":
+        return Cell("pass", f"no answer within {h.elapsed:.1f} s")
+    facts = []
+    if row.backends == "svc":
+        if h.backend not in backends:
+            return Cell("fail", f"answered by {h.backend!r}, not one of {sorted(backends)}")
+    elif row.backends == "self":
+        if src.pod is None or h.backend != src.pod.name:
+            return Cell("fail", f"{src.pod.name if src.pod else '?'} never reached itself in {attempts} tries")
+        facts.append(f"{h.backend} reached itself")
+    if h.backend is not None and i is not None:
+        want_dst = {f"{p.ip}:{e.port}" for p in backends.values() for e in info.endpoints[i] if e.ip == p.ip}
+        if h.backend_saw_dst not in want_dst:
+            return Cell("fail", f"backend saw destination {h.backend_saw_dst}, expected the DNAT to one of {sorted(want_dst)}")
+        facts.append(f"DNAT {h.dialled} → {h.backend_saw_dst}")
+    if row.source.startswith("node/"):
+        # The node itself does the NAT, so its capture sees the reply before the un-NAT: a real
+        # connection proves it instead (the kernel completes it only if the reply is un-NATed).
+        r = connect.tcp_request(src.ns, ip, port) if proto == "tcp" else connect.udp_request(src.ns, ip, port)
+        if not r.ok:
+            return Cell("fail", f"a real connection to {ip}:{port} from the node failed: {r.outcome} ({r.error})")
+    elif not h.unnat:
+        return Cell("fail", f"reply came from {h.reply_from}, not from the dialled {h.dialled} (un-NAT)")
+    seen = (h.backend_saw_src or "").rsplit(":", 1)[0]
+    if row.source_seen == "client" and seen != src.ip:
+        return Cell("fail", f"backend saw source {seen}, expected the client's own {src.ip} (no SNAT)")
+    if row.source_seen == "node" and seen not in _node_addresses(cluster):
+        return Cell("fail", f"backend saw source {seen}, expected a node address (SNAT)")
+    if row.source_seen == "gateway":
+        gw = cluster.node(src.pod.node).gateway if src.pod else None
+        if seen != gw:
+            return Cell("fail", f"backend saw source {seen}, expected the hairpin masquerade to {gw}")
+    if row.source_seen:
+        facts.append(f"source seen {seen}" + {"client": " (preserved)", "node": " (a node address)",
+                                              "gateway": " (the node's bridge: hairpin masquerade)"}[row.source_seen])
+    facts.append("reply from the dialled address")
+    if row.balance:
+        d = connect.distribution(src.ns, ip, port, count=300, proto=proto, expected=sorted(backends))
+        if d.failures:
+            return Cell("fail", f"{sum(d.failures.values())}/300 failed: {d.failures}")
+        if set(d.counts) != set(backends):
+            return Cell("fail", f"300 connections reached {sorted(d.counts)}, expected all of {sorted(backends)}")
+        if d.p_value is None or d.p_value <= P_VALUE_FLOOR:
+            return Cell("fail", f"split {d.counts} fails chi-square (p={d.p_value})")
+        facts.append(f"300 over {len(backends)} backends, p={d.p_value:.3f}")
+    return Cell("pass", "; ".join(facts))
+
+
+def _delete_backend(lab, cluster: ClusterState, row: Row, proto: str) -> Cell:
+    """Delete the last Deployment pod behind the target: no new connection reaches it, its replacement is reached."""
+    src = _resolve_source(lab.name, cluster, row.source)
+    ip, port, info, i = _resolve_target(cluster, row.target, proto)
+    owned = sorted((p for p in _backends(cluster, info, i).values() if p.owner), key=lambda p: p.key)
+    if not owned:
+        return Cell("fail", f"Service {info.key} has no Deployment pod to delete")
+    victim = owned[-1]
+    report = lab.delete("pod", victim.name, victim.namespace)
+    after = lab.cluster()
+    new = [k.split("/", 1)[1] for k in report.added_pods]
+    if victim.name in {p.name for p in after.pods} or not new:
+        return Cell("fail", f"expected {victim.name} to be replaced by a new pod, got added={new}")
+    replacement = next(p for p in after.pods if p.name == new[0])
+    if replacement.ip == victim.ip:
+        return Cell("fail", f"replacement {replacement.name} reused the old IP {victim.ip}")
+    d = connect.distribution(src.ns, ip, port, count=200, proto=proto)
+    if victim.name in d.counts:
+        return Cell("fail", f"{d.counts[victim.name]} of 200 new connections still reached deleted {victim.name}")
+    if replacement.name not in d.counts or d.failures:
+        return Cell("fail", f"replacement {replacement.name} not reached, or failures: {d.counts} {d.failures}")
+    return Cell("pass", f"{victim.name} ({victim.ip}) → {replacement.name} ({replacement.ip}); rules on "
+                        f"{len(report.nodes_synced)} nodes {report.seconds_to_rules * 1000:.0f} ms after the change; 0/200 to the old pod")
+
+
+# ----------------------------------------------------------------------------- rows from any topology
+
+
+def derive_rows(cluster: ClusterState) -> list[Row]:
+    """Rows for a user's topology: every proxied Service port, from a pod that backs nothing (or
+    the first pod), every NodePort from the first outside client via every node, hairpin, and a
+    pod replacement. The default lab's hand-written table (tests/conformance/rows.py) has the
+    same shape."""
+    rows: list[Row] = []
+    backing = {e.ip for s in cluster.services for eps in s.endpoints for e in eps}
+    free = [p for p in cluster.pods if p.ip not in backing] or list(cluster.pods)
+    if not free:
+        return rows
+    client = free[0]
+    outside = cluster.clients[0] if cluster.clients else None
+    hairpin = replacement = None
+    for info in cluster.services:
+        if not info.proxied:
+            continue
+        name = info.service.name
+        for i, sp in enumerate(info.service.ports):
+            proto = sp.protocol.lower()
+            if proto == "sctp":
+                continue
+            label = f"{name}:{sp.port}/{sp.protocol}"
+            eps = [e for e in info.endpoints[i] if e.ready]
+            target = f"svc/{name}:{sp.port}"
+            if not eps:
+                rows.append(Row(f"ClusterIP {label} without endpoints is refused", f"pod/{client.name}", proto, target,
+                                expect={"*": "refused"} if proto == "tcp" else {"*": "refused"}))
+                continue
+            pods = _backends(cluster, info, i)
+            if not pods:
+                continue
+            rows.append(Row(f"ClusterIP {label} from a pod: DNAT, source preserved, even split", f"pod/{client.name}", proto,
+                            target, backends="svc", source_seen="client" if client.ip not in {p.ip for p in pods} else None,
+                            balance=True))
+            if info.node_ports[i] and outside:
+                for n in cluster.nodes:
+                    rows.append(Row(f"NodePort {label} from outside via {n.name}: SNAT to the node, reply from the dialled address",
+                                    f"client/{outside.name}", proto, f"nodeport/{name}:{sp.port}@{n.name}",
+                                    backends="svc", source_seen="node", balance=proto == "tcp"))
+            if proto == "tcp" and hairpin is None:
+                hairpin = Row(f"A pod reaches itself through its Service {name} (hairpin masquerade)", f"backend/{name}",
+                              proto, target, backends="self", source_seen="gateway")
+            if proto == "tcp" and replacement is None and len(pods) >= 2 and any(p.owner for p in pods.values()):
+                replacement = Row(f"Deleted pod behind {name}: no new connection reaches it, its replacement is reached",
+                                  f"pod/{client.name}", proto, target, action="delete-backend")
+    rows += [r for r in (hairpin, replacement) if r]
+    return rows
