@@ -22,7 +22,7 @@ err = Console(stderr=True)
 
 MODE_NOTES = {
     "iptables": "kube-proxy's default mode; first-packet cost grows with the number of Services",
-    "nftables": "GA in Kubernetes 1.33 (not implemented yet here)",
+    "nftables": "GA in Kubernetes 1.33; kube-proxy's newest mode",
     "ipvs": "deprecated in Kubernetes 1.35 (not implemented yet here)",
     "userspace": "removed from kube-proxy in Kubernetes 1.26 (not implemented yet here)",
 }
@@ -211,9 +211,12 @@ def cmd_exec(args) -> int:
     from .kernel import netns
     from .lab import Lab, require_root, target_namespace
     require_root()
+    cmd = list(args.command)
+    while cmd and cmd[0] == "--lab" and len(cmd) > 1:  # `exec POD --lab L -- CMD`: REMAINDER took it
+        args.lab, cmd = cmd[1], cmd[2:]
     lab = Lab(_lab_name(args))
     ns = target_namespace(lab.name, lab.cluster(), args.target)
-    cmd = args.command[1:] if args.command and args.command[0] == "--" else args.command
+    cmd = cmd[1:] if cmd and cmd[0] == "--" else cmd
     if not cmd:
         raise TestbedError("expected a command after --, e.g. testbed exec POD -- ip addr")
     fd = os.open(netns.path(ns), os.O_RDONLY)
@@ -237,6 +240,8 @@ def _highlight_rules(text: str) -> Text:
         else:
             t = Text(line)
             t.highlight_regex(r"KUBE-[A-Z0-9-]+", "bold cyan")
+            t.highlight_regex(r"\b(chain|map|set|table) \S+", "bold cyan")
+            t.highlight_regex(r"\b(dnat to|masquerade|reject|drop|goto|jump|vmap)\b", "bold red")
             t.highlight_regex(r"\b\d+\.\d+\.\d+\.\d+(/\d+)?(:\d+)?\b", "green")
             t.highlight_regex(r"--comment (\"[^\"]*\"|\S+)", "yellow")
             t.highlight_regex(r"-j (DNAT|MASQUERADE|REJECT|DROP|ACCEPT|RETURN)", "bold red")
@@ -246,12 +251,14 @@ def _highlight_rules(text: str) -> Text:
 
 def cmd_rules(args) -> int:
     from .kernel import iptables as kipt
+    from .kernel import nft as knft
     from .lab import Lab, require_root
     require_root()
     lab = Lab(_lab_name(args))
     if args.node not in lab.saved["nodes"]:
         raise TestbedError(f"no node {args.node!r} in lab {lab.name} (nodes: {', '.join(lab.saved['nodes'])})")
-    text = kipt.save(lab.saved["nodes"][args.node]["ns"])
+    ns = lab.saved["nodes"][args.node]["ns"]
+    text = knft.list_table(ns) if lab.saved["mode"] == "nftables" else kipt.save(ns)
     if args.raw or not sys.stdout.isatty():
         sys.stdout.write(text)
     else:
@@ -274,7 +281,7 @@ def cmd_render(args) -> int:
             cluster.node(n)
         except KeyError as e:
             raise TestbedError(str(e.args[0])) from None
-        text, _ = render_for_mode(mode, cluster.node_view(n), first=args.bootstrap)
+        text = render_for_mode(mode, cluster.node_view(n), first=args.bootstrap or mode != "iptables")
         if len(nodes) > 1:
             sys.stdout.write(f"# node {n}\n")
         sys.stdout.write(text)
@@ -284,8 +291,15 @@ def cmd_render(args) -> int:
 def cmd_apply(args) -> int:
     from .lab import Lab
     lab = Lab(_lab_name(args))
-    report = lab.apply(args.file)
-    _report(report)
+    if not args.file and not args.mode:
+        raise TestbedError("expected -f FILE and/or --mode MODE")
+    if args.mode and args.mode != lab.saved["mode"]:
+        old = lab.saved["mode"]
+        report = lab.switch_mode(args.mode)
+        console.print(f"switched {lab.name} from {old} to {args.mode}: {old} rules removed from every node")
+        _report(report)
+    if args.file:
+        _report(lab.apply(args.file))
     return 0
 
 
@@ -303,7 +317,7 @@ def _report(report) -> None:
         console.print(f"[green]added[/] {', '.join(report.added_pods)}")
     if report.removed_pods:
         console.print(f"[red]removed[/] {', '.join(report.removed_pods)}")
-    console.print(f"rules: {report.transactions} transactions (one per node: {', '.join(report.nodes_synced)}); "
+    console.print(f"rules: {report.transactions} transactions (at most one per node: {', '.join(report.nodes_synced)}); "
                   f"change → rules applied in [bold]{report.seconds_to_rules * 1000:.1f} ms[/] "
                   f"(render {report.render_seconds * 1000:.1f} ms, kernel {report.apply_seconds * 1000:.1f} ms); "
                   f"done in {report.seconds_total * 1000:.1f} ms")
@@ -389,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lab")
     p.set_defaults(fn=cmd_exec)
 
-    p = sub.add_parser("rules", help="the rules installed on a node now (iptables-save, highlighted)")
+    p = sub.add_parser("rules", help="the rules installed on a node now (iptables-save or nft list, highlighted)")
     p.add_argument("node")
     p.add_argument("--lab")
     p.add_argument("--raw", action="store_true", help="plain text, no highlighting")
@@ -404,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_render)
 
     p = sub.add_parser("apply", help="change a running lab from a file (scale, add or edit objects)")
-    p.add_argument("-f", "--file", required=True)
+    p.add_argument("-f", "--file")
+    p.add_argument("--mode", choices=model.PROXY_MODES, help="switch the running lab to this proxy mode")
     p.add_argument("--lab")
     p.set_defaults(fn=cmd_apply)
 

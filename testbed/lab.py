@@ -20,8 +20,9 @@ from . import model, state, supervisor
 from .control import Allocations, ClusterState, PodInfo, reconcile
 from .errors import KernelFeatureError, LabNotFound, PrivilegeError, TestbedError, TopologyError
 from .kernel import iptables as kiptables
+from .kernel import nft as knft
 from .kernel import netns, wiring
-from .render import iptables as render_iptables
+from .proxier import for_mode
 
 Progress = Callable[[str, dict], None]
 
@@ -57,6 +58,8 @@ def check_kernel(mode: str) -> None:
         raise KernelFeatureError(f"proxy mode {mode!r} is not implemented yet; implemented: {', '.join(model.IMPLEMENTED_MODES)}")
     if mode == "iptables":
         kiptables._binary("iptables-restore")
+    if mode == "nftables":
+        knft._binary()
 
 
 def _doc_key(doc: dict) -> tuple[str, str, str]:
@@ -163,7 +166,7 @@ class Lab:
             for n in cluster.nodes:
                 routes = [(o.pod_cidr, o.ip) for o in cluster.nodes if o.name != n.name]
                 wiring.setup_node(lab, n.name, n.gateway, ipaddress.ip_network(n.pod_cidr).prefixlen, routes, ipr_of)
-                self.saved["nodes"][n.name] = {"ns": wiring.host_ns(lab, n.name), "chains": [], "bootstrapped": False}
+                self.saved["nodes"][n.name] = {"ns": wiring.host_ns(lab, n.name)}
         self._save()
 
     # ------------------------------------------------------------------ sync
@@ -203,17 +206,13 @@ class Lab:
         self._save()
         # Rules: one transaction per node, every node.
         self.progress("step", {"what": "rules", "total": len(cluster.nodes)})
+        proxier = for_mode(self.saved["mode"])
         for n in cluster.nodes:
             rec = self.saved["nodes"][n.name]
-            t0 = time.perf_counter()
-            text, chains = self.render_node(cluster, n.name, previous=set(rec["chains"]), first=not rec["bootstrapped"])
-            t1 = time.perf_counter()
-            kiptables.restore(rec["ns"], text)
-            t2 = time.perf_counter()
-            report.render_seconds += t1 - t0
-            report.apply_seconds += t2 - t1
-            rec["chains"], rec["bootstrapped"] = sorted(chains), True
-            report.transactions += 1
+            timing = proxier.sync(rec["ns"], cluster.node_view(n.name), rec)
+            report.render_seconds += timing.render
+            report.apply_seconds += timing.kernel
+            report.transactions += timing.transactions
             report.nodes_synced.append(n.name)
             self.progress("advance", {"what": f"rules on {n.name}"})
         report.seconds_to_rules = time.perf_counter() - started
@@ -234,9 +233,20 @@ class Lab:
         self._save()
         return report
 
-    def render_node(self, cluster: ClusterState, node: str, previous: set[str] = frozenset(), first: bool = False) -> tuple[str, set[str]]:
-        view = cluster.node_view(node)
-        return render_for_mode(self.saved["mode"], view, previous=previous, first=first)
+    def switch_mode(self, mode: str) -> SyncReport:
+        """Remove the current mode's rules from every node completely, then sync in `mode`."""
+        require_root()
+        check_kernel(mode)
+        started = time.perf_counter()
+        with state.locked(self.name):
+            self._state = None
+            old = for_mode(self.saved["mode"])
+            for rec in self.saved["nodes"].values():
+                old.cleanup(rec["ns"], rec)
+            self.saved["mode"] = mode
+            self._save()
+            cluster, alloc = reconcile(self.topology(), Allocations.from_json(self.saved["alloc"]))
+            return self._sync(cluster, alloc, started)
 
     # ------------------------------------------------------------------ changes
 
@@ -344,12 +354,9 @@ class Lab:
         return {"namespaces": removed, "processes": stopped}
 
 
-def render_for_mode(mode: str, view, previous: set[str] = frozenset(), first: bool = False) -> tuple[str, set[str]]:
-    """The rules text one node's sync applies, and the per-service chains it leaves behind."""
-    if mode != "iptables":
-        raise KernelFeatureError(f"proxy mode {mode!r} is not implemented yet")
-    text = render_iptables.bootstrap(view, previous_chains=previous) if first else render_iptables.render(view, previous_chains=previous)
-    return text, render_iptables.active_chains(view)
+def render_for_mode(mode: str, view, first: bool = True) -> str:
+    """The rules text a node's sync applies: its first sync when `first` (with iptables' jumps)."""
+    return for_mode(mode).render(view, None if first else {"bootstrapped": True})
 
 
 def down_all() -> list[str]:

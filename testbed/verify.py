@@ -15,7 +15,6 @@ from .conformance import Cell, Matrix, Row, derive_rows, run_row
 ROWS_FILE = Path(__file__).resolve().parent.parent / "tests" / "conformance" / "rows.py"
 # Modes this build cannot run yet, and why (shown in the matrix, not hidden).
 UNAVAILABLE = {
-    "nftables": "not implemented yet (issue #4)",
     "ipvs": "not implemented yet (issue #5); this kernel also lacks IPVS (CONFIG_IP_VS)",
     "userspace": "not implemented yet (issue #6)",
 }

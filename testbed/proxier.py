@@ -1,0 +1,111 @@
+"""One kube-proxy per node: render the mode's rules for a NodeView and apply them as one transaction.
+
+Each proxier keeps what it needs between syncs in the node's record of the lab state (a JSON
+dict), as kube-proxy keeps it in memory: the iptables proxier the per-service chains it left (so
+stale ones get `-X`) and whether the jumps from the built-in chains are in; the nftables proxier
+the table's last state (so later syncs send only the difference). `cleanup` removes the mode's
+rules completely, like `kube-proxy --cleanup`, for switching a running lab to another mode.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from .kernel import iptables as kiptables
+from .kernel import nft as knft
+from .proxy import NodeView
+from .render import iptables as riptables
+from .render import nftables as rnftables
+
+
+@dataclass
+class SyncTiming:
+    render: float = 0.0
+    kernel: float = 0.0
+    transactions: int = 0
+
+
+class IptablesProxier:
+    mode = "iptables"
+    binary = "iptables-restore"
+
+    def render(self, view: NodeView, rec: dict | None = None) -> str:
+        rec = rec or {}
+        previous = set(rec.get("chains", ()))
+        if rec.get("bootstrapped"):
+            return riptables.render(view, previous_chains=previous)
+        return riptables.bootstrap(view, previous_chains=previous)
+
+    def sync(self, ns: str, view: NodeView, rec: dict) -> SyncTiming:
+        t0 = time.perf_counter()
+        text = self.render(view, rec)
+        t1 = time.perf_counter()
+        kiptables.restore(ns, text)
+        t2 = time.perf_counter()
+        rec["chains"], rec["bootstrapped"] = sorted(riptables.active_chains(view)), True
+        return SyncTiming(t1 - t0, t2 - t1, 1)
+
+    def cleanup(self, ns: str, rec: dict) -> None:
+        """Delete every KUBE-* chain and the jumps to them, in one iptables-restore."""
+        saved = kiptables.save(ns)
+        lines, table, chains, jumps = [], None, {}, {}
+        for line in saved.splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+                chains[table], jumps[table] = [], []
+            elif line.startswith(":KUBE-"):
+                chains[table].append(line[1:].split()[0])
+            elif re.match(r"-A (PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) .*-j KUBE-", line):
+                jumps[table].append("-D" + line[2:])
+        for t in chains:
+            if not chains[t] and not jumps[t]:
+                continue
+            lines.append(f"*{t}")
+            lines += jumps[t]
+            lines += [f":{c} - [0:0]" for c in chains[t]]
+            lines += [f"-X {c}" for c in chains[t]]
+            lines.append("COMMIT")
+        if lines:
+            kiptables.restore(ns, "\n".join(lines) + "\n")
+        rec.pop("chains", None)
+        rec.pop("bootstrapped", None)
+
+
+class NftablesProxier:
+    mode = "nftables"
+    binary = "nft"
+
+    def render(self, view: NodeView, rec: dict | None = None) -> str:
+        rec = rec or {}
+        if rec.get("nft"):
+            text, _ = rnftables.sync(rnftables.NftState.from_json(rec["nft"]), view)
+            return text
+        return rnftables.render(view)
+
+    def sync(self, ns: str, view: NodeView, rec: dict) -> SyncTiming:
+        t0 = time.perf_counter()
+        previous = rnftables.NftState.from_json(rec["nft"]) if rec.get("nft") else None
+        text, state = rnftables.sync(previous, view)
+        t1 = time.perf_counter()
+        if text:
+            knft.apply(ns, text)
+        t2 = time.perf_counter()
+        rec["nft"] = state.to_json()
+        return SyncTiming(t1 - t0, t2 - t1, 1 if text else 0)
+
+    def cleanup(self, ns: str, rec: dict) -> None:
+        knft.delete_table(ns)
+        rec.pop("nft", None)
+
+
+PROXIERS = {p.mode: p for p in (IptablesProxier(), NftablesProxier())}
+
+
+def for_mode(mode: str):
+    from .errors import KernelFeatureError
+
+    try:
+        return PROXIERS[mode]
+    except KeyError:
+        raise KernelFeatureError(f"proxy mode {mode!r} is not implemented yet; implemented: {', '.join(PROXIERS)}") from None
