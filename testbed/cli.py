@@ -448,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except TestbedError as e:
-        err.print(f"[bold red]error:[/] {e}")
+        # Not rich markup and not wrapped: paths and field names must come out verbatim.
+        err.print(Text("error: ", style="bold red") + Text(str(e)), soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("[red]interrupted[/]")

@@ -329,7 +329,8 @@ def _desired_pods(topo: Topology, alloc: Allocations) -> list[tuple[Pod, str | N
         serial = alloc.serials.get(dep.key, 0)
         names = [k.split("/", 1)[1] for _, k in kept]
         while len(names) < dep.replicas:
-            names.append(f"{dep.name}-{thash}-{_suffix(f'{dep.key}#{serial}', 5)}")
+            # Like generateName: the base is cut to 58 characters so the pod name stays a DNS label.
+            names.append(f"{dep.name}-{thash}-"[:58] + _suffix(f"{dep.key}#{serial}", 5))
             alloc.serials[dep.key] = serial = serial + 1
             alloc.pods.setdefault(f"{dep.namespace}/{names[-1]}", {"serial": serial, "owner": dep.key, "hash": thash})
         labels = tuple(sorted(dict(dep.template.labels, **{"pod-template-hash": thash}).items()))

@@ -106,6 +106,7 @@ class Lab:
         return topo.with_lab(name=self.name, proxy_mode=s["mode"])
 
     def cluster(self) -> ClusterState:
+        self._state = state.read(self.name) or self._state  # another process may have changed it
         st, _ = reconcile(self.topology(), Allocations.from_json(self.saved["alloc"]))
         return st
 
@@ -271,8 +272,9 @@ class Lab:
                 else:
                     index[k] = len(manifests)
                     manifests.append(d)
-            # Validate everything (against the merged set) before touching the kernel.
-            topo = model.parse_documents(manifests, path).with_lab(name=self.name, proxy_mode=self.saved["mode"])
+            # Validate the file's objects over the running ones (errors point into FILE) before
+            # touching the kernel.
+            topo = model.parse_documents(docs, path, base=self.topology()).with_lab(name=self.name, proxy_mode=self.saved["mode"])
             cluster, alloc = reconcile(topo, Allocations.from_json(self.saved["alloc"]))
             self.saved["manifests"] = manifests
             return self._sync(cluster, alloc, started)

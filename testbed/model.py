@@ -279,6 +279,8 @@ class _Doc:
                 self.ignored.append(f"{self.file}: {self.obj}: {path + '.' if path else ''}{k}")
 
     def ip(self, path: str, value: str, network: str | None = None) -> str:
+        if not isinstance(value, str):  # ipaddress would take 5 as 0.0.0.5
+            self.fail(path, f"expected an IPv4 address as a string, got {value!r}")
         try:
             addr = ipaddress.ip_address(value)
         except ValueError:
@@ -290,6 +292,8 @@ class _Doc:
         return str(addr)
 
     def cidr(self, path: str, value: str) -> str:
+        if not isinstance(value, str):
+            self.fail(path, f"expected a CIDR as a string such as 10.96.0.0/12, got {value!r}")
         try:
             net = ipaddress.ip_network(value, strict=True)
         except ValueError as e:
@@ -496,8 +500,10 @@ def _parse_service(doc: _Doc) -> Service:
         target = p.get("targetPort")
         if isinstance(target, str) and not target.isdigit():
             doc.name(f"{pp}.targetPort", target, max_len=15, what="a port number or an IANA service name")
-        elif target is not None:
+        elif isinstance(target, str):
             target = doc.integer(f"{pp}.targetPort", int(target), 1, 65535)
+        elif target is not None:
+            target = doc.integer(f"{pp}.targetPort", target, 1, 65535)
         node_port = doc.integer(f"{pp}.nodePort", p.get("nodePort"), 1, 65535)
         if node_port is not None and stype not in ("NodePort", "LoadBalancer"):
             doc.fail(f"{pp}.nodePort", f"may only be set for type NodePort or LoadBalancer, not {stype}")
@@ -619,8 +625,8 @@ def parse_documents(docs: list, file: str, base: Topology | None = None, require
             continue
         api, kind = raw.get("apiVersion"), raw.get("kind")
         name = (raw.get("metadata") or {}).get("name") if isinstance(raw.get("metadata"), dict) else None
-        obj = f"{kind or '?'} {name or '?'} ({where})"
-        parser = KINDS.get((api, kind))
+        obj = f"{kind if isinstance(kind, str) else '?'} {name if isinstance(name, str) else '?'} ({where})"
+        parser = KINDS.get((api, kind)) if isinstance(api, str) and isinstance(kind, str) else None
         if parser is None:
             known = ", ".join(f"{k} ({a})" for a, k in KINDS)
             raise TopologyError(file, obj, "kind", f"expected one of {known}, got {kind!r} with apiVersion {api!r}")
@@ -685,6 +691,8 @@ def validate(topo: Topology) -> None:
     names, ips = {}, {}
     net = ipaddress.ip_network(lab.node_network)
     for path, h in hosts:
+        if h.name == "fabric":
+            raise TopologyError(file, f"Lab {lab.name}", path, "the host name 'fabric' is reserved for the lab's node network")
         if h.name in names:
             raise TopologyError(file, f"Lab {lab.name}", path, f"duplicate host name {h.name!r} (nodes and clients share one namespace of names)")
         names[h.name] = path

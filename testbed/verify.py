@@ -7,9 +7,10 @@ from the topology (`conformance.derive_rows`).
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
-from . import model
+from . import model, state
 from .conformance import Cell, Matrix, Row, derive_rows, run_row
 
 ROWS_FILE = Path(__file__).resolve().parent.parent / "tests" / "conformance" / "rows.py"
@@ -51,6 +52,8 @@ def run_mode(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda e
                 matrix.put(behaviour, mode, Cell("skip", reason))
         return
     lab_name = name or f"verify-{mode}"[:16]
+    if name is None and state.read(lab_name) is not None:  # another verify is running: don't collide
+        lab_name = f"v{os.getpid() % 100000}-{mode}"[:16]
     try:
         lab = Lab.up(topo_path, name=lab_name, mode=mode, progress=progress)
     except Exception as e:  # the whole column fails with the reason
