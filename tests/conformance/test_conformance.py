@@ -1,0 +1,23 @@
+"""Every behaviour row of tests/conformance/rows.py, in every proxy mode, with real packets.
+
+Each result is a cell of the behaviour × mode matrix that the testbed pytest plugin prints at the
+end and writes as matrix.json / matrix.md next to the JUnit XML.
+"""
+import pytest
+
+from testbed.conformance import run_row
+
+from .rows import TABLES
+
+pytestmark = pytest.mark.kernel
+
+CASES = [(topology, row) for topology, rows in TABLES.items() for row in rows]
+
+
+@pytest.mark.parametrize("topology,row", CASES, ids=[f"{t.removesuffix('.yaml')}:{r.behaviour[:60]}" for t, r in CASES])
+def test_row(topology, row, proxy_mode, conformance_labs, testbed_matrix, request):
+    request.node.testbed_behaviour = row.behaviour
+    lab = conformance_labs(topology.removesuffix(".yaml"), proxy_mode)
+    cell = run_row(lab, row, proxy_mode)
+    testbed_matrix.record(row.behaviour, proxy_mode, cell)
+    assert cell.status == "pass", cell.reason
