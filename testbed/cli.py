@@ -90,13 +90,15 @@ def _print_nodes(cluster) -> None:
     console.print(t)
 
 
-def _print_pods(cluster) -> None:
+def _print_pods(cluster, pods_state: dict | None = None) -> None:
     t = Table(title="pods", title_justify="left")
-    for c in ("NAMESPACE", "NAME", "NODE", "IP", "PORTS", "OWNER", "READY"):
+    for c in ("NAMESPACE", "NAME", "NODE", "IP", "PORTS", "OWNER", "READY", "STATUS", "RESTARTS"):
         t.add_column(c)
     for p in cluster.pods:
+        status = "Terminating" if p.terminating else "Running"
+        restarts = str((pods_state or {}).get(p.key, {}).get("restarts", 0))
         t.add_row(p.namespace, p.name, p.node, p.ip, ",".join(f"{c.port}/{c.protocol}" for c in p.ports),
-                  p.owner or "-", "yes" if p.ready else "no")
+                  p.owner or "-", "yes" if p.ready else "no", status, restarts)
     console.print(t)
 
 
@@ -174,7 +176,8 @@ def cmd_get(args) -> int:
                    [{"name": c.name, "ip": c.ip, "role": "client"} for c in cluster.clients]
         elif what == "pods":
             data = [{"namespace": p.namespace, "name": p.name, "node": p.node, "ip": p.ip, "owner": p.owner,
-                     "labels": dict(p.labels), "ready": p.ready} for p in cluster.pods]
+                     "labels": dict(p.labels), "ready": p.ready, "terminating": p.terminating,
+                     "restarts": lab.saved.get("pods", {}).get(p.key, {}).get("restarts", 0)} for p in cluster.pods]
         elif what == "services":
             data = [_service_json(i) for i in cluster.services]
         else:
@@ -184,7 +187,7 @@ def cmd_get(args) -> int:
     if what == "nodes":
         _print_nodes(cluster)
     elif what == "pods":
-        _print_pods(cluster)
+        _print_pods(cluster, lab.saved.get("pods"))
     elif what == "services":
         _print_services(cluster)
     else:
@@ -307,7 +310,7 @@ def cmd_delete(args) -> int:
     from .lab import Lab
     lab = Lab(_lab_name(args))
     ns, _, name = args.name.rpartition("/")
-    report = lab.delete(args.kind, name, ns or args.namespace)
+    report = lab.delete(args.kind, name, ns or args.namespace, grace=args.grace_period)
     _report(report)
     return 0
 
@@ -321,6 +324,13 @@ def _report(report) -> None:
                   f"change → rules applied in [bold]{report.seconds_to_rules * 1000:.1f} ms[/] "
                   f"(render {report.render_seconds * 1000:.1f} ms, kernel {report.apply_seconds * 1000:.1f} ms); "
                   f"done in {report.seconds_total * 1000:.1f} ms")
+
+
+def cmd_pod(args) -> int:
+    from .lab import Lab
+    lab = Lab(_lab_name(args))
+    console.print(lab.stage(args.name, args.action))
+    return 0
 
 
 def cmd_list(args) -> int:
@@ -427,8 +437,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", help="pod | service | deployment | endpointslice")
     p.add_argument("name", help="NAME or NAMESPACE/NAME")
     p.add_argument("-n", "--namespace", default="default")
+    p.add_argument("--grace-period", type=int, default=None,
+                   help="seconds a deleted pod stays terminating (default: its terminationGracePeriodSeconds; 0: at once)")
     p.add_argument("--lab")
     p.set_defaults(fn=cmd_delete)
+
+    p = sub.add_parser("pod", help="stage a failure: stop, hang, resume, unready, ready or start a pod's server")
+    p.add_argument("action", choices=("stop", "hang", "resume", "unready", "ready", "start"))
+    p.add_argument("name", help="POD or NAMESPACE/POD")
+    p.add_argument("--lab")
+    p.set_defaults(fn=cmd_pod)
+
+    p = sub.add_parser("trace", help="send one packet and show the rules it went through (kernel nftrace)")
+    p.add_argument("--from", dest="source", required=True, help="POD, NAMESPACE/POD, node/NAME or client/NAME")
+    p.add_argument("--to", dest="target", required=True, help="svc/NAME[:PORT], nodeport/NAME@NODE[:PORT] or IP:PORT")
+    p.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
+    p.add_argument("--lab")
+    p.set_defaults(fn=lambda args: __import__("testbed.trace_view", fromlist=["cmd_trace"]).cmd_trace(args))
 
     p = sub.add_parser("list", help="labs running on this machine")
     p.set_defaults(fn=cmd_list)

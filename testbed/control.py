@@ -12,7 +12,7 @@
 """
 from __future__ import annotations
 
-import base64
+import copy
 import hashlib
 import ipaddress
 from dataclasses import asdict, dataclass, field
@@ -68,10 +68,18 @@ class PodInfo:
     owner: str | None = None
     ready: bool = True
     terminating: bool = False
+    serving: bool = True
+    probes: tuple = ()
+    grace_period: int = 30
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def snapshot(self) -> dict:
+        """What a terminating pod keeps once its manifest or Deployment no longer produces it."""
+        return {"labels": [list(x) for x in self.labels], "ports": [[c.port, c.protocol, c.name] for c in self.ports],
+                "owner": self.owner}
 
 
 @dataclass(frozen=True)
@@ -110,7 +118,7 @@ class Allocations:
 
     @classmethod
     def from_json(cls, data: dict | None) -> "Allocations":
-        return cls(**(data or {}))
+        return cls(**copy.deepcopy(data or {}))  # never alias the caller's (saved) state
 
 
 @dataclass(frozen=True)
@@ -318,7 +326,7 @@ def _desired_pods(topo: Topology, alloc: Allocations) -> list[tuple[Pod, str | N
     pods = [(p, None) for p in topo.pods]
     existing_by_owner: dict[str, list[tuple[int, str]]] = {}
     for key, rec in alloc.pods.items():
-        if rec.get("owner"):
+        if rec.get("owner") and not rec.get("terminating"):  # terminating pods are not replicas any more
             existing_by_owner.setdefault(rec["owner"], []).append((rec["serial"], key))
     for dep in sorted(topo.deployments, key=lambda d: d.key):
         thash = _pod_template_hash(dep)
@@ -335,16 +343,30 @@ def _desired_pods(topo: Topology, alloc: Allocations) -> list[tuple[Pod, str | N
             alloc.pods.setdefault(f"{dep.namespace}/{names[-1]}", {"serial": serial, "owner": dep.key, "hash": thash})
         labels = tuple(sorted(dict(dep.template.labels, **{"pod-template-hash": thash}).items()))
         for n in names:
-            pods.append((Pod(n, dep.namespace, labels, dep.template.ports, dep.template.node_name, owner=dep.key), dep.key))
+            pods.append((Pod(n, dep.namespace, labels, dep.template.ports, dep.template.node_name, owner=dep.key,
+                             probes=dep.template.probes, grace_period=dep.template.grace_period), dep.key))
     return pods
 
 
 def _schedule_and_address(topo: Topology, alloc: Allocations, nodes: tuple[NodeInfo, ...]) -> tuple[PodInfo, ...]:
-    desired = _desired_pods(topo, alloc)
+    terminating = {k: r for k, r in alloc.pods.items() if r.get("terminating")}
+    desired = [(p, o) for p, o in _desired_pods(topo, alloc) if p.key not in terminating]
     by_node = {n.name: n for n in nodes}
     load = {n.name: 0 for n in nodes}
     used: dict[str, set[str]] = {n.name: set() for n in nodes}
     placed: dict[str, dict] = {}
+    out = []
+    # Terminating pods keep their node and IP (and get no new traffic) until their grace period ends.
+    for key, rec in terminating.items():
+        if rec.get("node") not in by_node:
+            continue
+        snap = rec.get("snapshot", {})
+        ns, name = key.split("/", 1)
+        used[rec["node"]].add(rec["ip"])
+        placed[key] = rec
+        out.append(PodInfo(name, ns, rec["node"], rec["ip"], tuple(tuple(x) for x in snap.get("labels", ())),
+                           tuple(ContainerPort(p, proto, n) for p, proto, n in snap.get("ports", ())), snap.get("owner"),
+                           ready=False, terminating=True, serving=rec.get("ready", True)))
     for pod, owner in desired:
         rec = alloc.pods.get(pod.key, {})
         if rec.get("node") in by_node and rec.get("ip") and (not pod.node_name or pod.node_name == rec["node"]) \
@@ -352,7 +374,6 @@ def _schedule_and_address(topo: Topology, alloc: Allocations, nodes: tuple[NodeI
             placed[pod.key] = rec
             load[rec["node"]] += 1
             used[rec["node"]].add(rec["ip"])
-    out = []
     for pod, owner in desired:
         rec = dict(alloc.pods.get(pod.key, {}))
         if pod.key not in placed:
@@ -375,7 +396,10 @@ def _schedule_and_address(topo: Topology, alloc: Allocations, nodes: tuple[NodeI
         rec.setdefault("owner", owner)
         rec.setdefault("serial", 0)
         placed[pod.key] = rec
-        out.append(PodInfo(pod.name, pod.namespace, rec["node"], rec["ip"], pod.labels, pod.ports, owner))
+        # Without a readiness probe a running pod is ready; with one, only once the probe passed.
+        ready = rec.get("ready", not any(p.kind == "readiness" for p in pod.probes))
+        out.append(PodInfo(pod.name, pod.namespace, rec["node"], rec["ip"], pod.labels, pod.ports, owner,
+                           ready=ready, serving=ready, probes=pod.probes, grace_period=pod.grace_period))
     alloc.pods = placed
     return tuple(sorted(out, key=lambda p: p.key))
 
@@ -406,9 +430,10 @@ def _service_endpoints(svc: Service, pods: tuple[PodInfo, ...], topo: Topology) 
                 port = _resolve_target(sp, p)
                 if port is None:
                     continue
-                ready = p.ready or svc.publish_not_ready
-                eps.append(Endpoint(p.ip, port, p.node, ready=ready and not p.terminating,
-                                    serving=ready, terminating=p.terminating))
+                # publishNotReadyAddresses: the controller publishes every pod as ready.
+                ready = (p.ready or svc.publish_not_ready) and not p.terminating
+                serving = p.serving or svc.publish_not_ready
+                eps.append(Endpoint(p.ip, port, p.node, ready=ready, serving=serving, terminating=p.terminating))
             per_port.append(tuple(eps))
         return tuple(per_port)
     slices = [s for s in topo.slices if s.namespace == svc.namespace and s.service_name == svc.name]

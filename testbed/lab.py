@@ -19,6 +19,7 @@ import yaml
 from . import model, state, supervisor
 from .control import Allocations, ClusterState, PodInfo, reconcile
 from .errors import KernelFeatureError, LabNotFound, PrivilegeError, TestbedError, TopologyError
+from .kernel import conntrack as kconntrack
 from .kernel import iptables as kiptables
 from .kernel import nft as knft
 from .kernel import netns, wiring
@@ -43,6 +44,7 @@ class SyncReport:
     seconds_total: float = 0.0
     render_seconds: float = 0.0
     apply_seconds: float = 0.0
+    conntrack_deleted: int = 0
 
 
 def require_root() -> None:
@@ -143,6 +145,8 @@ class Lab:
             try:
                 lab._build(cluster)
                 report = lab._sync(cluster, alloc, started=time.perf_counter())
+                lab.saved["agent"] = supervisor.start_agent(name)
+                lab._save()
             except BaseException:
                 progress("rollback", {})
                 lab._teardown()
@@ -191,10 +195,7 @@ class Lab:
                     wiring.add_pod(lab, p.node, p.namespace, p.name, p.ip,
                                    ipaddress.ip_network(node.pod_cidr).prefixlen, node.gateway, ipr_of)
                     self.progress("advance", {"what": f"pod {p.key}"})
-            specs = [{"key": p.key, "ns": wiring.pod_ns(lab, p.namespace, p.name), "hostname": p.name,
-                      "tcp": sorted({c.port for c in p.ports if c.protocol == "TCP"}) or [9376],
-                      "udp": sorted({c.port for c in p.ports if c.protocol == "UDP"})} for p in new]
-            procs = supervisor.start_workloads(lab, specs)
+            procs = supervisor.start_workloads(lab, [supervisor.workload_spec(lab, p) for p in new])
             for p in new:
                 have_entry = {"ns": wiring.pod_ns(lab, p.namespace, p.name), "node": p.node, "ip": p.ip,
                               "proc": procs[p.key]}
@@ -203,20 +204,25 @@ class Lab:
                     gone = [g if g != p.key else p.key + "#old" for g in gone]
                 have[p.key] = have_entry
                 report.added_pods.append(p.key)
-        self.saved["alloc"] = alloc.to_json()
-        self._save()
+        self._save()  # the new pods' processes are recorded before anything else can fail
         # Rules: one transaction per node, every node.
         self.progress("step", {"what": "rules", "total": len(cluster.nodes)})
         proxier = for_mode(self.saved["mode"])
         for n in cluster.nodes:
             rec = self.saved["nodes"][n.name]
-            timing = proxier.sync(rec["ns"], cluster.node_view(n.name), rec)
+            view = cluster.node_view(n.name)
+            timing = proxier.sync(rec["ns"], view, rec)
             report.render_seconds += timing.render
             report.apply_seconds += timing.kernel
+            if cluster.lab.conntrack_cleanup:  # kube-proxy's reconciler runs after each successful sync
+                report.conntrack_deleted += kconntrack.cleanup_stale_udp(rec["ns"], view)
             report.transactions += timing.transactions
             report.nodes_synced.append(n.name)
             self.progress("advance", {"what": f"rules on {n.name}"})
         report.seconds_to_rules = time.perf_counter() - started
+        # Published only now, so what `get endpoints` shows is what the rules already do.
+        self.saved["alloc"] = alloc.to_json()
+        self._save()
         # Only now that no rule points at them, remove the pods that went away.
         victims = [(k, have.pop(k)) for k in gone if k in have]
         if victims:
@@ -230,7 +236,8 @@ class Lab:
         self.saved["syncs"] = (self.saved.get("syncs", []) + [{
             "at": time.time(), "to_rules_ms": round(report.seconds_to_rules * 1000, 2),
             "total_ms": round(report.seconds_total * 1000, 2), "added": report.added_pods,
-            "removed": report.removed_pods, "transactions": report.transactions}])[-20:]
+            "removed": report.removed_pods, "transactions": report.transactions,
+            "conntrack_deleted": report.conntrack_deleted}])[-20:]
         self._save()
         return report
 
@@ -279,8 +286,14 @@ class Lab:
             self.saved["manifests"] = manifests
             return self._sync(cluster, alloc, started)
 
-    def delete(self, kind: str, name: str, namespace: str = "default") -> SyncReport:
-        """Delete a pod (a Deployment's pod is replaced with a new name and IP) or another object."""
+    def delete(self, kind: str, name: str, namespace: str = "default", grace: int | None = None) -> SyncReport:
+        """Delete a pod or another object, as the API server would.
+
+        A deleted pod is terminating for its grace period (terminationGracePeriodSeconds, or
+        `grace`): its endpoint turns ready=false, serving, terminating; its server keeps answering;
+        the lab's agent removes it when the period ends. A Deployment's pod is replaced at once by
+        one with a new name and IP. `grace=0` removes the pod immediately.
+        """
         require_root()
         started = time.perf_counter()
         kind = {"pod": "Pod", "pods": "Pod", "po": "Pod", "service": "Service", "services": "Service", "svc": "Service",
@@ -294,19 +307,108 @@ class Lab:
             key = f"{namespace}/{name}"
             manifests = self.saved["manifests"]
             idx = [i for i, d in enumerate(manifests) if _doc_key(d) == (kind, namespace, name)]
-            if kind == "Pod" and not idx:
-                rec = alloc.pods.get(key)
-                if rec is None or not rec.get("owner"):
+            current = {p.key: p for p in self.cluster_from(alloc).pods}
+            if kind == "Pod":
+                pod = current.get(key)
+                if pod is None or (not idx and not pod.owner):
                     raise TestbedError(f"no pod {key} in lab {self.name}")
-                alloc.deleted.append(key)
+                if pod.terminating:
+                    raise TestbedError(f"pod {key} is already terminating")
+                self._terminate(alloc, [pod], grace)
             elif not idx:
                 raise TestbedError(f"no {kind} {key} in lab {self.name}")
-            else:
-                manifests = [d for i, d in enumerate(manifests) if i not in idx]
+            if kind == "Deployment":
+                self._terminate(alloc, [p for p in current.values() if p.owner == key and not p.terminating], grace)
+            manifests = [d for i, d in enumerate(manifests) if i not in idx]
             topo = model.parse_documents(manifests, self.saved.get("source", "<lab>")).with_lab(name=self.name, proxy_mode=self.saved["mode"])
             cluster, alloc = reconcile(topo, alloc)
             self.saved["manifests"] = manifests
             return self._sync(cluster, alloc, started)
+
+    def cluster_from(self, alloc: Allocations) -> ClusterState:
+        st, _ = reconcile(self.topology(), alloc)
+        return st
+
+    @staticmethod
+    def _terminate(alloc: Allocations, pods: list[PodInfo], grace: int | None) -> None:
+        now = time.time()
+        for p in pods:
+            period = p.grace_period if grace is None else grace
+            if period <= 0:
+                alloc.deleted.append(p.key)
+                continue
+            rec = alloc.pods.setdefault(p.key, {})
+            rec.update(terminating=now + period, snapshot=p.snapshot(), ready=p.ready)
+
+    def expire_terminating(self, now: float | None = None) -> SyncReport | None:
+        """Remove pods whose grace period has ended (the agent calls this; so does every change)."""
+        now = time.time() if now is None else now
+        with state.locked(self.name):
+            self._state = None
+            alloc = Allocations.from_json(self.saved["alloc"])
+            done = [k for k, r in alloc.pods.items() if r.get("terminating") and r["terminating"] <= now]
+            if not done:
+                return None
+            for k in done:
+                alloc.pods.pop(k)
+            cluster, alloc = reconcile(self.topology(), alloc)
+            return self._sync(cluster, alloc, time.perf_counter())
+
+    def set_pod_state(self, ready: dict[str, bool] | None = None, restarted: dict[str, dict] | None = None) -> SyncReport | None:
+        """Record readiness changes (from the prober) and restarted servers, then sync."""
+        started = time.perf_counter()
+        with state.locked(self.name):
+            self._state = None
+            alloc = Allocations.from_json(self.saved["alloc"])
+            changed = False
+            for key, value in (ready or {}).items():
+                if key in alloc.pods and alloc.pods[key].get("ready") != value:
+                    alloc.pods[key]["ready"] = value
+                    changed = True
+            for key, proc in (restarted or {}).items():
+                if key in self.saved["pods"]:
+                    self.saved["pods"][key]["proc"] = proc
+                    self.saved["pods"][key]["restarts"] = self.saved["pods"][key].get("restarts", 0) + 1
+                    changed = True
+            if not changed:
+                return None
+            cluster, alloc = reconcile(self.topology(), alloc)
+            return self._sync(cluster, alloc, started)
+
+    # ------------------------------------------------------------------ staging failures
+
+    STAGES = {"stop": "SIGKILL", "hang": "SIGSTOP", "resume": "SIGCONT", "unready": "SIGUSR1", "ready": "SIGUSR2"}
+
+    def stage(self, pod_name: str, action: str) -> str:
+        """Make a pod's server stop (killed: connections refused), hang (stopped: connections time
+        out), resume, fail its readiness check (`unready`: /readyz answers 503) or pass it again
+        (`ready`), or `start` a server that was stopped. The pod itself, its IP and its endpoint
+        stay: only probes (and kube-proxy after them) can react."""
+        import signal as _signal
+
+        require_root()
+        cluster = self.cluster()
+        pod = find_pod(cluster, pod_name)
+        rec = self.saved["pods"].get(pod.key)
+        if rec is None:
+            raise TestbedError(f"pod {pod.key} has no server in lab {self.name}")
+        proc = rec.get("proc") or {}
+        running = bool(proc) and supervisor.alive(proc["pid"], proc["start"])
+        if action == "start":
+            if running:
+                return f"{pod.key}: server already running (pid {proc['pid']})"
+            new = supervisor.start_workloads(self.name, [supervisor.workload_spec(self.name, pod)])[pod.key]
+            self.set_pod_state(restarted={pod.key: new})
+            return f"{pod.key}: server started (pid {new['pid']})"
+        sig = self.STAGES.get(action)
+        if sig is None:
+            raise TestbedError(f"expected one of: {', '.join([*self.STAGES, 'start'])}, got {action!r}")
+        if not running:
+            raise TestbedError(f"pod {pod.key}'s server is not running (`testbed pod start {pod.name}`)")
+        os.kill(proc["pid"], getattr(_signal, sig))
+        if action == "stop":
+            supervisor.stop(proc["pid"], proc["start"], timeout=1.0)
+        return f"{pod.key}: {action} ({sig} to pid {proc['pid']})"
 
     # ------------------------------------------------------------------ down
 

@@ -38,10 +38,28 @@ class ContainerPort:
 
 
 @dataclass(frozen=True)
+class ProbeSpec:
+    """A readiness or liveness probe, as a container declares it (run by the lab's agent)."""
+
+    kind: str  # readiness | liveness
+    action: str  # http | tcp | exec
+    port: int | str | None = None  # a number or a named container port (http, tcp)
+    path: str = "/"
+    command: tuple[str, ...] = ()
+    period: int = 10
+    timeout: int = 1
+    failure_threshold: int = 3
+    success_threshold: int = 1
+    initial_delay: int = 0
+
+
+@dataclass(frozen=True)
 class PodTemplate:
     labels: tuple[tuple[str, str], ...]
     ports: tuple[ContainerPort, ...]
     node_name: str | None = None
+    probes: tuple[ProbeSpec, ...] = ()
+    grace_period: int = 30
 
 
 @dataclass(frozen=True)
@@ -52,6 +70,8 @@ class Pod:
     ports: tuple[ContainerPort, ...]
     node_name: str | None = None
     owner: str | None = None  # the Deployment that made it
+    probes: tuple[ProbeSpec, ...] = ()
+    grace_period: int = 30  # terminationGracePeriodSeconds
 
     @property
     def key(self) -> str:
@@ -189,6 +209,7 @@ class LabSpec:
     service_cidr: str = "10.96.0.0/12"
     node_port_range: tuple[int, int] = (30000, 32767)
     masquerade_all: bool = False
+    conntrack_cleanup: bool = True  # kube-proxy's stale UDP conntrack reconciler; off reproduces the bug
 
 
 @dataclass(frozen=True)
@@ -348,16 +369,62 @@ class _Doc:
         return v
 
 
-def _container_ports(doc: _Doc, path: str, spec: dict) -> tuple[ContainerPort, ...]:
+@dataclass(frozen=True)
+class _PodSpec:
+    ports: tuple[ContainerPort, ...]
+    probes: tuple[ProbeSpec, ...]
+    grace_period: int
+    node_name: str | None
+
+
+def _probe(doc: _Doc, path: str, kind: str, raw) -> ProbeSpec:
+    p = doc.mapping(path, raw)
+    doc.check_keys(path, p, {"httpGet", "tcpSocket", "exec", "periodSeconds", "timeoutSeconds", "failureThreshold",
+                             "successThreshold", "initialDelaySeconds", "terminationGracePeriodSeconds"})
+    actions = [a for a in ("httpGet", "tcpSocket", "exec") if p.get(a) is not None]
+    if len(actions) != 1:
+        doc.fail(path, f"expected exactly one of httpGet, tcpSocket or exec, got {actions or 'none'}")
+    a = actions[0]
+    body = doc.mapping(f"{path}.{a}", p[a])
+    kw = {}
+    if a in ("httpGet", "tcpSocket"):
+        doc.check_keys(f"{path}.{a}", body, {"port", "path", "scheme", "host", "httpHeaders"})
+        port = body.get("port")
+        if isinstance(port, str) and not port.isdigit():
+            doc.name(f"{path}.{a}.port", port, max_len=15, what="a port number or a named container port")
+        else:
+            port = doc.integer(f"{path}.{a}.port", int(port) if isinstance(port, str) else port, 1, 65535)
+            if port is None:
+                doc.fail(f"{path}.{a}.port", "is required")
+        kw["port"] = port
+        if a == "httpGet":
+            kw["path"] = doc.string(f"{path}.httpGet.path", body.get("path"), default="/")
+    else:
+        doc.check_keys(f"{path}.exec", body, {"command"})
+        cmd = doc.seq(f"{path}.exec.command", body.get("command"))
+        if not cmd or not all(isinstance(x, str) for x in cmd):
+            doc.fail(f"{path}.exec.command", "expected a non-empty list of strings")
+        kw["command"] = tuple(cmd)
+    ints = {k: doc.integer(f"{path}.{f}", p.get(f), lo, 3600, default=d) for k, f, lo, d in (
+        ("period", "periodSeconds", 1, 10), ("timeout", "timeoutSeconds", 1, 1),
+        ("failure_threshold", "failureThreshold", 1, 3), ("success_threshold", "successThreshold", 1, 1),
+        ("initial_delay", "initialDelaySeconds", 0, 0))}
+    if kind == "liveness" and ints["success_threshold"] != 1:
+        doc.fail(f"{path}.successThreshold", "must be 1 for a liveness probe")
+    return ProbeSpec(kind, {"httpGet": "http", "tcpSocket": "tcp", "exec": "exec"}[a], **kw, **ints)
+
+
+def _pod_spec(doc: _Doc, path: str, spec: dict) -> _PodSpec:
     doc.check_keys(path, spec, {"containers", "nodeName", "restartPolicy", "terminationGracePeriodSeconds"})
     ports: list[ContainerPort] = []
+    probes: list[ProbeSpec] = []
     containers = doc.seq(f"{path}.containers", spec.get("containers"))
     if not containers:
         doc.fail(f"{path}.containers", "expected at least one container")
     for ci, c in enumerate(containers):
         cp = f"{path}.containers[{ci}]"
         c = doc.mapping(cp, c)
-        doc.check_keys(cp, c, {"name", "image", "ports", "args", "command"})
+        doc.check_keys(cp, c, {"name", "image", "ports", "args", "command", "readinessProbe", "livenessProbe"})
         for pi, p in enumerate(doc.seq(f"{cp}.ports", c.get("ports"))):
             pp = f"{cp}.ports[{pi}]"
             p = doc.mapping(pp, p)
@@ -369,12 +436,20 @@ def _container_ports(doc: _Doc, path: str, spec: dict) -> tuple[ContainerPort, .
             if name:
                 doc.name(f"{pp}.name", name, max_len=15, what="an IANA service name")
             ports.append(ContainerPort(port, doc.protocol(f"{pp}.protocol", p.get("protocol")), name))
+        for kind, key in (("readiness", "readinessProbe"), ("liveness", "livenessProbe")):
+            if c.get(key) is not None:
+                probes.append(_probe(doc, f"{cp}.{key}", kind, c[key]))
     seen = set()
     for p in ports:
         if (p.port, p.protocol) in seen:
             doc.fail(f"{path}.containers", f"port {p.port}/{p.protocol} is declared twice")
         seen.add((p.port, p.protocol))
-    return tuple(ports)
+    names = {p.name for p in ports if p.name}
+    for i, pr in enumerate(probes):
+        if isinstance(pr.port, str) and pr.port not in names:
+            doc.fail(f"{path}.containers", f"a {pr.kind} probe uses port {pr.port!r}, but no container port has that name")
+    grace = doc.integer(f"{path}.terminationGracePeriodSeconds", spec.get("terminationGracePeriodSeconds"), 0, 86400, default=30)
+    return _PodSpec(tuple(ports), tuple(probes), grace, doc.string(f"{path}.nodeName", spec.get("nodeName")))
 
 
 def _metadata(doc: _Doc, kind: str) -> tuple[str, str]:
@@ -399,7 +474,7 @@ def _parse_lab(doc: _Doc) -> LabSpec:
         doc.fail("metadata.name", f"expected a lab name of at most 16 characters (a-z, 0-9, '-'), got {name!r}")
     spec = doc.mapping("spec")
     doc.check_keys("spec", spec, {"proxyMode", "nodes", "clients", "nodeNetwork", "clusterCIDR", "nodeCIDRMaskSize",
-                                  "serviceCIDR", "serviceNodePortRange", "masqueradeAll"})
+                                  "serviceCIDR", "serviceNodePortRange", "masqueradeAll", "conntrackCleanup"})
     mode = doc.string("spec.proxyMode", default="iptables")
     if mode not in PROXY_MODES:
         doc.fail("spec.proxyMode", f"expected one of {', '.join(PROXY_MODES)}, got {mode!r}")
@@ -441,15 +516,15 @@ def _parse_lab(doc: _Doc) -> LabSpec:
     clients = hosts("spec.clients", ClientSpec, set()) if doc.get("spec.clients") is not None else LabSpec.clients
     return LabSpec(name=name, proxy_mode=mode, nodes=nodes, clients=clients, node_network=node_network,
                    cluster_cidr=cluster_cidr, node_cidr_mask=mask, service_cidr=service_cidr,
-                   node_port_range=(int(m[1]), int(m[2])), masquerade_all=doc.boolean("spec.masqueradeAll"))
+                   node_port_range=(int(m[1]), int(m[2])), masquerade_all=doc.boolean("spec.masqueradeAll"),
+                   conntrack_cleanup=doc.boolean("spec.conntrackCleanup", default=True))
 
 
 def _parse_pod(doc: _Doc) -> Pod:
     name, ns = _metadata(doc, "Pod")
-    spec = doc.mapping("spec")
-    ports = _container_ports(doc, "spec", spec)
-    node = doc.string("spec.nodeName", spec.get("nodeName"))
-    return Pod(name, ns, doc.labels("metadata.labels", doc.get("metadata.labels")), ports, node)
+    ps = _pod_spec(doc, "spec", doc.mapping("spec"))
+    return Pod(name, ns, doc.labels("metadata.labels", doc.get("metadata.labels")), ps.ports, ps.node_name,
+               probes=ps.probes, grace_period=ps.grace_period)
 
 
 def _parse_deployment(doc: _Doc) -> Deployment:
@@ -462,10 +537,8 @@ def _parse_deployment(doc: _Doc) -> Deployment:
     labels = doc.labels("spec.template.metadata.labels", tmeta.get("labels"))
     if not selector.matches(dict(labels)):
         doc.fail("spec.selector", "expected a selector that matches spec.template.metadata.labels")
-    tspec = doc.mapping("spec.template.spec")
-    ports = _container_ports(doc, "spec.template.spec", tspec)
-    node = doc.string("spec.template.spec.nodeName", tspec.get("nodeName"))
-    return Deployment(name, ns, replicas, selector, PodTemplate(labels, ports, node))
+    ps = _pod_spec(doc, "spec.template.spec", doc.mapping("spec.template.spec"))
+    return Deployment(name, ns, replicas, selector, PodTemplate(labels, ps.ports, ps.node_name, ps.probes, ps.grace_period))
 
 
 def _parse_service(doc: _Doc) -> Service:

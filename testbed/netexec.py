@@ -26,7 +26,8 @@ UDP ports answer the agnhost commands, one datagram each (surrounding whitespace
     "echo X"    -> X
     anything else is ignored (no reply), as agnhost does.
 
-Failure staging: SIGUSR1 toggles readiness (/readyz 200 <-> 503). Nothing else changes, so a
+Failure staging: SIGUSR1 makes /readyz answer 503, SIGUSR2 makes it answer 200 again (explicit,
+so repeating a command is harmless). Nothing else changes, so a
 probe against /readyz fails while the pod keeps serving traffic, which is what a readiness
 failure looks like to the kubelet.
 
@@ -53,7 +54,7 @@ USAGE = (
     "[--udp PORT]... [--ready-fd FD]"
 )
 
-_ready = True  # flipped by SIGUSR1
+_ready = True  # SIGUSR1 → False, SIGUSR2 → True
 
 
 class _Stop(Exception):
@@ -377,9 +378,9 @@ def _on_stop(_signum, _frame) -> None:
     raise _Stop()
 
 
-def _on_usr1(_signum, _frame) -> None:
+def _on_readiness(signum, _frame) -> None:
     global _ready
-    _ready = not _ready
+    _ready = signum == signal.SIGUSR2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -391,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     ready_fd = opts["ready_fd"]
     signal.signal(signal.SIGTERM, _on_stop)
     signal.signal(signal.SIGINT, _on_stop)
-    signal.signal(signal.SIGUSR1, _on_usr1)
+    signal.signal(signal.SIGUSR1, _on_readiness)
+    signal.signal(signal.SIGUSR2, _on_readiness)
     server = Server(opts["hostname"])
     try:
         try:

@@ -36,6 +36,28 @@ def alive(pid: int, started: str) -> bool:
         return False
 
 
+def workload_spec(lab: str, pod) -> dict:
+    """What netexec serves for a pod: its container ports (9376/TCP when it declares none)."""
+    from .kernel import wiring
+
+    return {"key": pod.key, "ns": wiring.pod_ns(lab, pod.namespace, pod.name), "hostname": pod.name,
+            "tcp": sorted({c.port for c in pod.ports if c.protocol == "TCP"}) or [9376],
+            "udp": sorted({c.port for c in pod.ports if c.protocol == "UDP"})}
+
+
+def start_agent(lab: str) -> dict:
+    """The lab's agent (prober and grace-period clock), recorded like every process we start."""
+    logs = state.lab_dir(lab) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent), PYTHONDONTWRITEBYTECODE="1")
+    with open(logs / "agent.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "testbed.agent", "--lab", lab], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=log, start_new_session=True, env=env, close_fds=True)
+    rec = {"pid": proc.pid, "start": start_time(proc.pid) or "?"}
+    state.journal(lab, "pid", proc.pid, rec["start"])
+    return rec
+
+
 def start_workloads(lab: str, specs: list[dict], timeout: float = 10.0) -> dict[str, dict]:
     """Start netexec for each spec {key, ns, hostname, tcp, udp} in parallel; wait until all serve.
 

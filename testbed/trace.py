@@ -278,7 +278,7 @@ def parse_monitor(text: str) -> list[TraceEvent]:
                 body = body[:hm.start()]
             events.append(TraceEvent(tid, fam, table, chain, "rule", rule=clean_rule(body), handle=handle,
                                      verdict=verdict, target=target, raw=line))
-        elif rest.startswith("policy") or rest.startswith("return"):
+        elif rest.startswith(("policy", "return")):
             kind, _, after = rest.partition(" ")
             words = after.split()
             verdict = words[0] if words else None
@@ -461,15 +461,27 @@ def probe_segments(by_node: dict[str, list[Segment]], entry_node: str, client_ip
     if ip_id is None:
         return {n: [] for n in by_node}, None
 
-    def ours(seg: Segment) -> bool:
-        for p in seg.passes:
-            pk = p.packet
-            if not pk:
-                continue
-            return pk.get("ip id") == ip_id and _l4(pk, proto)[0] is not None and (proto != "tcp" or pk.get("tcp flags") == flags)
-        return False
+    def ours(packet: dict[str, str]) -> bool:
+        return (packet.get("ip id") == ip_id and _l4(packet, proto)[0] is not None
+                and (packet.get("ip daddr") != "127.0.0.1" or dst_ip == "127.0.0.1")  # not a readiness marker
+                and (proto != "tcp" or packet.get("tcp flags") == flags))
 
-    return {n: [s for s in segs if ours(s)] for n, segs in by_node.items()}, ip_id
+    out: dict[str, list[Segment]] = {}
+    for n, segs in by_node.items():
+        kept = []
+        for seg in segs:
+            # The kernel reuses a trace id for a later packet of the flow (same skb slot, same flow
+            # hash), so the choice is made per pass; a pass without a packet line goes with the one before.
+            passes, keep = [], False
+            for p in seg.passes:
+                if p.packet:
+                    keep = ours(p.packet)
+                if keep:
+                    passes.append(p)
+            if passes:
+                kept.append(Segment(seg.trace_id, passes))
+        out[n] = kept
+    return out, ip_id
 
 
 # ----------------------------------------------------------------------------- the ending
@@ -485,8 +497,28 @@ def final_verdict_step(nodes: list[NodeTrace]) -> tuple[str | None, Step | None]
     return None, None
 
 
-def decide_ending(handshake, nodes: list[NodeTrace]) -> Ending:
-    """What became of the probe: received by a backend, rejected/dropped by a rule, or no reply."""
+def _entered_from(nodes: list[NodeTrace], node: str | None, step: Step) -> str | None:
+    """The chain whose jump/goto led to `step`'s chain, when that is not the chain itself."""
+    for n in nodes:
+        if n.node != node:
+            continue
+        for p in n.passes:
+            prev = None
+            for s in p.steps:
+                if s is step:
+                    if prev is not None and prev.chain != step.chain and prev.target == step.chain:
+                        return f"{prev.chain}: {prev.comment or prev.rule or ''}".rstrip(": ")
+                    return None
+                prev = s
+    return None
+
+
+def decide_ending(handshake, nodes: list[NodeTrace], client_sees_replies: bool = True) -> Ending:
+    """What became of the probe: received by a backend, rejected/dropped by a rule, or no reply.
+
+    `client_sees_replies` is False for a node source: the probe captures on the node's eth0, but
+    replies to a node's own packets may be delivered to it locally (from cbr0) and never seen there.
+    """
     h = handshake
     node, drop = final_verdict_step(nodes)
     if h is not None and h.backend:
@@ -496,7 +528,7 @@ def decide_ending(handshake, nodes: list[NodeTrace]) -> Ending:
         dnat = f"DNAT from {h.dialled}" if h.backend_saw_dst != h.dialled else "no DNAT"
         seen = f"source seen {src_ip}, " + (f"SNATed (client was {client_ip})" if snat else "not SNATed")
         summary = f"received by pod {h.backend} at {h.backend_saw_dst} ({dnat}; {seen})"
-        if h.outcome != "answered":
+        if h.outcome == "refused" or (h.outcome == "dropped" and client_sees_replies):
             summary += f"; the client saw {'no reply' if h.outcome == 'dropped' else h.reply}"
         return Ending("received", summary, h.backend, h.backend_saw_dst, h.backend_saw_src, h.dialled, snat)
     how = h.reply if h is not None and h.outcome == "refused" else None
@@ -504,6 +536,9 @@ def decide_ending(handshake, nodes: list[NodeTrace]) -> Ending:
         kind = "rejected" if drop.action == "REJECT" or how else "dropped"
         where = f"{drop.family} {drop.table} {drop.chain}"
         why = f" ({drop.comment})" if drop.comment else ""
+        via = _entered_from(nodes, node, drop)
+        if via and not drop.comment:
+            why = f" (via {via})"
         summary = f"{kind} by {where}{why}" + (f" ({how})" if how else "")
         return Ending(kind, summary, node=node, step=drop, how=how, dialled=h.dialled if h else None)
     if h is not None and h.outcome == "refused":
@@ -567,7 +602,7 @@ def plan(lab_name: str, cluster, source: str, target: str, proto: str) -> _Plan:
     elif m and m[1] == "client":
         client_ip, entry = next(c.ip for c in cluster.clients if c.name == m[2]), None
     else:
-        pod = find_pod(cluster, source[4:] if source.startswith("pod/") else source)
+        pod = find_pod(cluster, source.removeprefix("pod/"))
         client_ip, entry = pod.ip, pod.node
     service = None
     endpoints_nodes: set[str] | None = None
@@ -621,8 +656,10 @@ def _nft() -> str:
 
 
 def _nft_run(ns: str, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([_nft(), *args], input=stdin, text=True, capture_output=True,
-                          preexec_fn=netns.preexec(ns), timeout=30)
+    # No preexec_fn (Python code between fork and exec is unsafe with the reader threads running):
+    # the child inherits the network namespace of the thread that starts it.
+    with netns.entered(ns):
+        return subprocess.run([_nft(), *args], input=stdin, text=True, capture_output=True, check=False, timeout=30)
 
 
 def tracing_table(name: str, ready_port: int, probe_match: str | None, arrival_match: str | None) -> str:
@@ -648,9 +685,13 @@ class _Monitor:
     def __init__(self, node: str, ns: str, ready_port: int):
         self.node, self.ns, self.ready_port = node, ns, ready_port
         self.lines: list[str] = []
+        self.stderr = ""
+        self._stopped = False
+        self._used_ports: set[int] = set()
         self._cond = threading.Condition()
-        self.proc = subprocess.Popen([_nft(), "-a", "monitor", "trace"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, bufsize=1, preexec_fn=netns.preexec(ns))
+        with netns.entered(ns):  # the child inherits this thread's namespace (see _nft_run)
+            self.proc = subprocess.Popen([_nft(), "-a", "monitor", "trace"], stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True, bufsize=1)
         self._thread = threading.Thread(target=self._read, name=f"nft-monitor-{ns}", daemon=True)
         self._thread.start()
 
@@ -663,19 +704,28 @@ class _Monitor:
             self._cond.notify_all()
 
     def _marker_sport(self) -> int:
-        """Send one marker datagram (it is traced, then dropped by the tracing table); its source port."""
-        with netns.entered(self.ns):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        """Send one marker datagram (it is traced, then dropped by the tracing table); its source port.
+
+        Every marker of a monitor has its own source port, so a late print of an earlier marker can
+        never be taken for the current one.
+        """
+        for _ in range(100):
+            with netns.entered(self.ns):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             try:
-                s.sendto(b"testbed-trace", ("127.0.0.1", self.ready_port))
-            except OSError:
-                pass  # EPERM: dropped in the output hook, as intended
-            return port
-        finally:
-            s.close()
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+                if port in self._used_ports:
+                    continue
+                self._used_ports.add(port)
+                try:
+                    s.sendto(b"testbed-trace", ("127.0.0.1", self.ready_port))
+                except OSError:
+                    pass  # EPERM: dropped in the output hook, as intended
+                return port
+            finally:
+                s.close()
+        raise TestbedError(f"no free marker port in {self.ns}")
 
     def _saw(self, sport: int, start: int) -> bool:
         needle = f"udp sport {sport} udp dport {self.ready_port} "
@@ -703,6 +753,10 @@ class _Monitor:
         return False
 
     def stop(self) -> str:
+        """Terminate the monitor (idempotent); its stderr."""
+        if self._stopped:
+            return self.stderr
+        self._stopped = True
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -711,11 +765,11 @@ class _Monitor:
                 self.proc.kill()
                 self.proc.wait(timeout=3)
         self._thread.join(timeout=3)
-        err = self.proc.stderr.read() if self.proc.stderr else ""
+        self.stderr = self.proc.stderr.read() if self.proc.stderr else ""
         for f in (self.proc.stdout, self.proc.stderr):
             if f:
                 f.close()
-        return err
+        return self.stderr
 
     def text(self) -> str:
         with self._cond:
@@ -728,8 +782,8 @@ def _free_sport(entry_ns: str, client_ip: str, proto: str) -> int:
 
     try:
         used = {f.orig_sport for f in conntrack.table(entry_ns, proto=proto) if f.orig_src == client_ip}
-    except Exception:
-        used = set()
+    except (OSError, RuntimeError, KernelFeatureError):
+        used = set()  # no conntrack tool: a collision is unlikely anyway
     while True:
         p = random.randint(40000, 60999)
         if p not in used:
@@ -787,16 +841,20 @@ def run_trace(lab, source: str, target: str, proto: str = "tcp", timeout: float 
                 err = mon.stop()
                 raise TestbedError(f"`nft monitor trace` on {n} did not report the readiness marker within 5 s"
                                    + (f": {err.strip()}" if err.strip() else ""))
-        backends = {p.key: wiring.pod_ns(lab.name, p.namespace, p.name) for p in cluster.pods}
+        # Every pod of the lab is a candidate backend: the ones the kernel has (the lab's state), not a recomputation.
+        backends = {key: rec["ns"] for key, rec in lab.saved.get("pods", {}).items() if "#" not in key and rec.get("ns")}
+        backends = backends or {p.key: wiring.pod_ns(lab.name, p.namespace, p.name) for p in cluster.pods}
         h = handshake(pl.source_ns, pl.client_ip, pl.dst_ip, pl.dst_port, proto, backends=backends,
                       timeout=timeout, sport=sport)
         complete.update({n: mon.barrier(timeout=max(2.0, timeout)) for n, mon in monitors.items()})
         for n, ok in complete.items():
             if not ok:
                 notes.append(f"{n}: the monitor did not report the barrier marker; its trace may be incomplete")
-        # Listings to map handles back to rule text, hooks and iptables-save lines (before the table goes).
+        for n, mon in monitors.items():  # everything is read: stop them before running more tools
+            mon.stop()
+            raw[n] = mon.text()
+        # Listings to map handles back to rule text, hooks and iptables-save lines (right after the probe).
         for n in nodes:
-            raw[n] = monitors[n].text()
             seen = {(e.family, e.table) for e in parse_monitor(raw[n])}
             listings[n] = {}
             for fam, tab in sorted(seen):
@@ -805,8 +863,8 @@ def run_trace(lab, source: str, target: str, proto: str = "tcp", timeout: float 
                     listings[n][(fam, tab)] = parse_listing(proc.stdout)
             try:
                 ipt[n] = parse_iptables_save(kiptables.save(node_ns[n]))
-            except Exception:
-                ipt[n] = {}
+            except (OSError, RuntimeError, KernelFeatureError):
+                ipt[n] = {}  # no iptables here (e.g. a pure nftables node): rules stay in nft syntax
         entry_flows = [f for f in conntrack.table(node_ns[pl.entry_node], dst=pl.dst_ip, port=pl.dst_port, proto=proto)
                        if f.orig_src == pl.client_ip and f.orig_sport == sport]
         for f in entry_flows[:1]:
@@ -822,11 +880,15 @@ def run_trace(lab, source: str, target: str, proto: str = "tcp", timeout: float 
         for n, mon in monitors.items():
             try:
                 mon.stop()
-            except Exception:
-                pass
+            except (OSError, subprocess.SubprocessError) as e:
+                notes.append(f"{n}: stopping `nft monitor trace` (pid {mon.proc.pid}) failed: {e}")
             raw.setdefault(n, mon.text())
         for n in installed:
-            proc = _nft_run(node_ns[n], ["delete", "table", "ip", table])
+            try:
+                proc = _nft_run(node_ns[n], ["delete", "table", "ip", table])
+            except (OSError, subprocess.SubprocessError) as e:
+                notes.append(f"{n}: deleting {table} failed: {e}")
+                continue
             if proc.returncode != 0 and "No such file" not in proc.stderr:
                 notes.append(f"{n}: deleting {table} failed: {proc.stderr.strip()}")
 
@@ -844,7 +906,8 @@ def run_trace(lab, source: str, target: str, proto: str = "tcp", timeout: float 
         node_traces.append(NodeTrace(n, node_ns[n], segs, complete=bool(complete.get(n) and last and last.verdict)))
     return Trace(lab=lab.name, source=source, source_ns=pl.source_ns, client_ip=pl.client_ip, target=target,
                  dst_ip=pl.dst_ip, dst_port=pl.dst_port, proto=proto, sport=sport, service=pl.service,
-                 entry_node=pl.entry_node, nodes=node_traces, nat=flows, ending=decide_ending(h, node_traces),
+                 entry_node=pl.entry_node, nodes=node_traces, nat=flows,
+                 ending=decide_ending(h, node_traces, client_sees_replies=not source.startswith("node/")),
                  handshake=h, notes=notes, raw=raw)
 
 
@@ -852,7 +915,3 @@ def without_tracing_table(passes: list[ChainPass]) -> list[ChainPass]:
     """The passes through the lab's own rules (the tracing table is instrumentation)."""
     return [p for p in passes if not p.table.startswith(TRACE_TABLE_PREFIX)]
 
-
-__all__ = ["TraceEvent", "Step", "ChainPass", "Segment", "NodeTrace", "Nat", "Ending", "Trace", "parse_monitor",
-           "parse_packet_fields", "build_tree", "parse_listing", "parse_iptables_save", "annotate", "probe_segments",
-           "decide_ending", "nat_from_flow", "plan", "tracing_table", "run_trace", "without_tracing_table"]

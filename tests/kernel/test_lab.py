@@ -289,7 +289,7 @@ def test_deleted_pod_is_never_reached_and_its_replacement_is(lab_factory):
     before = lab.cluster()
     web = pods_of(before)
     victim = sorted(web.values(), key=lambda p: p.name)[0]
-    report = lab.delete("pod", victim.name)
+    report = lab.delete("pod", victim.name, grace=0)  # force: removed at once
     assert report.removed_pods == [victim.key]
     assert len(report.added_pods) == 1
     after = Lab(lab.name).cluster()

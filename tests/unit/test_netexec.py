@@ -131,15 +131,16 @@ def test_source_port(server):
     assert u.body == f"127.0.0.1:{src}" == u.local
 
 
-def test_sigusr1_toggles_readiness(server):
+def test_sigusr1_unready_sigusr2_ready(server):
     proc, port = server
     proc.send_signal(signal.SIGUSR1)
+    proc.send_signal(signal.SIGUSR1)  # explicit, not a toggle: repeating keeps it unready
     r = wait_until(lambda: (x := tcp_request(None, LOCALHOST, port, "/readyz")).status == 503 and x,
                    timeout=5, message="readyz to turn 503")
     assert r.outcome == "answered" and r.body == "not ready"
     # still serving traffic while not ready
     assert tcp_request(None, LOCALHOST, port, "/hostname").body == "pod-a"
-    proc.send_signal(signal.SIGUSR1)
+    proc.send_signal(signal.SIGUSR2)
     wait_until(lambda: tcp_request(None, LOCALHOST, port, "/readyz").status == 200, timeout=5,
                message="readyz to turn 200 again")
 
