@@ -8,6 +8,8 @@
   readiness flips after `failureThreshold` failures / `successThreshold` successes in a row;
   a liveness failure restarts the pod's server (same pod, same IP, restart count + 1).
 - Terminating pods are removed when their grace period ends.
+- kube-proxy's health server on every node (healthCheckNodePort: 200 with local ready endpoints,
+  503 otherwise) and the cloud load balancer's health checks of it, every second.
 Every change goes through the lab's normal sync (endpoints, then one rules transaction per node).
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import state, supervisor
+from .healthserver import HealthServers
 from .kernel import netns, wiring
 
 TICK = 0.05
@@ -66,11 +69,35 @@ def run_probe(lab: str, pod, probe) -> bool:
 
 
 class Agent:
+    LB_CHECK_PERIOD = 1.0  # the cloud LB's health-check interval
+
     def __init__(self, lab_name: str):
         self.lab_name = lab_name
         self.tracks: dict[tuple[str, int], _Track] = {}
         self.seen_at: dict[str, float] = {}
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
+        self.health = HealthServers(lab_name)
+        self.next_lb_check = 0.0
+
+    def check_load_balancers(self, lab, saved: dict, cluster) -> None:
+        """The cloud LB's health checks: GET nodeIP:healthCheckNodePort from the LB namespace."""
+        from probes.connect import tcp_request
+
+        if not saved.get("lb"):
+            return
+        checks = [(info.key, n, info.health_check_node_port) for info in cluster.services
+                  if info.service.type == "LoadBalancer" and info.health_check_node_port for n in cluster.nodes]
+        if not checks:
+            return
+        ns = saved["lb"]["ns"]
+        results = list(self.pool.map(lambda c: tcp_request(ns, c[1].ip, c[2], path="/", timeout=1.0), checks))
+        healthy: dict[str, list[str]] = {}
+        for (key, node, _), r in zip(checks, results):
+            healthy.setdefault(key, [])
+            if r.ok and r.status == 200:
+                healthy[key].append(node.name)
+        if healthy != saved["lb"].get("healthy"):
+            lab.set_lb_health(healthy)
 
     def step(self) -> float:
         """Run what is due; return how long to sleep."""
@@ -85,7 +112,11 @@ class Agent:
             lab.expire_terminating(now_wall)
             return 0.0
         cluster = lab.cluster()
+        self.health.update(cluster)
         now = time.monotonic()
+        if now >= self.next_lb_check:
+            self.next_lb_check = now + self.LB_CHECK_PERIOD
+            self.check_load_balancers(lab, saved, cluster)
         due = []
         live_keys = set()
         for pod in cluster.pods:
@@ -103,7 +134,7 @@ class Agent:
             if key not in live_keys:
                 del self.tracks[key]
         if not due:
-            wake = min((t.next_at for t in self.tracks.values()), default=now + 0.5)
+            wake = min([t.next_at for t in self.tracks.values()] + [self.next_lb_check], default=now + 0.5)
             return max(TICK, min(0.5, wake - now))
         results = list(self.pool.map(lambda d: run_probe(self.lab_name, d[0], d[2]), due))
         ready_changes: dict[str, bool] = {}

@@ -109,20 +109,32 @@ def _ports(info) -> str:
     return ",".join(out)
 
 
+def _external(info) -> str:
+    s = info.service
+    if s.type == "ExternalName":
+        return s.external_name or ""
+    ips = list(info.load_balancer_ips) + list(s.external_ips)
+    if s.type == "LoadBalancer" and not info.load_balancer_ips:
+        return "<pending>"
+    return ",".join(ips) or "<none>"
+
+
 def _print_services(cluster) -> None:
     t = Table(title="services", title_justify="left")
-    for c in ("NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS"):
+    for c in ("NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "ENDPOINTS"):
         t.add_column(c)
     for info in cluster.services:
         eps = sorted({e.address for eps in info.endpoints for e in eps if e.ready})
         t.add_row(info.service.namespace, info.service.name, info.service.type, info.cluster_ip or "None",
-                  _ports(info), ", ".join(eps) or "[red]<none>[/]")
+                  _external(info), _ports(info), ", ".join(eps) or "[red]<none>[/]")
     console.print(t)
 
 
 def _service_json(info) -> dict:
     s = info.service
     return {"namespace": s.namespace, "name": s.name, "type": s.type, "clusterIP": info.cluster_ip,
+            "externalIPs": list(s.external_ips), "healthCheckNodePort": info.health_check_node_port,
+            "status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in info.load_balancer_ips]}},
             "ports": [{"name": sp.name, "protocol": sp.protocol, "port": sp.port,
                        "targetPort": sp.target_port if sp.target_port is not None else sp.port, "nodePort": np_}
                       for sp, np_ in zip(s.ports, info.node_ports)]}

@@ -88,6 +88,8 @@ class ServiceInfo:
     cluster_ip: str | None
     node_ports: tuple[int | None, ...]  # one per service port
     endpoints: tuple[tuple[Endpoint, ...], ...]  # one tuple per service port
+    load_balancer_ips: tuple[str, ...] = ()  # status.loadBalancer.ingress (allocated or kept)
+    health_check_node_port: int | None = None
 
     @property
     def key(self) -> str:
@@ -111,6 +113,8 @@ class Allocations:
     pods: dict[str, dict] = field(default_factory=dict)  # pod key → {node, ip, owner, serial}
     serials: dict[str, int] = field(default_factory=dict)  # deployment key → next pod serial
     ip_cursor: dict[str, int] = field(default_factory=dict)  # node → last pod IP offset handed out
+    lb_ips: dict[str, list[str]] = field(default_factory=dict)  # svc key → LoadBalancer addresses
+    health_ports: dict[str, int] = field(default_factory=dict)  # svc key → healthCheckNodePort
     deleted: list[str] = field(default_factory=list)  # pods of Deployments deleted by the user
 
     def to_json(self) -> dict:
@@ -154,11 +158,11 @@ class ClusterState:
                 ports.append(ServicePort(
                     namespace=s.namespace, name=s.name, port_name=sp.name, protocol=sp.protocol, port=sp.port,
                     cluster_ip=info.cluster_ip, node_port=np_, external_ips=s.external_ips,
-                    load_balancer_ips=s.load_balancer_ips if s.type == "LoadBalancer" else (),
+                    load_balancer_ips=info.load_balancer_ips,
                     load_balancer_source_ranges=s.load_balancer_source_ranges if s.type == "LoadBalancer" else (),
                     session_affinity_timeout=s.session_affinity_timeout,
                     external_policy_local=s.external_policy_local, internal_policy_local=s.internal_policy_local,
-                    health_check_node_port=s.health_check_node_port, endpoints=eps))
+                    health_check_node_port=info.health_check_node_port, endpoints=eps))
         ports.sort(key=lambda p: (p.port_name_string, p.protocol))
         return NodeView(node_name=node.name, node_ips=(node.ip,), config=self.proxy_config(), services=tuple(ports))
 
@@ -170,7 +174,8 @@ def _allocate_hosts(topo: Topology, alloc: Allocations) -> tuple[tuple[NodeInfo,
     lab = topo.lab
     net = ipaddress.ip_network(lab.node_network)
     pinned = {h.ip for h in (*lab.nodes, *lab.clients) if h.ip}
-    taken = set(pinned) | {str(net.network_address + 1)}  # .1 is the fabric bridge
+    # .1 is the fabric bridge; the last address is the load balancer's own; the pool is for Services.
+    taken = set(pinned) | {str(net.network_address + 1), lb_address(lab)} | set(_pool_addresses(lab))
     for n in lab.nodes:
         prev = alloc.nodes.get(n.name, {}).get("ip")
         if not n.ip and prev and prev not in pinned:
@@ -311,6 +316,74 @@ def _allocate_node_ports(topo: Topology, alloc: Allocations) -> dict[str, tuple[
             new[k] = np_
         out[s.key] = tuple(ports)
     alloc.node_ports = new
+    return out
+
+
+def lb_address(lab) -> str:
+    """The simulated cloud load balancer's own address: the node network's last usable one."""
+    net = ipaddress.ip_network(lab.node_network)
+    return str(net.broadcast_address - 1)
+
+
+def _pool_addresses(lab) -> list[str]:
+    """The LoadBalancer pool: spec.loadBalancer.pool, or .200-.249 of a /24 (or larger) node network."""
+    net = ipaddress.ip_network(lab.node_network)
+    if lab.lb_pool:
+        first, last = (int(ipaddress.ip_address(x)) for x in lab.lb_pool)
+    elif net.num_addresses >= 256:
+        first, last = int(net.network_address) + 200, int(net.network_address) + 249
+    else:
+        return []
+    return [str(ipaddress.ip_address(i)) for i in range(first, last + 1)]
+
+
+def _allocate_load_balancers(topo: Topology, alloc: Allocations, hosts: set[str]) -> dict[str, tuple[str, ...]]:
+    """The cloud provider's part: an address per LoadBalancer Service, published in its status.
+
+    A manifest that already carries status.loadBalancer.ingress keeps that address (as one dumped
+    from a real cluster does); spec.loadBalancerIP is honoured; otherwise the next free pool
+    address, kept across syncs. An exhausted pool leaves the Service pending, as a cloud would."""
+    lbs = sorted((s for s in topo.services if s.type == "LoadBalancer"), key=lambda s: s.key)
+    used = {ip for s in lbs for ip in s.load_balancer_ips} | {s.load_balancer_ip for s in lbs if s.load_balancer_ip}
+    out: dict[str, tuple[str, ...]] = {}
+    for s in lbs:
+        prev = alloc.lb_ips.get(s.key)
+        if s.load_balancer_ips:
+            out[s.key] = s.load_balancer_ips
+        elif s.load_balancer_ip:
+            out[s.key] = (s.load_balancer_ip,)
+        elif prev and not set(prev) & (used | hosts):
+            out[s.key] = tuple(prev)
+            used |= set(prev)
+    for s in lbs:
+        if s.key in out:
+            continue
+        free = next((ip for ip in _pool_addresses(topo.lab) if ip not in used and ip not in hosts), None)
+        out[s.key] = (free,) if free else ()
+        if free:
+            used.add(free)
+    alloc.lb_ips = {k: list(v) for k, v in out.items() if v}
+    return out
+
+
+def _allocate_health_ports(topo: Topology, alloc: Allocations, node_ports: dict[str, tuple]) -> dict[str, int]:
+    """healthCheckNodePort for LoadBalancer Services with externalTrafficPolicy: Local."""
+    lo, hi = topo.lab.node_port_range
+    used = {np_ for ports in node_ports.values() for np_ in ports if np_}
+    used |= {s.health_check_node_port for s in topo.services if s.health_check_node_port}
+    out = {}
+    for s in sorted(topo.services, key=lambda s: s.key):
+        if s.type != "LoadBalancer" or not s.external_policy_local:
+            continue
+        port = s.health_check_node_port or alloc.health_ports.get(s.key)
+        if not port or (port in used and port != s.health_check_node_port):
+            start = _digest(f"{s.key}#health") % (hi - lo + 1)
+            port = next((lo + (start + i) % (hi - lo + 1) for i in range(hi - lo + 1)
+                         if lo + (start + i) % (hi - lo + 1) not in used), None)
+        if port:
+            used.add(port)
+            out[s.key] = port
+    alloc.health_ports = dict(out)
     return out
 
 
@@ -463,7 +536,10 @@ def reconcile(topo: Topology, alloc: Allocations | None = None) -> tuple[Cluster
     cips = _allocate_cluster_ips(topo, alloc)
     nps = _allocate_node_ports(topo, alloc)
     pods = _schedule_and_address(topo, alloc, nodes)
+    lbs = _allocate_load_balancers(topo, alloc, {n.ip for n in nodes} | {c.ip for c in clients})
+    health = _allocate_health_ports(topo, alloc, nps)
     services = tuple(
-        ServiceInfo(s, cips.get(s.key), nps.get(s.key, tuple(None for _ in s.ports)), _service_endpoints(s, pods, topo))
+        ServiceInfo(s, cips.get(s.key), nps.get(s.key, tuple(None for _ in s.ports)), _service_endpoints(s, pods, topo),
+                    lbs.get(s.key, ()), health.get(s.key))
         for s in sorted(topo.services, key=lambda s: s.key))
     return ClusterState(topo, nodes, clients, pods, services), alloc

@@ -16,8 +16,9 @@ from typing import Callable
 
 import yaml
 
+from . import loadbalancer as lbmod
 from . import model, state, supervisor
-from .control import Allocations, ClusterState, PodInfo, reconcile
+from .control import Allocations, ClusterState, PodInfo, lb_address, reconcile
 from .errors import KernelFeatureError, LabNotFound, PrivilegeError, TestbedError, TopologyError
 from .kernel import conntrack as kconntrack
 from .kernel import iptables as kiptables
@@ -168,6 +169,24 @@ class Lab:
                     state.journal(lab, "ns", wiring.host_ns(lab, h.name))
                     wiring.attach_host(lab, role, h.name, h.ip, net.prefixlen, gateway, ipr_of)
                     self.progress("advance", {"what": f"{role} {h.name}"})
+            # The simulated cloud load balancer, on the node network like the nodes.
+            state.journal(lab, "ns", wiring.host_ns(lab, "lb"))
+            wiring.attach_host(lab, "lb", "lb", lb_address(cluster.lab), net.prefixlen, gateway, ipr_of)
+            wiring.set_sysctls(wiring.host_ns(lab, "lb"), {
+                "net.ipv4.ip_forward": "1", "net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.eth0.rp_filter": "0",
+                # passthrough sends packets back out the interface they came in on: no redirects
+                "net.ipv4.conf.all.send_redirects": "0", "net.ipv4.conf.eth0.send_redirects": "0"})
+            if cluster.lab.lb_mode == "passthrough":
+                lb_ipr = ipr_of(wiring.host_ns(lab, "lb"))
+                for mark, table, node_ip in lbmod.routes(cluster):
+                    lb_ipr.route("add", dst="0.0.0.0/0", gateway=node_ip, table=table)
+                    lb_ipr.rule("add", fwmark=mark, table=table, priority=lbmod.RULE_PRIORITY_BASE + mark)
+            # Outside clients reach the load-balancer pool through the LB, as through a cloud's edge.
+            for c in cluster.clients:
+                cipr = ipr_of(wiring.host_ns(lab, c.name))
+                for prefix in lbmod.pool_prefixes(cluster.lab):
+                    cipr.route("add", dst=prefix, gateway=lb_address(cluster.lab))
+            self.saved["lb"] = {"ns": wiring.host_ns(lab, "lb"), "addrs": [], "healthy": {}}
             for n in cluster.nodes:
                 routes = [(o.pod_cidr, o.ip) for o in cluster.nodes if o.name != n.name]
                 wiring.setup_node(lab, n.name, n.gateway, ipaddress.ip_network(n.pod_cidr).prefixlen, routes, ipr_of)
@@ -219,6 +238,7 @@ class Lab:
             report.transactions += timing.transactions
             report.nodes_synced.append(n.name)
             self.progress("advance", {"what": f"rules on {n.name}"})
+        self._sync_load_balancer(cluster)
         report.seconds_to_rules = time.perf_counter() - started
         # Published only now, so what `get endpoints` shows is what the rules already do.
         self.saved["alloc"] = alloc.to_json()
@@ -240,6 +260,44 @@ class Lab:
             "conntrack_deleted": report.conntrack_deleted}])[-20:]
         self._save()
         return report
+
+    def _sync_load_balancer(self, cluster: ClusterState) -> None:
+        """The cloud provider's side: LB addresses on the LB namespace, and its forwarding rules."""
+        rec = self.saved.get("lb")
+        if not rec:
+            return
+        want = lbmod.addresses(cluster)
+        if want or rec["addrs"]:
+            with wiring.Netlink() as ipr_of:
+                ipr = ipr_of(rec["ns"])
+                eth0 = wiring._index(ipr, "eth0")
+                # nodeport: the LB owns the addresses (it NATs them); passthrough: it only routes
+                # packets for them on to a node, unchanged (clients reach them via the LB's route).
+                if cluster.lab.lb_mode != "passthrough":
+                    for ip in sorted(set(rec["addrs"]) - set(want)):
+                        ipr.addr("del", index=eth0, address=ip, prefixlen=32)
+                    for ip in sorted(set(want) - set(rec["addrs"])):
+                        ipr.addr("add", index=eth0, address=ip, prefixlen=32)
+            rec["addrs"] = want
+        healthy = {k: v for k, v in rec.get("healthy", {}).items()}
+        for info in cluster.services:  # eTP=Local: no node is healthy until a health check passed
+            if info.service.type == "LoadBalancer" and info.health_check_node_port and info.key not in healthy:
+                healthy[info.key] = []
+        text = lbmod.render(cluster, healthy, cluster.lab.lb_mode)
+        if text != rec.get("applied"):
+            knft.apply(rec["ns"], text)
+            rec["applied"] = text
+
+    def set_lb_health(self, healthy: dict[str, list[str]]) -> None:
+        """Record the cloud LB's health-check results (service → healthy nodes) and re-apply its rules."""
+        with state.locked(self.name):
+            self._state = None
+            rec = self.saved.get("lb")
+            if not rec or rec.get("healthy") == healthy:
+                return
+            rec["healthy"] = healthy
+            self._sync_load_balancer(self.cluster_from(Allocations.from_json(self.saved["alloc"])))
+            self._save()
 
     def switch_mode(self, mode: str) -> SyncReport:
         """Remove the current mode's rules from every node completely, then sync in `mode`."""

@@ -140,7 +140,8 @@ class Service:
     external_policy_local: bool = False
     internal_policy_local: bool = False
     load_balancer_source_ranges: tuple[str, ...] = ()
-    load_balancer_ips: tuple[str, ...] = ()
+    load_balancer_ips: tuple[str, ...] = ()  # status.loadBalancer.ingress (kept, as from a real cluster)
+    load_balancer_ip: str | None = None  # spec.loadBalancerIP (deprecated upstream, still honoured)
     health_check_node_port: int | None = None
     publish_not_ready: bool = False
     external_name: str | None = None
@@ -210,6 +211,8 @@ class LabSpec:
     node_port_range: tuple[int, int] = (30000, 32767)
     masquerade_all: bool = False
     conntrack_cleanup: bool = True  # kube-proxy's stale UDP conntrack reconciler; off reproduces the bug
+    lb_pool: tuple[str, str] | None = None  # first and last LoadBalancer address; None: the default pool
+    lb_mode: str = "nodeport"  # nodeport: full-NAT to the NodePorts | passthrough: to the nodes unchanged
 
 
 @dataclass(frozen=True)
@@ -474,7 +477,8 @@ def _parse_lab(doc: _Doc) -> LabSpec:
         doc.fail("metadata.name", f"expected a lab name of at most 16 characters (a-z, 0-9, '-'), got {name!r}")
     spec = doc.mapping("spec")
     doc.check_keys("spec", spec, {"proxyMode", "nodes", "clients", "nodeNetwork", "clusterCIDR", "nodeCIDRMaskSize",
-                                  "serviceCIDR", "serviceNodePortRange", "masqueradeAll", "conntrackCleanup"})
+                                  "serviceCIDR", "serviceNodePortRange", "masqueradeAll", "conntrackCleanup",
+                                  "loadBalancer"})
     mode = doc.string("spec.proxyMode", default="iptables")
     if mode not in PROXY_MODES:
         doc.fail("spec.proxyMode", f"expected one of {', '.join(PROXY_MODES)}, got {mode!r}")
@@ -514,7 +518,26 @@ def _parse_lab(doc: _Doc) -> LabSpec:
     if not nodes:
         doc.fail("spec.nodes", "expected at least one node")
     clients = hosts("spec.clients", ClientSpec, set()) if doc.get("spec.clients") is not None else LabSpec.clients
+    lb = doc.mapping("spec.loadBalancer")
+    doc.check_keys("spec.loadBalancer", lb, {"pool", "mode"})
+    lb_mode = doc.string("spec.loadBalancer.mode", lb.get("mode"), default="nodeport")
+    if lb_mode not in ("nodeport", "passthrough"):
+        doc.fail("spec.loadBalancer.mode", f"expected nodeport or passthrough, got {lb_mode!r}")
+    lb_pool = None
+    if lb.get("pool") is not None:
+        raw = doc.string("spec.loadBalancer.pool", lb.get("pool"))
+        if "-" in raw:
+            first, last = (doc.ip("spec.loadBalancer.pool", x.strip(), node_network) for x in raw.split("-", 1))
+        else:
+            net = ipaddress.ip_network(doc.cidr("spec.loadBalancer.pool", raw))
+            if not net.subnet_of(ipaddress.ip_network(node_network)):
+                doc.fail("spec.loadBalancer.pool", f"expected addresses inside spec.nodeNetwork ({node_network}), got {raw}")
+            first, last = str(net.network_address), str(net.broadcast_address)
+        if ipaddress.ip_address(first) > ipaddress.ip_address(last):
+            doc.fail("spec.loadBalancer.pool", f"expected FIRST-LAST with FIRST <= LAST, got {raw}")
+        lb_pool = (first, last)
     return LabSpec(name=name, proxy_mode=mode, nodes=nodes, clients=clients, node_network=node_network,
+                   lb_pool=lb_pool, lb_mode=lb_mode,
                    cluster_cidr=cluster_cidr, node_cidr_mask=mask, service_cidr=service_cidr,
                    node_port_range=(int(m[1]), int(m[2])), masquerade_all=doc.boolean("spec.masqueradeAll"),
                    conntrack_cleanup=doc.boolean("spec.conntrackCleanup", default=True))
@@ -620,6 +643,7 @@ def _parse_service(doc: _Doc) -> Service:
         cluster_ip=cluster_ip or None, external_ips=ext_ips, session_affinity_timeout=timeout,
         external_policy_local=policies["externalTrafficPolicy"], internal_policy_local=policies["internalTrafficPolicy"],
         load_balancer_source_ranges=ranges, load_balancer_ips=tuple(lb_ips),
+        load_balancer_ip=doc.ip("spec.loadBalancerIP", spec["loadBalancerIP"]) if spec.get("loadBalancerIP") else None,
         health_check_node_port=doc.integer("spec.healthCheckNodePort", lo=1, hi=65535),
         publish_not_ready=doc.boolean("spec.publishNotReadyAddresses"), external_name=ext_name,
         labels=doc.labels("metadata.labels", doc.get("metadata.labels")))
@@ -764,8 +788,8 @@ def validate(topo: Topology) -> None:
     names, ips = {}, {}
     net = ipaddress.ip_network(lab.node_network)
     for path, h in hosts:
-        if h.name == "fabric":
-            raise TopologyError(file, f"Lab {lab.name}", path, "the host name 'fabric' is reserved for the lab's node network")
+        if h.name in ("fabric", "lb"):
+            raise TopologyError(file, f"Lab {lab.name}", path, f"the host name {h.name!r} is reserved (the lab's node network and load balancer)")
         if h.name in names:
             raise TopologyError(file, f"Lab {lab.name}", path, f"duplicate host name {h.name!r} (nodes and clients share one namespace of names)")
         names[h.name] = path
@@ -812,6 +836,8 @@ def validate(topo: Topology) -> None:
                 if k in used_np:
                     raise TopologyError(file, obj, f"spec.ports[{i}].nodePort", f"{p.node_port}/{p.protocol} is already allocated to Service {used_np[k]}")
                 used_np[k] = s.key
+        if s.load_balancer_ip and s.type != "LoadBalancer":
+            raise TopologyError(file, obj, "spec.loadBalancerIP", f"may only be set for type LoadBalancer, not {s.type}")
         if s.health_check_node_port is not None and not (s.type == "LoadBalancer" and s.external_policy_local):
             raise TopologyError(file, obj, "spec.healthCheckNodePort", "may only be set for type LoadBalancer with externalTrafficPolicy Local")
         for i, ip in enumerate(s.external_ips):

@@ -11,7 +11,7 @@ from the node); the proxy port alone says which service it was (`table["services
 Behaviour, as upstream:
 - TCP: accept, pick an endpoint (LoadBalancerRR.NextEndpoint), connect with the timeouts
   250ms, 500ms, 1s, 2s (EndpointDialTimeouts); a refused or timed-out connect tries the next
-  endpoint with session affinity bypassed (tryConnect's sessionAffinityReset), up to four tries;
+  endpoint with session affinity bypassed (TryConnectEndpoints' sessionAffinityReset), up to four tries;
   then the client connection is closed. A service without endpoints: the connection is accepted
   and closed. Connects for one service are made one at a time, as upstream's accept loop made them
   (a slow endpoint delays that service's other new connections). Bytes are copied both ways; when
@@ -363,7 +363,7 @@ class Proxy:
             sess.touch()
 
     def _udp_session(self, svc: Service, lsock: socket.socket, addr) -> UdpSession | None:
-        """tryConnect for "udp": a connected socket per client address (a UDP dial rarely fails)."""
+        """TryConnectEndpoints for "udp": a connected socket per client address (a UDP dial rarely fails)."""
         reset = False
         for _ in ENDPOINT_DIAL_TIMEOUTS:
             ep = svc.lb.next(addr[0], reset)
@@ -399,7 +399,7 @@ class Proxy:
 
 
 class _Connect:
-    """One accepted TCP connection while tryConnect works through the endpoints."""
+    """One accepted TCP connection while TryConnectEndpoints works through the endpoints."""
 
     def __init__(self, proxy: Proxy, svc: Service, client: socket.socket, client_ip: str) -> None:
         self.proxy, self.svc, self.client, self.client_ip = proxy, svc, client, client_ip
@@ -429,7 +429,7 @@ class _Connect:
                 self.sock, self.endpoint = sock, ep
                 self.proxy.sel.register(sock, WRITE, self._on_writable)
                 attempt = self.attempt
-                self.proxy.call_at(time.monotonic() + timeout, lambda: self._on_timeout(attempt))
+                self.proxy.call_at(time.monotonic() + timeout, lambda a=attempt: self._on_timeout(a))
                 return True
             sock.close()
             log(f"dial failed for {self.svc.key} to {ep}: {os.strerror(err)}")
@@ -478,7 +478,7 @@ class _Connect:
 class Relay:
     """proxyTCP: bytes both ways; EOF or an error on either side closes both (copyBytes)."""
 
-    __slots__ = ("proxy", "a", "b", "out", "peer", "events", "eof", "closed")
+    __slots__ = ("a", "b", "closed", "eof", "events", "out", "peer", "proxy")
 
     def __init__(self, proxy: Proxy, a: socket.socket, b: socket.socket) -> None:
         self.proxy = proxy
@@ -630,7 +630,7 @@ def read_table(path: str) -> dict:
     with open(path, "rb") as f:
         table = json.loads(f.read())
     if not isinstance(table, dict) or not isinstance(table.get("services", {}), dict):
-        raise ValueError("not a userspace proxy table (want {\"services\": {key: {...}}})")
+        raise TypeError("not a userspace proxy table (want {\"services\": {key: {...}}})")
     for key, conf in table.get("services", {}).items():
         if conf.get("protocol", "").upper() not in ("TCP", "UDP") or not isinstance(conf.get("proxy_port"), int):
             raise ValueError(f"service {key}: needs protocol TCP|UDP and an integer proxy_port")
@@ -658,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
             if opts["netns"]:
                 enter_netns(opts["netns"])
             table = read_table(opts["table"])
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, TypeError) as e:
             sys.stderr.write(f"userspace-proxy: cannot start: {e}\n")
             return 2
         proxy.apply(table)
@@ -687,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
                 flags.discard("hup")
                 try:
                     table = read_table(opts["table"])
-                except (OSError, ValueError) as e:
+                except (OSError, ValueError, TypeError) as e:
                     log(f"SIGHUP: keeping the old table: {e}")
                     continue
                 log("SIGHUP: table re-read")

@@ -65,24 +65,18 @@ BOOT_MODULES = ("virtio_pci", "virtiofs", "overlay")
 # what kube-proxy's iptables, nftables and IPVS modes, `ip`, `tc` and the lab need. Anything else
 # still autoloads (the guest init is a real switch_root, so request_module works).
 GUEST_MODULES = (
-    # links and bridging
-    "dummy", "veth", "bridge", "br_netfilter", "vxlan", "macvlan", "tun",
+    # links, bridging, delay/loss
+    "dummy", "veth", "bridge", "br_netfilter", "sch_netem",
     # IPVS and its schedulers
     "ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_lc", "ip_vs_wlc", "ip_vs_lblc", "ip_vs_lblcr", "ip_vs_dh",
     "ip_vs_sh", "ip_vs_sed", "ip_vs_nq", "ip_vs_mh", "xt_ipvs",
-    # conntrack, NAT, nf_tables (nft and iptables-nft)
-    "nf_conntrack", "nf_conntrack_netlink", "nf_nat", "nf_tables", "nft_compat", "nft_chain_nat", "nft_ct",
-    "nft_nat", "nft_masq", "nft_redir", "nft_reject_inet", "nft_fib_inet", "nft_numgen", "nft_hash", "nft_limit",
-    # iptables tables (legacy) and the xt matches/targets kube-proxy and iptables-nft use
-    "ip_tables", "iptable_filter", "iptable_nat", "iptable_mangle", "iptable_raw", "ipt_REJECT",
-    "ip6_tables", "ip6table_filter", "ip6table_nat", "ip6table_mangle", "ip6table_raw", "ip6t_REJECT",
-    "xt_comment", "xt_mark", "xt_conntrack", "xt_state", "xt_statistic", "xt_addrtype", "xt_nat",
-    "xt_MASQUERADE", "xt_REDIRECT", "xt_tcpudp", "xt_multiport", "xt_set", "xt_recent", "xt_physdev",
-    "xt_limit", "xt_LOG", "xt_CT", "xt_connmark", "xt_nfacct",
-    # ipset and its set types (every ip_set_* the kernel has is added by guest_modules())
+    # conntrack, NAT, nf_tables and the glue iptables-nft uses for xt matches
+    "nf_conntrack", "nf_conntrack_netlink", "nf_nat", "nf_tables", "nft_compat", "nft_chain_nat",
+    # iptables (legacy tables) and the xt matches/targets kube-proxy's rules use
+    "iptable_nat", "iptable_filter", "xt_comment", "xt_mark", "xt_conntrack", "xt_statistic", "xt_addrtype",
+    "xt_nat", "xt_MASQUERADE", "xt_tcpudp", "xt_multiport", "xt_set", "xt_physdev", "xt_recent",
+    # ipset (every ip_set_* hash/bitmap/list type the kernel has is added by guest_modules())
     "ip_set",
-    # qdiscs
-    "sch_netem", "sch_htb", "sch_tbf",
 )
 GUEST_MODULE_PREFIXES = ("ip_set_",)
 
@@ -296,7 +290,7 @@ exec $bb switch_root /newroot /run/testbed/busybox sh /run/testbed/stage2
 """
 
 
-def stage2_script(modules: list[str], hostname: str = GUEST_HOSTNAME, jobs: int = 2) -> str:
+def stage2_script(modules: list[str], hostname: str = GUEST_HOSTNAME, jobs: int = 3) -> str:
     """Stage 2, PID 1 in the overlay root: finish the mounts, load modules (`jobs` modprobe runs in
     parallel), run the job with its stdout/stderr on ttyS1/ttyS2, report "start" and "exit N" on
     ttyS3, power off."""
@@ -674,7 +668,8 @@ def run(argv: list[str], timeout: float = 600, env: dict | None = None, cwd: str
     command's output while it runs; the guest has no stdin. Raises VMError when the runner is not
     installed, the guest fails to boot, or `timeout` seconds (boot included) pass. qemu and
     virtiofsd are killed and the temporary directory removed on every path. `timings`, if given,
-    receives boot (launch to command start) and total seconds."""
+    receives boot (launch to command start) and total seconds. TESTBED_VM_DEBUG=1 prints the guest
+    console, with init-stage timestamps, to stderr afterwards."""
     why = available()
     if why:
         raise VMError(why)
@@ -694,6 +689,7 @@ def run(argv: list[str], timeout: float = 600, env: dict | None = None, cwd: str
     tails: list[_Tail] = []
     listener = None
     t0 = time.monotonic()
+    debug = os.environ.get("TESTBED_VM_DEBUG") == "1"
     hint_boot = (f"The guest did not run the command. Check the runner with `testbed vm -- true`; "
                  f"if packages are damaged reinstall them: {INSTALL_HINT}")
     try:
@@ -711,7 +707,7 @@ def run(argv: list[str], timeout: float = 600, env: dict | None = None, cwd: str
         status_t = _Tail(tmp / "status", None)
         tails = [out_t, err_t, status_t]
         (tmp / "console").touch()
-        args = qemu_argv(kernel.image, initrd, kernel_cmdline(str(job)), sock,
+        args = qemu_argv(kernel.image, initrd, kernel_cmdline(str(job), debug=debug), sock,
                          tmp / "console", tmp / "out", tmp / "err", tmp / "status")
         with open(tmp / "qemu.log", "wb") as log:
             qemu = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
@@ -746,6 +742,9 @@ def run(argv: list[str], timeout: float = 600, env: dict | None = None, cwd: str
             listener.close()
         _stop(qemu)
         _stop(vfsd)
+        if debug:
+            _sink(stderr)(b"--- testbed vm: guest console ---\n" + (tmp / "console").read_bytes().replace(b"\r", b"")
+                          if (tmp / "console").exists() else b"")
         for t in tails:
             t.close()
         shutil.rmtree(tmp, ignore_errors=True)

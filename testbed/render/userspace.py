@@ -38,8 +38,9 @@ Documented differences from upstream:
 - Endpoints: upstream's userspace proxier read v1 Endpoints (ready addresses only) and ignored
   traffic policies. Here the usable endpoints are `categorize_endpoints`' cluster set with the
   traffic policies ignored: ready ones, falling back to serving+terminating ones.
-- SCTP, headless and IPv6 service ports are skipped (upstream's newProxySocket knew TCP and UDP
-  only; its REDIRECT/DNAT rules were IPv4-only, "TODO: Can we REDIRECT with IPv6?").
+- SCTP, headless and IPv6 service ports are skipped (upstream's newProxySocket: "SCTP is not
+  supported for user space proxy"; its REDIRECT/DNAT rules were IPv4-only, "TODO: Can we REDIRECT
+  with IPv6?").
 - The proxy process "claims" each node port (holds a socket open on it, as upstream's
   claimNodePort); upstream also claimed external IPs that were local addresses, the proxy does not.
 """
