@@ -24,7 +24,7 @@ MODE_NOTES = {
     "iptables": "kube-proxy's default mode; first-packet cost grows with the number of Services",
     "nftables": "GA in Kubernetes 1.33; kube-proxy's newest mode",
     "ipvs": "deprecated in Kubernetes 1.35 (not implemented yet here)",
-    "userspace": "removed from kube-proxy in Kubernetes 1.26 (not implemented yet here)",
+    "userspace": "removed from kube-proxy in Kubernetes 1.26; kept here to show what it did",
 }
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from probes import connect
-from probes.handshake import handshake
+from probes.handshake import Handshake, handshake
 
 from .control import ClusterState, PodInfo
 from .kernel import wiring
@@ -28,7 +28,8 @@ class Row:
     target: svc/NAME:PORT (its ClusterIP) | nodeport/NAME:PORT@NODE (a node IP, the NodePort)
             | localhost/NAME:PORT (127.0.0.1, the NodePort, from a node) | unserved/NAME:PORT
             (the ClusterIP on a port the Service does not have)
-    expect: answered | refused | dropped, or per mode {"iptables": ..., "*": ...}
+    expect: answered | refused | dropped | closed (accepted, then closed unanswered), or per mode
+            {"iptables": ..., "*": ...}
     backends: svc (any ready endpoint of the target) | self (the source pod) | None
     source_seen: client (no SNAT) | node (a node address) | gateway (the source pod's node bridge)
     balance: also run 300 connections and require every backend, chi-square p > 0.001
@@ -42,10 +43,15 @@ class Row:
     target: str
     expect: str | Mapping[str, str] = "answered"
     backends: str | None = None
-    source_seen: str | None = None
+    source_seen: str | None | Mapping[str, str | None] = None
     balance: bool = False
     action: str | None = None
     notes: Mapping[str, str] = field(default_factory=dict)
+
+    def source_expected(self, mode: str) -> str | None:
+        if isinstance(self.source_seen, Mapping):
+            return self.source_seen.get(mode, self.source_seen.get("*"))
+        return self.source_seen
 
     def expected(self, mode: str) -> str:
         if isinstance(self.expect, str):
@@ -221,9 +227,12 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
     src_ip = "127.0.0.1" if ip == "127.0.0.1" else src.ip
     iface = "any" if row.source.startswith("node/") else "eth0"  # a node's replies arrive on eth0 or cbr0
     h = None
+    # A proxy (userspace mode) only opens its own connection once the client's handshake is
+    # complete, so one crafted SYN cannot reach a backend there: a real connection is used.
+    probe = connect_probe if mode == "userspace" else handshake
     for _ in range(attempts):
-        h = handshake(src.ns, src_ip, ip, port, proto, backends=pods, timeout=1.0 if expected == "dropped" else 2.0,
-                      iface=iface)
+        h = probe(src.ns, src_ip, ip, port, proto, backends=pods, timeout=1.0 if expected == "dropped" else 2.0,
+                  iface=iface)
         if row.backends != "self" or h.backend == (src.pod.name if src.pod else None) or h.outcome != "answered":
             break
     if h.outcome != expected:
@@ -233,6 +242,8 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
         return Cell("pass", f"refused by {h.reply} after {h.elapsed * 1000:.0f} ms")
     if expected == "dropped":
         return Cell("pass", f"no answer within {h.elapsed:.1f} s")
+    if expected == "closed":
+        return Cell("pass", f"connection accepted, then closed without an answer after {h.elapsed * 1000:.0f} ms")
     facts = []
     if row.backends == "svc":
         if h.backend not in backends:
@@ -255,17 +266,18 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
     elif not h.unnat:
         return Cell("fail", f"reply came from {h.reply_from}, not from the dialled {h.dialled} (un-NAT)")
     seen = (h.backend_saw_src or "").rsplit(":", 1)[0]
-    if row.source_seen == "client" and seen != src.ip:
+    source_seen = row.source_expected(mode)
+    if source_seen == "client" and seen != src.ip:
         return Cell("fail", f"backend saw source {seen}, expected the client's own {src.ip} (no SNAT)")
-    if row.source_seen == "node" and seen not in _node_addresses(cluster):
+    if source_seen == "node" and seen not in _node_addresses(cluster):
         return Cell("fail", f"backend saw source {seen}, expected a node address (SNAT)")
-    if row.source_seen == "gateway":
+    if source_seen == "gateway":
         gw = cluster.node(src.pod.node).gateway if src.pod else None
         if seen != gw:
             return Cell("fail", f"backend saw source {seen}, expected the hairpin masquerade to {gw}")
-    if row.source_seen:
+    if source_seen:
         facts.append(f"source seen {seen}" + {"client": " (preserved)", "node": " (a node address)",
-                                              "gateway": " (the node's bridge: hairpin masquerade)"}[row.source_seen])
+                                              "gateway": " (the node's bridge: hairpin masquerade)"}[source_seen])
     facts.append("reply from the dialled address")
     if row.balance:
         d = connect.distribution(src.ns, ip, port, count=300, proto=proto, expected=sorted(backends))
@@ -277,6 +289,42 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
             return Cell("fail", f"split {d.counts} fails chi-square (p={d.p_value})")
         facts.append(f"300 over {len(backends)} backends, p={d.p_value:.3f}")
     return Cell("pass", "; ".join(facts))
+
+
+def connect_probe(client_ns: str, client_ip: str, dst_ip: str, dst_port: int, proto: str = "tcp",
+                  backends: Mapping[str, str] | None = None, timeout: float = 2.0, iface: str = "eth0") -> Handshake:
+    """Like probes.handshake.handshake, but over a real connection (request /whoami): what a proxy
+    in the path makes necessary. The backend's captures still show the destination it saw."""
+    from probes.capture import Capture
+    from scapy.layers.inet import IP, TCP, UDP
+
+    caps = {name: Capture(ns).start() for name, ns in (backends or {}).items()}
+    try:
+        if proto == "tcp":
+            r = connect.tcp_request(client_ns, dst_ip, dst_port, path="/whoami", timeout=timeout)
+        else:
+            r = connect.udp_request(client_ns, dst_ip, dst_port, payload="whoami", timeout=timeout)
+    finally:
+        for c in caps.values():
+            c.stop()
+    dialled = f"{dst_ip}:{dst_port}"
+    if r.outcome == "error" and r.local:  # connected, then closed without an answer
+        return Handshake(proto, r.local, dialled, "closed", "syn-ack", dialled, elapsed=r.elapsed)
+    if not r.ok:
+        outcome = {"refused": "refused", "timeout": "dropped"}.get(r.outcome, r.outcome)
+        return Handshake(proto, r.local, dialled, outcome, reply="refused" if outcome == "refused" else None,
+                         elapsed=r.elapsed)
+    who, _, peer = r.body.partition(" ")
+    saw_dst = None
+    layer = TCP if proto == "tcp" else UDP
+    src_port = int(peer.rsplit(":", 1)[1]) if ":" in peer else None
+    for c in caps.get(who, Capture(None)).packets:
+        p = c.packet()
+        if not c.outgoing and p.haslayer(IP) and p.haslayer(layer) and p[layer].sport == src_port:
+            saw_dst = f"{p[IP].dst}:{p[layer].dport}"
+            break
+    return Handshake(proto, r.local, dialled, "answered", "syn-ack" if proto == "tcp" else "udp", dialled, who or None,
+                     peer or None, saw_dst, r.elapsed)
 
 
 def _delete_backend(lab, cluster: ClusterState, row: Row, proto: str) -> Cell:

@@ -51,7 +51,6 @@ import ipaddress
 import json
 import os
 import re
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -120,7 +119,7 @@ class Record:
         return [self.name, self.type, self.ttl, list(self.data)]
 
     @classmethod
-    def from_json(cls, row: list) -> "Record":
+    def from_json(cls, row: list) -> Record:
         name, rtype, ttl, data = row
         if rtype not in TYPES:
             raise ValueError(f"unsupported record type {rtype!r}")
@@ -248,7 +247,7 @@ class Zone:
                 "records": [r.to_json() for r in self.records]}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Zone":
+    def from_json(cls, data: dict) -> Zone:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"not a testbed DNS zone (format {FORMAT})")
         zone = cls(normalise(data["domain"]), tuple(Record.from_json(r) for r in data["records"]),
@@ -263,6 +262,8 @@ class Zone:
 
     def write(self, path: str) -> None:
         """Write the JSON atomically (temporary file + rename), so a server reloading on SIGHUP never sees half."""
+        import tempfile  # only the writer (the lab) pays for it, not the server's start-up
+
         directory = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(prefix=".zone-", dir=directory)
         try:
@@ -278,7 +279,7 @@ class Zone:
             raise
 
     @classmethod
-    def read(cls, path: str) -> "Zone":
+    def read(cls, path: str) -> Zone:
         with open(path) as f:
             return cls.from_json(json.load(f))
 
@@ -293,7 +294,7 @@ def _sort_key(r: Record):
     return (r.name.endswith(".arpa"), tuple(reversed(r.name.split("."))), _TYPE_ORDER[r.type], r.data)
 
 
-def records(cluster: "ClusterState", domain: str = DOMAIN, *, nameserver: str | None = None,
+def records(cluster: ClusterState, domain: str = DOMAIN, *, nameserver: str | None = None,
             pods: str = "insecure", ttl: int = TTL) -> Zone:
     """The cluster's DNS zone. `nameserver` (the NS's A record) defaults to the kube-system/kube-dns ClusterIP."""
     domain = normalise(domain)

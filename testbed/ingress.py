@@ -65,8 +65,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from .control import ServiceInfo
@@ -138,7 +139,7 @@ class IngressClass:
 # ----------------------------------------------------------------------------- parsing
 
 
-def _annotations(doc: "_Doc") -> dict:
+def _annotations(doc: _Doc) -> dict:
     ann = doc.mapping("metadata.annotations")
     for k, v in ann.items():
         if not isinstance(v, str):
@@ -146,24 +147,24 @@ def _annotations(doc: "_Doc") -> dict:
     return ann
 
 
-def _host(doc: "_Doc", path: str, value) -> str:
+def _host(doc: _Doc, path: str, value) -> str:
     host = doc.string(path, value, required=True)
     if not host:
-        doc.fail(path, "expected a host name, got an empty string (leave the field out to match every host)")
+        doc.fail(path, "expected a host name, got an empty string")
     try:
         ipaddress.ip_address(host)
     except ValueError:
         pass
     else:
         doc.fail(path, f"must be a DNS name, not an IP address, got {host!r}")
-    name = host[2:] if host.startswith("*.") else host
+    name = host.removeprefix("*.")
     if len(host) > 253 or "*" in name or not _DNS_SUBDOMAIN.match(name):
         doc.fail(path, f"expected a lower-case DNS name such as foo.example.com, or a wildcard such as *.example.com "
                        f"('*' alone as the first label; no port), got {host!r}")
     return host
 
 
-def _backend(doc: "_Doc", path: str, raw) -> IngressBackend:
+def _backend(doc: _Doc, path: str, raw) -> IngressBackend:
     b = doc.mapping(path, raw)
     doc.check_keys(path, b, {"service", "resource"})
     if b.get("resource") is not None:
@@ -197,7 +198,7 @@ def _backend(doc: "_Doc", path: str, raw) -> IngressBackend:
     raise AssertionError  # unreachable: fail raises
 
 
-def _path(doc: "_Doc", path: str, raw) -> IngressPath:
+def _path(doc: _Doc, path: str, raw) -> IngressPath:
     p = doc.mapping(path, raw)
     doc.check_keys(path, p, {"path", "pathType", "backend"})
     ptype = doc.string(f"{path}.pathType", p.get("pathType"))
@@ -206,9 +207,8 @@ def _path(doc: "_Doc", path: str, raw) -> IngressPath:
     if ptype not in PATH_TYPES:
         doc.fail(f"{path}.pathType", f"expected one of {', '.join(PATH_TYPES)}, got {ptype!r}")
     value = doc.string(f"{path}.path", p.get("path"), default="")
-    if ptype in ("Exact", "Prefix") or value:
-        if not value.startswith("/"):
-            doc.fail(f"{path}.path", f"must be an absolute path (starting with '/'), got {value!r}")
+    if (ptype in ("Exact", "Prefix") or value) and not value.startswith("/"):  # ImplementationSpecific may be empty
+        doc.fail(f"{path}.path", f"must be an absolute path (starting with '/'), got {value!r}")
     if ptype in ("Exact", "Prefix"):
         for seq in _INVALID_PATH_SEQUENCES:
             if seq in value:
@@ -221,7 +221,7 @@ def _path(doc: "_Doc", path: str, raw) -> IngressPath:
     return IngressPath(value, ptype, _backend(doc, f"{path}.backend", p["backend"]))
 
 
-def parse_ingress(doc: "_Doc") -> Ingress:
+def parse_ingress(doc: _Doc) -> Ingress:
     """One networking.k8s.io/v1 Ingress document → Ingress (TopologyError naming the field when invalid)."""
     from .model import _metadata  # PyYAML-backed; imported here to keep this module light for the proxy
 
@@ -268,7 +268,7 @@ def parse_ingress(doc: "_Doc") -> Ingress:
     return Ingress(name, ns, cls, default, tuple(rules), tuple(dict.fromkeys(tls_hosts)), annotated)
 
 
-def parse_ingress_class(doc: "_Doc") -> IngressClass:
+def parse_ingress_class(doc: _Doc) -> IngressClass:
     """One networking.k8s.io/v1 IngressClass document → IngressClass."""
     from .model import _metadata
 
@@ -305,7 +305,7 @@ class Backend:
                 "target": self.target, "ingress": self.ingress, "problem": self.problem}
 
     @classmethod
-    def from_json(cls, d: dict) -> "Backend":
+    def from_json(cls, d: dict) -> Backend:
         return cls(d["namespace"], d["service"], d["port"], d.get("address"), d.get("target"), d.get("ingress", ""),
                    d.get("problem"))
 
@@ -346,7 +346,7 @@ class RouteTable:
         }
 
     @classmethod
-    def from_json(cls, d: dict) -> "RouteTable":
+    def from_json(cls, d: dict) -> RouteTable:
         if not isinstance(d, dict) or d.get("kind") != "IngressRoutes":
             raise ValueError("not an IngressRoutes table (expected kind: IngressRoutes)")
         hosts = []
@@ -431,7 +431,7 @@ def _length(path: str, path_type: str) -> int:
     return len(path) if path_type == "Exact" else len(path.rstrip("/"))
 
 
-def routes(ingresses: Iterable[Ingress], classes: Iterable[IngressClass], services: Iterable["ServiceInfo"],
+def routes(ingresses: Iterable[Ingress], classes: Iterable[IngressClass], services: Iterable[ServiceInfo],
            controller: str = DEFAULT_CONTROLLER, watch_without_class: bool = True) -> RouteTable:
     """The controller's sync: the served Ingresses merged into one table, backends resolved. Pure.
 

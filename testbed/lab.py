@@ -190,7 +190,7 @@ class Lab:
             for n in cluster.nodes:
                 routes = [(o.pod_cidr, o.ip) for o in cluster.nodes if o.name != n.name]
                 wiring.setup_node(lab, n.name, n.gateway, ipaddress.ip_network(n.pod_cidr).prefixlen, routes, ipr_of)
-                self.saved["nodes"][n.name] = {"ns": wiring.host_ns(lab, n.name)}
+                self.saved["nodes"][n.name] = {"ns": wiring.host_ns(lab, n.name), "lab": lab}
         self._save()
 
     # ------------------------------------------------------------------ sync

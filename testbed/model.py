@@ -17,7 +17,7 @@ import yaml
 from .errors import TopologyError
 
 PROXY_MODES = ("iptables", "nftables", "ipvs", "userspace")
-IMPLEMENTED_MODES = ("iptables", "nftables")
+IMPLEMENTED_MODES = ("iptables", "nftables", "userspace")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LAB_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,14}[a-z0-9])?$")

@@ -8,7 +8,9 @@ rules completely, like `kube-proxy --cleanup`, for switching a running lab to an
 """
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from dataclasses import dataclass
 
@@ -17,6 +19,7 @@ from .kernel import nft as knft
 from .proxy import NodeView
 from .render import iptables as riptables
 from .render import nftables as rnftables
+from .render import userspace as rus
 
 
 @dataclass
@@ -99,7 +102,74 @@ class NftablesProxier:
         rec.pop("nft", None)
 
 
-PROXIERS = {p.mode: p for p in (IptablesProxier(), NftablesProxier())}
+class UserspaceProxier:
+    """kube-proxy's original mode (removed upstream in 1.26): a proxy process per node, iptables
+    REDIRECT/DNAT of Service traffic to its ports. The process reloads its table on SIGHUP."""
+
+    mode = "userspace"
+    binary = "iptables-restore"
+
+    def render(self, view: NodeView, rec: dict | None = None) -> str:
+        rec = rec or {}
+        plan = rus.plan(view, rec.get("ports"))
+        return rus.iptables_restore(plan, view.node_ips[0], jumps=not rec.get("bootstrapped"))
+
+    def sync(self, ns: str, view: NodeView, rec: dict) -> SyncTiming:
+        from . import state, supervisor
+
+        t0 = time.perf_counter()
+        plan = rus.plan(view, rec.get("ports"))
+        text = rus.iptables_restore(plan, view.node_ips[0], jumps=not rec.get("bootstrapped"))
+        t1 = time.perf_counter()
+        # The proxy listens on new ports before any rule redirects traffic to them.
+        table = state.lab_dir(rec["lab"]) / "userspace" / f"{view.node_name}.json"
+        table.parent.mkdir(parents=True, exist_ok=True)
+        tmp = table.with_suffix(".tmp")
+        tmp.write_text(plan.to_json())
+        os.replace(tmp, table)
+        proc = rec.get("proxy")
+        if proc and supervisor.alive(proc["pid"], proc["start"]):
+            os.kill(proc["pid"], signal.SIGHUP)
+            new = [s for s in plan.services if s.proxy_port not in set((rec.get("ports") or {}).values())]
+            _wait_listening(ns, [s.proxy_port for s in new if s.protocol == "TCP"])
+        else:
+            rec["proxy"] = supervisor.start_userspace_proxy(rec["lab"], view.node_name, str(table))
+        kiptables.restore(ns, text)
+        t2 = time.perf_counter()
+        rec["ports"], rec["bootstrapped"] = plan.ports, True
+        return SyncTiming(t1 - t0, t2 - t1, 1)
+
+    def cleanup(self, ns: str, rec: dict) -> None:
+        from . import supervisor
+
+        proc = rec.pop("proxy", None)
+        if proc:
+            supervisor.stop(proc["pid"], proc["start"])
+        IptablesProxier().cleanup(ns, rec)
+        rec.pop("ports", None)
+
+
+def _wait_listening(ns: str, ports: list[int], timeout: float = 5.0) -> None:
+    """Bounded poll until the reloaded proxy listens on its new TCP ports (SIGHUP has no ack)."""
+    import socket
+
+    from .kernel import netns
+
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        while time.monotonic() < deadline:
+            with netns.entered(ns):
+                sock = socket.socket()
+            sock.settimeout(0.2)
+            try:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            finally:
+                sock.close()
+            time.sleep(0.005)
+
+
+PROXIERS = {p.mode: p for p in (IptablesProxier(), NftablesProxier(), UserspaceProxier())}
 
 
 def for_mode(mode: str):

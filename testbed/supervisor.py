@@ -58,6 +58,33 @@ def start_agent(lab: str) -> dict:
     return rec
 
 
+def start_userspace_proxy(lab: str, node: str, table: str, timeout: float = 10.0) -> dict:
+    """The userspace proxy for one node, inside that node's namespace; waits until it listens."""
+    from .kernel import wiring
+
+    logs = state.lab_dir(lab) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    r, w = os.pipe()
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent), PYTHONDONTWRITEBYTECODE="1")
+    argv = [sys.executable, "-m", "testbed.userspace_proxy", "--table", table,
+            "--netns", netns.path(wiring.host_ns(lab, node)), "--ready-fd", str(w)]
+    with open(logs / f"userspace-proxy-{node}.log", "ab") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(w,),
+                                start_new_session=True, env=env, close_fds=True)
+    os.close(w)
+    rec = {"pid": proc.pid, "start": start_time(proc.pid) or "?"}
+    state.journal(lab, "pid", proc.pid, rec["start"])
+    try:
+        ready, _, _ = select.select([r], [], [], timeout)
+        data = os.read(r, 1) if ready else b""
+    finally:
+        os.close(r)
+    if data != b"R":
+        stop(rec["pid"], rec["start"])
+        raise RuntimeError(f"the userspace proxy on {node} did not start (see {logs / f'userspace-proxy-{node}.log'})")
+    return rec
+
+
 def start_workloads(lab: str, specs: list[dict], timeout: float = 10.0) -> dict[str, dict]:
     """Start netexec for each spec {key, ns, hostname, tcp, udp} in parallel; wait until all serve.
 

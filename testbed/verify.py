@@ -17,7 +17,6 @@ ROWS_FILE = Path(__file__).resolve().parent.parent / "tests" / "conformance" / "
 # Modes this build cannot run yet, and why (shown in the matrix, not hidden).
 UNAVAILABLE = {
     "ipvs": "not implemented yet (issue #5); this kernel also lacks IPVS (CONFIG_IP_VS)",
-    "userspace": "not implemented yet (issue #6)",
 }
 BUILD_ROW = "(lab built)"
 

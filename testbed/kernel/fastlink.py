@@ -127,7 +127,7 @@ def parse_attrs(buf: bytes | memoryview, off: int, end: int) -> dict[int, bytes]
 class Reply:
     """A data message the kernel sent back for a request (an RTM_GETLINK answer, an NLM_F_ECHO copy)."""
 
-    __slots__ = ("type", "body")
+    __slots__ = ("body", "type")
 
     def __init__(self, type_: int, body: bytes):
         self.type = type_

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Iterable
 
 from ..errors import KernelFeatureError
-from ..render.ipvs import IPSET_NAMES, IpsetChange, IpsetSpec, ipset_changes
+from ..render.ipvs import HASH_IP_PORT_NET, IPSET_NAMES, IpsetChange, IpsetSpec, ipset_changes
 from . import netns
 
 
@@ -37,8 +37,9 @@ def restore_text(changes: Iterable[IpsetChange], destroy: Iterable[str] = ()) ->
         if ch.create:
             lines.append(f"create {spec.name} {spec.type} {spec.create_options} -exist")
             lines.append(f"flush {spec.name}")
-        lines += [f"add {spec.name} {e} -exist" for e in ch.add]
+        # syncIPSetEntries' order: legacy entries out first, then the new ones in.
         lines += [f"del {spec.name} {e} -exist" for e in ch.delete]
+        lines += [f"add {spec.name} {e} -exist" for e in ch.add]
     lines += [f"destroy {name}" for name in destroy]
     return "\n".join(lines) + ("\n" if lines else "")
 
@@ -55,8 +56,9 @@ def restore(ns: str, text: str) -> None:
 def list_sets(ns: str) -> dict[str, IpsetSpec]:
     """Every set in the namespace (`ipset save`): name -> IpsetSpec(name, type, "", sorted entries).
 
-    The kernel keeps no kube-proxy comment, so `comment` is empty; entries are as ipset prints
-    them (the same `Entry.String()` forms kube-proxy writes, except that a /32 net is printed bare).
+    The kernel keeps no kube-proxy comment, so `comment` is empty. Entries are in kube-proxy's
+    `Entry.String()` form, which is how ipset prints them, except that ipset prints the /32 net of
+    a hash:ip,port,net entry bare: it is given back with its /32 (cidr.String() upstream).
     """
     proc = _run(ns, ["save"])
     if proc.returncode != 0:
@@ -70,6 +72,9 @@ def list_sets(ns: str) -> dict[str, IpsetSpec]:
             entries[parts[1]] = []
         elif len(parts) >= 3 and parts[0] == "add":
             entries.setdefault(parts[1], []).append(parts[2])
+    for name, type_ in types.items():
+        if type_ == HASH_IP_PORT_NET:
+            entries[name] = [e if "/" in e.rsplit(",", 1)[-1] else e + "/32" for e in entries.get(name, ())]
     return {name: IpsetSpec(name, types[name], "", tuple(sorted(entries.get(name, ())))) for name in types}
 
 

@@ -211,7 +211,7 @@ def setup_node(lab: str, node: str, gateway: str, pod_prefixlen: int, routes: li
 def add_pod(lab: str, node: str, namespace: str, pod: str, ip: str, prefixlen: int, gateway: str, ipr_of: Netlink) -> str:
     """A pod namespace wired to its node's bridge; returns the namespace name.
 
-    Four netlink writes (fastlink): on the node, the veth create (its echo gives both ends' indexes)
+    Three netlink writes (fastlink): on the node, the veth create (its echo gives both ends' indexes)
     and then its alias + hairpin; in the pod, `lo` up + alias, eth0's address, eth0 up and the default
     route in one write. Errors raise `fastlink.NetlinkError` naming the request and namespace."""
     ns = pod_ns(lab, namespace, pod)

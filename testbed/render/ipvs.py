@@ -748,8 +748,8 @@ def describe(d: IpvsDiff, dummy: str = DUMMY_DEVICE) -> str:
         if ch.create:
             out.append(f"ipset create {ch.spec.name} {ch.spec.type} {ch.spec.create_options} -exist")
             out.append(f"ipset flush {ch.spec.name}")
-        out += [f"ipset add {ch.spec.name} {e}" for e in ch.add]
         out += [f"ipset del {ch.spec.name} {e}" for e in ch.delete]
+        out += [f"ipset add {ch.spec.name} {e}" for e in ch.add]
     for vs in d.add_services:
         out.append("ipvsadm " + ipvsadm_service_line(vs, "-A"))
         out += ["ipvsadm " + ipvsadm_dest_line(vs, rs, "-a") for rs in vs.real_servers]

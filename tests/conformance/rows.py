@@ -8,12 +8,16 @@ from testbed.conformance import Row
 # topologies/default.yaml: nodes node-1/node-2, Deployment web (4 pods) behind Service web
 # (80/TCP, 53/UDP) and web-nodeport (80 → NodePort 30080), Service empty (no endpoints),
 # pod client (backs nothing, on node-1), outside client `outside`.
+# The userspace proxy opens its own connection to the backend: the client's address is always lost.
+CLIENT_OR_PROXY = {"userspace": "node", "*": "client"}
+
 DEFAULT = [
     #   behaviour                                                              from            proto  to
     Row("ClusterIP TCP from a pod: DNAT to a backend, source preserved, even split", "pod/client", "tcp", "svc/web:80",
-        backends="svc", source_seen="client", balance=True),
+        backends="svc", source_seen=CLIENT_OR_PROXY, balance=True,
+        notes={"userspace": "the proxy connects from the node: the source is lost, as in kube-proxy's userspace mode"}),
     Row("ClusterIP UDP from a pod: DNAT to a backend, source preserved, even split", "pod/client", "udp", "svc/web:53",
-        backends="svc", source_seen="client", balance=True),
+        backends="svc", source_seen=CLIENT_OR_PROXY, balance=True),
     Row("ClusterIP from a node (host network): masqueraded to the node", "node/node-2", "tcp", "svc/web:80",
         backends="svc", source_seen="node"),
     Row("NodePort from outside via node-1: SNAT to the node, reply from the dialled address", "client/outside", "tcp",
@@ -25,7 +29,8 @@ DEFAULT = [
         notes={"iptables": "route_localnet, as kube-proxy's iptables mode",
                "nftables": "kube-proxy's nftables mode has no localhost NodePorts: the node's own stack resets"}),
     Row("ClusterIP of a Service without endpoints: refused at once", "pod/client", "tcp", "svc/empty:80",
-        expect="refused"),
+        expect={"userspace": "closed", "*": "refused"},
+        notes={"userspace": "the userspace proxy accepts, then closes: no REJECT rule in that mode"}),
     Row("ClusterIP on a port the Service does not have", "pod/client", "tcp", "unserved/web:81",
         expect={"iptables": "dropped", "nftables": "refused", "*": "dropped"},
         notes={"iptables": "no rule matches: routed on and dropped, as kube-proxy's iptables mode",
@@ -40,9 +45,9 @@ DEFAULT = [
 # topologies/seed-a-service.yaml: the seed's a-service (80 → 9376) from pods on both nodes.
 SEED = [
     Row("a-service answers on port 80 from a pod on node-1", "pod/client-1", "tcp", "svc/a-service:80",
-        backends="svc", source_seen="client", balance=True),
+        backends="svc", source_seen=CLIENT_OR_PROXY, balance=True),
     Row("a-service answers on port 80 from a pod on node-2", "pod/client-2", "tcp", "svc/a-service:80",
-        backends="svc", source_seen="client", balance=True),
+        backends="svc", source_seen=CLIENT_OR_PROXY, balance=True),
 ]
 
 TABLES = {"default.yaml": DEFAULT, "seed-a-service.yaml": SEED}

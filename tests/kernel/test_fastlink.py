@@ -163,9 +163,8 @@ def test_a_taken_host_side_name_raises_with_the_request_and_namespace(lab):
     taken = wiring.short_link("veth", "default/dup")
     with ipr_in(node) as ipr:
         ipr.link("add", ifname=taken, kind="bridge")
-    with wiring.Netlink() as ipr_of:
-        with pytest.raises(fastlink.NetlinkError) as info:
-            wiring.add_pod(lab, "node", "default", "dup", "10.77.0.20", PREFIX, GATEWAY, ipr_of)
+    with wiring.Netlink() as ipr_of, pytest.raises(fastlink.NetlinkError) as info:
+        wiring.add_pod(lab, "node", "default", "dup", "10.77.0.20", PREFIX, GATEWAY, ipr_of)
     err = info.value
     assert err.errno == errno.EEXIST
     assert err.op.startswith(f"RTM_NEWLINK veth {taken} (peer eth0)")
@@ -176,9 +175,8 @@ def test_a_taken_host_side_name_raises_with_the_request_and_namespace(lab):
 
 
 def test_a_failing_request_in_the_pod_batch_is_the_one_reported(lab):
-    with wiring.Netlink() as ipr_of:
-        with pytest.raises(fastlink.NetlinkError) as info:  # gateway outside the pod's subnet
-            wiring.add_pod(lab, "node", "default", "lost", "10.77.0.30", PREFIX, "10.99.0.1", ipr_of)
+    with wiring.Netlink() as ipr_of, pytest.raises(fastlink.NetlinkError) as info:  # gateway outside the pod's subnet
+        wiring.add_pod(lab, "node", "default", "lost", "10.77.0.30", PREFIX, "10.99.0.1", ipr_of)
     assert info.value.errno == errno.ENETUNREACH
     assert info.value.op.startswith("RTM_NEWROUTE 0.0.0.0/0 via 10.99.0.1")
     assert "Network is unreachable" in str(info.value)
@@ -205,6 +203,22 @@ def test_remove_pod_takes_both_veth_ends_and_the_namespace(lab):
         names = {m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
     assert name not in names
     assert wiring.short_link("veth", "default/p0") in names
+
+
+def test_without_the_kernels_echo_the_indexes_are_looked_up(lab, monkeypatch):
+    """Kernels before 6.3 do not answer NLM_F_ECHO on create: add_pod then asks for the indexes."""
+    monkeypatch.setattr(fastlink, "NLM_F_ECHO", 0)
+    with wiring.Netlink() as ipr_of:
+        ns = wiring.add_pod(lab, "node", "default", "old", "10.77.0.40", PREFIX, GATEWAY, ipr_of)
+    name = wiring.short_link("veth", "default/old")
+    text = ip("-n", node_of(lab), "-d", "link", "show", "dev", name)
+    assert "hairpin on" in text and f"alias {alias_of(lab, 'old')}" in text, text
+    assert "inet 10.77.0.40/24" in ip("-n", ns, "addr", "show", "dev", "eth0")
+    srv = listen(ns, "10.77.0.40")
+    try:
+        assert tcp_exchange(wiring.pod_ns(lab, "default", "p0"), srv) == PODS["p0"]
+    finally:
+        srv.close()
 
 
 def test_netlink_cache_reuses_and_closes_fast_sockets(lab):

@@ -921,14 +921,14 @@ def test_diff_from_nothing_creates_everything():
 
 
 DIFF_TEXT = """\
-ipset add KUBE-LOOP-BACK 10.244.1.11,tcp:9376,10.244.1.11
-ipset add KUBE-LOOP-BACK 10.244.1.4,tcp:8443,10.244.1.4
 ipset del KUBE-LOOP-BACK 10.244.1.3,tcp:80,10.244.1.3
 ipset del KUBE-LOOP-BACK 10.244.1.3,tcp:9376,10.244.1.3
-ipset add KUBE-CLUSTER-IP 10.96.0.47,tcp:443
+ipset add KUBE-LOOP-BACK 10.244.1.11,tcp:9376,10.244.1.11
+ipset add KUBE-LOOP-BACK 10.244.1.4,tcp:8443,10.244.1.4
 ipset del KUBE-CLUSTER-IP 10.96.0.45,tcp:80
-ipset add KUBE-IPVS-IPS 10.96.0.47
+ipset add KUBE-CLUSTER-IP 10.96.0.47,tcp:443
 ipset del KUBE-IPVS-IPS 10.96.0.45
+ipset add KUBE-IPVS-IPS 10.96.0.47
 ipvsadm -A -t 10.96.0.47:443 -s sh
 ipvsadm -a -t 10.96.0.47:443 -r 10.244.1.4:8443 -m -w 1
 ipvsadm -a -t 10.96.0.47:443 -r 10.244.2.4:8443 -m -w 1
@@ -973,10 +973,10 @@ def test_ipset_changes_and_restore_text():
     new = ipvs.plan(V(dataclasses.replace(WEB, cluster_ip="10.96.0.11"))).ipsets
     changes, destroy = ipvs.ipset_changes(old, new + (ipvs.IpsetSpec("KUBE-X", "hash:ip", "x", ("1.2.3.4",)),))
     assert kipset.restore_text(changes, ("KUBE-OLD",)) == (
-        "add KUBE-CLUSTER-IP 10.96.0.11,tcp:80 -exist\n"
         "del KUBE-CLUSTER-IP 10.96.0.10,tcp:80 -exist\n"
-        "add KUBE-IPVS-IPS 10.96.0.11 -exist\n"
+        "add KUBE-CLUSTER-IP 10.96.0.11,tcp:80 -exist\n"
         "del KUBE-IPVS-IPS 10.96.0.10 -exist\n"
+        "add KUBE-IPVS-IPS 10.96.0.11 -exist\n"
         "create KUBE-X hash:ip family inet hashsize 1024 maxelem 65536 -exist\n"
         "flush KUBE-X\n"
         "add KUBE-X 1.2.3.4 -exist\n"
