@@ -101,7 +101,8 @@ def handshake(client_ns: str, client_ip: str, dst_ip: str, dst_port: int, proto:
     def is_ours_l4(layer) -> bool:
         if proto == "tcp":
             return layer.haslayer(TCP) and layer[TCP].seq == seq and layer[TCP].flags.S and not layer[TCP].flags.A
-        return layer.haslayer(UDP) and layer.haslayer(Raw) and bytes(layer[Raw].load) == request
+        # The UDP payload as bytes, not scapy's Raw layer: scapy decodes ports 53/5353 as DNS.
+        return layer.haslayer(UDP) and bytes(layer[UDP].payload) == request
 
     def client_reply():
         for c in list(client_cap.packets):
@@ -123,8 +124,8 @@ def handshake(client_ns: str, client_ip: str, dst_ip: str, dst_port: int, proto:
                     return c, p, "syn-ack"
                 if flags.R:
                     return c, p, "rst"
-            if proto == "udp" and p.haslayer(UDP) and not p.haslayer(IPerror) and p.haslayer(Raw) \
-                    and bytes(p[Raw].load).strip() == nonce.encode():
+            if proto == "udp" and p.haslayer(UDP) and not p.haslayer(IPerror) \
+                    and bytes(p[UDP].payload).strip() == nonce.encode():
                 return c, p, "udp"
         return None
 

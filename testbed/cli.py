@@ -237,10 +237,29 @@ def cmd_exec(args) -> int:
     fd = os.open(netns.path(ns), os.O_RDONLY)
     netns.setns(fd)
     os.close(fd)
+    _pod_resolv_conf(lab, ns)
     try:
         os.execvp(cmd[0], cmd)
     except FileNotFoundError:
         raise TestbedError(f"command not found: {cmd[0]}") from None
+
+
+def _pod_resolv_conf(lab, ns: str) -> None:
+    """A pod sees Kubernetes' resolv.conf (search path, ndots:5, the cluster DNS): in a private
+    mount namespace, the lab's file for the pod's namespace is bind-mounted over /etc/resolv.conf,
+    as `ip netns exec` does with /etc/netns/NAME/. The host's file is never touched."""
+    import ctypes
+
+    cluster = lab.cluster()
+    pod = next((p for p in cluster.pods if f"{lab.name}-{p.namespace}.{p.name}" == ns), None)
+    conf = state.lab_dir(lab.name) / "resolv" / f"{pod.namespace}.conf" if pod else None
+    if conf is None or not conf.exists():
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    CLONE_NEWNS, MS_REC, MS_PRIVATE, MS_BIND = 0x00020000, 0x4000, 1 << 18, 0x1000
+    if libc.unshare(CLONE_NEWNS) != 0 or libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        return
+    libc.mount(str(conf).encode(), b"/etc/resolv.conf", None, MS_BIND, None)
 
 
 def _highlight_rules(text: str) -> Text:

@@ -14,7 +14,7 @@ from typing import Mapping
 from probes import connect
 from probes.handshake import Handshake, handshake
 
-from .control import ClusterState, PodInfo
+from .control import ClusterState, PodInfo, lb_address
 from .kernel import wiring
 
 P_VALUE_FLOOR = 0.001
@@ -27,7 +27,9 @@ class Row:
     source: pod/NAME | client/NAME | node/NAME | backend/SVC (a pod backing SVC: hairpin)
     target: svc/NAME:PORT (its ClusterIP) | nodeport/NAME:PORT@NODE (a node IP, the NodePort)
             | localhost/NAME:PORT (127.0.0.1, the NodePort, from a node) | unserved/NAME:PORT
-            (the ClusterIP on a port the Service does not have)
+            (the ClusterIP on a port the Service does not have) | lb/NAME:PORT (its load-balancer
+            address) | external/NAME:PORT (its first externalIP) | dns/FQDN (check dns) |
+            ingress/HOST/PATH (check http, through the ingress controller's Service)
     expect: answered | refused | dropped | closed (accepted, then closed unanswered), or per mode
             {"iptables": ..., "*": ...}
     backends: svc (any ready endpoint of the target) | self (the source pod) | None
@@ -47,6 +49,9 @@ class Row:
     balance: bool = False
     action: str | None = None
     notes: Mapping[str, str] = field(default_factory=dict)
+    check: str = "packet"  # packet | affinity | dns | http
+    answer: tuple = ()  # dns: (TYPE, what) e.g. ("A", "svc/web"), ("CNAME", "x."), ("NXDOMAIN",); http: (status,)
+    skip: Mapping[str, str] = field(default_factory=dict)  # mode → why this row does not apply there
 
     def source_expected(self, mode: str) -> str | None:
         if isinstance(self.source_seen, Mapping):
@@ -166,7 +171,7 @@ def _resolve_source(lab: str, cluster: ClusterState, source: str) -> _Source:
     raise LookupError(f"unknown source {source!r}")
 
 
-_TARGET = re.compile(r"(svc|nodeport|localhost|unserved)/([^:]+):(\d+)(?:@(.+))?")
+_TARGET = re.compile(r"(svc|nodeport|localhost|unserved|lb|external)/([^:]+):(\d+)(?:@(.+))?")
 
 
 def _resolve_target(cluster: ClusterState, target: str, proto: str):
@@ -181,6 +186,14 @@ def _resolve_target(cluster: ClusterState, target: str, proto: str):
     i = _port_index(info, port, proto)
     if kind == "svc":
         return info.cluster_ip, port, info, i
+    if kind == "lb":
+        if not info.load_balancer_ips:
+            raise LookupError(f"Service {info.key} has no load-balancer address yet")
+        return info.load_balancer_ips[0], port, info, i
+    if kind == "external":
+        if not info.service.external_ips:
+            raise LookupError(f"Service {info.key} has no externalIPs")
+        return info.service.external_ips[0], port, info, i
     np_ = info.node_ports[i]
     if not np_:
         raise LookupError(f"Service {info.key} port {port} has no NodePort")
@@ -197,12 +210,96 @@ def _node_addresses(cluster: ClusterState) -> set[str]:
     return {n.ip for n in cluster.nodes} | {n.gateway for n in cluster.nodes} | {"127.0.0.1"}
 
 
+def _wait_lb_healthy(lab, info) -> None:
+    """eTP=Local load balancers send nowhere until their first health check passed (≈1 s)."""
+    from probes.poll import wait_until
+
+    if info.service.type == "LoadBalancer" and info.health_check_node_port:
+        wait_until(lambda: (type(lab)(lab.name).saved.get("lb") or {}).get("healthy", {}).get(info.key),
+                   timeout=10, message=f"a healthy node for {info.key}'s load balancer")
+
+
+def _run_affinity(lab, cluster: ClusterState, row: Row) -> Cell:
+    from probes.affinity import affinity
+
+    src = _resolve_source(lab.name, cluster, row.source)
+    ip, port, info, _ = _resolve_target(cluster, row.target, row.proto.lower())
+    a = affinity(src.ns, ip, port, requests=15, proto=row.proto.lower())
+    if not a.sticky:
+        return Cell("fail", f"15 requests went to {sorted(set(a.sequence))} ({a.failures} failed): not sticky")
+    return Cell("pass", f"15 requests in a row all reached {a.sequence[0]} (ClientIP affinity)")
+
+
+def _run_dns(lab, cluster: ClusterState, row: Row) -> Cell:
+    from probes import dnsq
+
+    from .control import dns_ip
+
+    src = _resolve_source(lab.name, cluster, row.source)
+    name = row.target.removeprefix("dns/")
+    kind, *rest = row.answer
+    qtype = {"NXDOMAIN": "A", "ENDPOINTS": "A"}.get(kind, kind)
+    a = dnsq.query(src.ns, dns_ip(cluster.lab), name, qtype)
+    if a.outcome != "answered":
+        return Cell("fail", f"no DNS answer from {dns_ip(cluster.lab)}: {a.outcome}")
+    if kind == "NXDOMAIN":
+        return Cell("pass" if a.rcode == "NXDOMAIN" else "fail", f"{name}: {a.rcode}")
+    if kind == "A":
+        want = {_service(cluster, rest[0].removeprefix("svc/")).cluster_ip}
+    elif kind == "ENDPOINTS":  # a headless Service: the ready pod IPs
+        info = _service(cluster, rest[0].removeprefix("svc/"))
+        want = {e.ip for eps in info.endpoints for e in eps if e.ready}
+    else:
+        want = {rest[0]}
+    got = set(a.data("A" if kind == "ENDPOINTS" else kind))
+    if kind == "SRV":
+        got = {" ".join(d.split()[2:]) for d in got}
+    if got != want:
+        return Cell("fail", f"{name} {qtype}: got {sorted(got) or a.rcode}, expected {sorted(want)}")
+    return Cell("pass", f"{name} {qtype} → {', '.join(sorted(got))} (via {dns_ip(cluster.lab)}, the kube-dns ClusterIP)")
+
+
+def _run_http(lab, cluster: ClusterState, row: Row) -> Cell:
+    """Through the ingress controller's Service (its load-balancer address, else a node's NodePort)."""
+    from probes import http
+
+    from .control import INGRESS_NAMESPACE
+
+    src = _resolve_source(lab.name, cluster, row.source)
+    host, _, path = row.target.removeprefix("ingress/").partition("/")
+    ctrl = _service(cluster, f"{INGRESS_NAMESPACE}/ingress-controller")
+    if ctrl.load_balancer_ips:
+        ip, port = ctrl.load_balancer_ips[0], ctrl.service.ports[0].port
+    else:
+        ip, port = cluster.nodes[0].ip, ctrl.node_ports[0]
+    r = http.get(src.ns, ip, port, host, "/" + path)
+    if r.outcome != "answered":
+        return Cell("fail", f"GET http://{host}/{path} via {ip}:{port}: {r.outcome} ({r.error})")
+    if row.answer:
+        ok = r.status == row.answer[0]
+        return Cell("pass" if ok else "fail", f"GET http://{host}/{path} → {r.status} {r.body[:40]!r}")
+    info = _service(cluster, row.backends.removeprefix("svc/"))
+    pods = {p.name for i in range(len(info.service.ports)) for p in _backends(cluster, info, i).values()}
+    if r.pod not in pods:
+        return Cell("fail", f"GET http://{host}/{path} answered by {r.pod!r} ({r.status}), expected a pod of {info.key}")
+    return Cell("pass", f"GET http://{host}/{path} via {ip}:{port} → {r.pod} of {info.service.name}")
+
+
 def run_row(lab, row: Row, mode: str) -> Cell:
     """Prove one row on a live lab (a testbed.lab.Lab) in `mode`."""
+    if mode in row.skip:
+        return Cell("skip", row.skip[mode])
     cluster = lab.cluster()
     note = row.notes.get(mode, "")
     try:
-        cell = _run(lab, cluster, row, mode)
+        if row.check == "dns":
+            cell = _run_dns(lab, cluster, row)
+        elif row.check == "http":
+            cell = _run_http(lab, cluster, row)
+        elif row.check == "affinity":
+            cell = _run_affinity(lab, cluster, row)
+        else:
+            cell = _run(lab, cluster, row, mode)
     except LookupError as e:
         return Cell("fail", f"row does not fit this lab: {e}")
     if note and cell.status == "pass":
@@ -217,6 +314,7 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
         return _delete_backend(lab, cluster, row, proto)
     src = _resolve_source(name, cluster, row.source)
     ip, port, info, i = _resolve_target(cluster, row.target, proto)
+    _wait_lb_healthy(lab, info)
     expected = row.expected(mode)
     backends = _backends(cluster, info, i) if i is not None else {}
     pods = _pod_namespaces(name, cluster)
@@ -271,13 +369,16 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
         return Cell("fail", f"backend saw source {seen}, expected the client's own {src.ip} (no SNAT)")
     if source_seen == "node" and seen not in _node_addresses(cluster):
         return Cell("fail", f"backend saw source {seen}, expected a node address (SNAT)")
+    if source_seen == "lb" and seen != lb_address(cluster.lab):
+        return Cell("fail", f"backend saw source {seen}, expected the load balancer's own {lb_address(cluster.lab)}")
     if source_seen == "gateway":
         gw = cluster.node(src.pod.node).gateway if src.pod else None
         if seen != gw:
             return Cell("fail", f"backend saw source {seen}, expected the hairpin masquerade to {gw}")
     if source_seen:
         facts.append(f"source seen {seen}" + {"client": " (preserved)", "node": " (a node address)",
-                                              "gateway": " (the node's bridge: hairpin masquerade)"}[source_seen])
+                                              "gateway": " (the node's bridge: hairpin masquerade)",
+                                              "lb": " (the load balancer's: full NAT)"}[source_seen])
     facts.append("reply from the dialled address")
     if row.balance:
         d = connect.distribution(src.ns, ip, port, count=300, proto=proto, expected=sorted(backends))

@@ -71,6 +71,7 @@ class PodInfo:
     serving: bool = True
     probes: tuple = ()
     grace_period: int = 30
+    workload: str = "netexec"
 
     @property
     def key(self) -> str:
@@ -417,7 +418,8 @@ def _desired_pods(topo: Topology, alloc: Allocations) -> list[tuple[Pod, str | N
         labels = tuple(sorted(dict(dep.template.labels, **{"pod-template-hash": thash}).items()))
         for n in names:
             pods.append((Pod(n, dep.namespace, labels, dep.template.ports, dep.template.node_name, owner=dep.key,
-                             probes=dep.template.probes, grace_period=dep.template.grace_period), dep.key))
+                             probes=dep.template.probes, grace_period=dep.template.grace_period,
+                             workload=dep.template.workload), dep.key))
     return pods
 
 
@@ -472,7 +474,8 @@ def _schedule_and_address(topo: Topology, alloc: Allocations, nodes: tuple[NodeI
         # Without a readiness probe a running pod is ready; with one, only once the probe passed.
         ready = rec.get("ready", not any(p.kind == "readiness" for p in pod.probes))
         out.append(PodInfo(pod.name, pod.namespace, rec["node"], rec["ip"], pod.labels, pod.ports, owner,
-                           ready=ready, serving=ready, probes=pod.probes, grace_period=pod.grace_period))
+                           ready=ready, serving=ready, probes=pod.probes, grace_period=pod.grace_period,
+                           workload=pod.workload))
     alloc.pods = placed
     return tuple(sorted(out, key=lambda p: p.key))
 
@@ -526,8 +529,54 @@ def _service_endpoints(svc: Service, pods: tuple[PodInfo, ...], topo: Topology) 
     return tuple(per_port)
 
 
+DNS_LABELS = (("k8s-app", "kube-dns"),)
+INGRESS_NAMESPACE = "ingress-system"
+INGRESS_CONTROLLER = "testbed.dev/ingress-controller"
+INGRESS_LABELS = (("app.kubernetes.io/name", "ingress-controller"),)
+
+
+def dns_ip(lab) -> str:
+    """The cluster DNS Service's address: spec.clusterDNS.ip, or the Service CIDR's 10th (10.96.0.10)."""
+    return lab.cluster_dns_ip or str(ipaddress.ip_network(lab.service_cidr).network_address + 10)
+
+
+def with_addons(topo: Topology) -> Topology:
+    """The cluster add-ons a real cluster runs, unless the topology brings its own:
+
+    - kube-dns: Service kube-system/kube-dns at 10.96.0.10 (53/UDP `dns`, 53/TCP `dns-tcp`) in front of
+      a `coredns` Deployment whose pod runs testbed's DNS server;
+    - when there are Ingresses: an ingress controller (Deployment and Service in ingress-system,
+      exposed as spec.ingressController.serviceType) and its IngressClass `testbed`, the default
+      class unless another is marked default.
+    """
+    from dataclasses import replace
+
+    from .model import ContainerPort, Deployment, PodTemplate, Selector, Service, ServicePortSpec
+
+    lab = topo.lab
+    services, deployments, classes = list(topo.services), list(topo.deployments), list(topo.ingress_classes)
+    have = {s.key for s in services}
+    if lab.cluster_dns and "kube-system/kube-dns" not in have:
+        services.append(Service("kube-dns", "kube-system", selector=DNS_LABELS, cluster_ip=dns_ip(lab),
+                                ports=(ServicePortSpec(53, "UDP", "dns", 53), ServicePortSpec(53, "TCP", "dns-tcp", 53)),
+                                labels=DNS_LABELS + (("kubernetes.io/name", "CoreDNS"),)))
+        deployments.append(Deployment("coredns", "kube-system", 1, Selector(DNS_LABELS), PodTemplate(
+            DNS_LABELS, (ContainerPort(53, "UDP", "dns"), ContainerPort(53, "TCP", "dns-tcp")), workload="dns")))
+    if topo.ingresses and f"{INGRESS_NAMESPACE}/ingress-controller" not in have:
+        services.append(Service("ingress-controller", INGRESS_NAMESPACE, type=lab.ingress_service_type,
+                                selector=INGRESS_LABELS, ports=(ServicePortSpec(80, "TCP", "http", "http"),),
+                                labels=INGRESS_LABELS))
+        deployments.append(Deployment("ingress-controller", INGRESS_NAMESPACE, 1, Selector(INGRESS_LABELS), PodTemplate(
+            INGRESS_LABELS, (ContainerPort(80, "TCP", "http"),), workload="ingress")))
+        if not any(c.controller == INGRESS_CONTROLLER for c in classes):
+            from .ingress import IngressClass
+            classes.append(IngressClass("testbed", INGRESS_CONTROLLER, not any(c.is_default for c in classes)))
+    return replace(topo, services=tuple(services), deployments=tuple(deployments), ingress_classes=tuple(classes))
+
+
 def reconcile(topo: Topology, alloc: Allocations | None = None) -> tuple[ClusterState, Allocations]:
     """Desired topology + previous allocations → the cluster state, and the allocations to keep."""
+    topo = with_addons(topo)
     alloc = Allocations.from_json(alloc.to_json()) if alloc else Allocations()
     for key in alloc.deleted:
         alloc.pods.pop(key, None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import json
 import os
 import re
 import time
@@ -204,6 +205,7 @@ class Lab:
         new = [p for k, p in want.items() if k not in have]
         gone = [k for k in have if k not in want or have[k]["ip"] != want[k].ip or have[k]["node"] != want[k].node]
         by_node = {n.name: n for n in cluster.nodes}
+        self._write_addon_files(cluster)
         if new:
             self.progress("step", {"what": "pods", "total": len(new)})
             with wiring.Netlink() as ipr_of:
@@ -239,6 +241,7 @@ class Lab:
             report.nodes_synced.append(n.name)
             self.progress("advance", {"what": f"rules on {n.name}"})
         self._sync_load_balancer(cluster)
+        self._reload_addons(cluster, skip=set(report.added_pods))
         report.seconds_to_rules = time.perf_counter() - started
         # Published only now, so what `get endpoints` shows is what the rules already do.
         self.saved["alloc"] = alloc.to_json()
@@ -260,6 +263,38 @@ class Lab:
             "conntrack_deleted": report.conntrack_deleted}])[-20:]
         self._save()
         return report
+
+    def _write_addon_files(self, cluster: ClusterState) -> None:
+        """The cluster DNS zone, the ingress route table, and each namespace's resolv.conf."""
+        from . import dns, ingress
+        from .control import INGRESS_CONTROLLER, dns_ip
+
+        zone = supervisor.addon_file(self.name, "dns")
+        zone.parent.mkdir(parents=True, exist_ok=True)
+        dns.records(cluster, cluster.lab.cluster_domain).write(str(zone))
+        topo = cluster.topology
+        if topo.ingresses:
+            routes = supervisor.addon_file(self.name, "ingress")
+            routes.parent.mkdir(parents=True, exist_ok=True)
+            table = ingress.routes(topo.ingresses, topo.ingress_classes, cluster.services, controller=INGRESS_CONTROLLER)
+            tmp = routes.with_suffix(".tmp")
+            tmp.write_text(json.dumps(table.to_json()))
+            os.replace(tmp, routes)
+        if cluster.lab.cluster_dns:
+            resolv = state.lab_dir(self.name) / "resolv"
+            resolv.mkdir(parents=True, exist_ok=True)
+            for ns in {p.namespace for p in cluster.pods}:
+                (resolv / f"{ns}.conf").write_text(dns.resolv_conf(ns, dns_ip(cluster.lab), cluster.lab.cluster_domain))
+
+    def _reload_addons(self, cluster: ClusterState, skip: set[str]) -> None:
+        """SIGHUP the DNS and ingress pods so they serve the files just written."""
+        import signal as _signal
+
+        for p in cluster.pods:
+            rec = self.saved["pods"].get(p.key, {})
+            proc = rec.get("proc")
+            if p.workload != "netexec" and p.key not in skip and proc and supervisor.alive(proc["pid"], proc["start"]):
+                os.kill(proc["pid"], _signal.SIGHUP)
 
     def _sync_load_balancer(self, cluster: ClusterState) -> None:
         """The cloud provider's side: LB addresses on the LB namespace, and its forwarding rules."""
@@ -287,6 +322,19 @@ class Lab:
         if text != rec.get("applied"):
             knft.apply(rec["ns"], text)
             rec["applied"] = text
+        # externalIPs: the network routes them to a node (the first), as an admin's router would.
+        want_ext = sorted({ip for info in cluster.services if info.proxied for ip in info.service.external_ips})
+        have_ext = rec.get("external_routes", [])
+        if want_ext != have_ext and cluster.clients:
+            via = cluster.nodes[0].ip
+            with wiring.Netlink() as ipr_of:
+                for c in cluster.clients:
+                    ipr = ipr_of(wiring.host_ns(self.name, c.name))
+                    for ip in sorted(set(have_ext) - set(want_ext)):
+                        ipr.route("del", dst=f"{ip}/32")
+                    for ip in sorted(set(want_ext) - set(have_ext)):
+                        ipr.route("add", dst=f"{ip}/32", gateway=via)
+            rec["external_routes"] = want_ext
 
     def set_lb_health(self, healthy: dict[str, list[str]]) -> None:
         """Record the cloud LB's health-check results (service → healthy nodes) and re-apply its rules."""

@@ -60,6 +60,7 @@ class PodTemplate:
     node_name: str | None = None
     probes: tuple[ProbeSpec, ...] = ()
     grace_period: int = 30
+    workload: str = "netexec"
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Pod:
     owner: str | None = None  # the Deployment that made it
     probes: tuple[ProbeSpec, ...] = ()
     grace_period: int = 30  # terminationGracePeriodSeconds
+    workload: str = "netexec"  # what the pod runs: netexec | dns | ingress (annotation testbed.dev/workload)
 
     @property
     def key(self) -> str:
@@ -213,6 +215,10 @@ class LabSpec:
     conntrack_cleanup: bool = True  # kube-proxy's stale UDP conntrack reconciler; off reproduces the bug
     lb_pool: tuple[str, str] | None = None  # first and last LoadBalancer address; None: the default pool
     lb_mode: str = "nodeport"  # nodeport: full-NAT to the NodePorts | passthrough: to the nodes unchanged
+    cluster_dns: bool = True  # the kube-dns add-on (Service kube-system/kube-dns, testbed's DNS server)
+    cluster_dns_ip: str | None = None  # default: the Service CIDR's 10th address (10.96.0.10)
+    cluster_domain: str = "cluster.local"
+    ingress_service_type: str = "NodePort"  # how the ingress controller is exposed (when Ingresses exist)
 
 
 @dataclass(frozen=True)
@@ -224,6 +230,8 @@ class Topology:
     deployments: tuple[Deployment, ...] = ()
     services: tuple[Service, ...] = ()
     slices: tuple[EndpointSlice, ...] = ()
+    ingresses: tuple = ()
+    ingress_classes: tuple = ()
     source: str = "<memory>"
     warnings: tuple[str, ...] = ()
 
@@ -455,6 +463,18 @@ def _pod_spec(doc: _Doc, path: str, spec: dict) -> _PodSpec:
     return _PodSpec(tuple(ports), tuple(probes), grace, doc.string(f"{path}.nodeName", spec.get("nodeName")))
 
 
+WORKLOADS = ("netexec", "dns", "ingress")
+
+
+def _workload(doc: _Doc, meta_path: str) -> str:
+    """Pods run testbed's netexec unless annotated `testbed.dev/workload: dns | ingress`."""
+    ann = doc.mapping(f"{meta_path}.annotations")
+    w = ann.get("testbed.dev/workload", "netexec")
+    if w not in WORKLOADS:
+        doc.fail(f"{meta_path}.annotations.testbed.dev/workload", f"expected one of {', '.join(WORKLOADS)}, got {w!r}")
+    return w
+
+
 def _metadata(doc: _Doc, kind: str) -> tuple[str, str]:
     meta = doc.mapping("metadata")
     doc.check_keys("metadata", meta, {"name", "namespace", "labels", "annotations", "uid", "resourceVersion",
@@ -478,7 +498,7 @@ def _parse_lab(doc: _Doc) -> LabSpec:
     spec = doc.mapping("spec")
     doc.check_keys("spec", spec, {"proxyMode", "nodes", "clients", "nodeNetwork", "clusterCIDR", "nodeCIDRMaskSize",
                                   "serviceCIDR", "serviceNodePortRange", "masqueradeAll", "conntrackCleanup",
-                                  "loadBalancer"})
+                                  "loadBalancer", "clusterDNS", "ingressController"})
     mode = doc.string("spec.proxyMode", default="iptables")
     if mode not in PROXY_MODES:
         doc.fail("spec.proxyMode", f"expected one of {', '.join(PROXY_MODES)}, got {mode!r}")
@@ -536,7 +556,19 @@ def _parse_lab(doc: _Doc) -> LabSpec:
         if ipaddress.ip_address(first) > ipaddress.ip_address(last):
             doc.fail("spec.loadBalancer.pool", f"expected FIRST-LAST with FIRST <= LAST, got {raw}")
         lb_pool = (first, last)
+    dns = doc.mapping("spec.clusterDNS")
+    doc.check_keys("spec.clusterDNS", dns, {"enabled", "ip", "domain"})
+    dns_ip = doc.ip("spec.clusterDNS.ip", dns["ip"], service_cidr) if dns.get("ip") else None
+    domain = doc.name("spec.clusterDNS.domain", dns.get("domain") or "cluster.local", pattern=DNS_SUBDOMAIN,
+                      max_len=253, what="a DNS domain")
+    ing = doc.mapping("spec.ingressController")
+    doc.check_keys("spec.ingressController", ing, {"serviceType"})
+    ing_type = doc.string("spec.ingressController.serviceType", ing.get("serviceType"), default="NodePort")
+    if ing_type not in ("NodePort", "LoadBalancer", "ClusterIP"):
+        doc.fail("spec.ingressController.serviceType", f"expected NodePort, LoadBalancer or ClusterIP, got {ing_type!r}")
     return LabSpec(name=name, proxy_mode=mode, nodes=nodes, clients=clients, node_network=node_network,
+                   cluster_dns=doc.boolean("spec.clusterDNS.enabled", default=True), cluster_dns_ip=dns_ip,
+                   cluster_domain=domain, ingress_service_type=ing_type,
                    lb_pool=lb_pool, lb_mode=lb_mode,
                    cluster_cidr=cluster_cidr, node_cidr_mask=mask, service_cidr=service_cidr,
                    node_port_range=(int(m[1]), int(m[2])), masquerade_all=doc.boolean("spec.masqueradeAll"),
@@ -547,7 +579,7 @@ def _parse_pod(doc: _Doc) -> Pod:
     name, ns = _metadata(doc, "Pod")
     ps = _pod_spec(doc, "spec", doc.mapping("spec"))
     return Pod(name, ns, doc.labels("metadata.labels", doc.get("metadata.labels")), ps.ports, ps.node_name,
-               probes=ps.probes, grace_period=ps.grace_period)
+               probes=ps.probes, grace_period=ps.grace_period, workload=_workload(doc, "metadata"))
 
 
 def _parse_deployment(doc: _Doc) -> Deployment:
@@ -561,7 +593,8 @@ def _parse_deployment(doc: _Doc) -> Deployment:
     if not selector.matches(dict(labels)):
         doc.fail("spec.selector", "expected a selector that matches spec.template.metadata.labels")
     ps = _pod_spec(doc, "spec.template.spec", doc.mapping("spec.template.spec"))
-    return Deployment(name, ns, replicas, selector, PodTemplate(labels, ps.ports, ps.node_name, ps.probes, ps.grace_period))
+    return Deployment(name, ns, replicas, selector, PodTemplate(labels, ps.ports, ps.node_name, ps.probes, ps.grace_period,
+                                                                _workload(doc, "spec.template.metadata")))
 
 
 def _parse_service(doc: _Doc) -> Service:
@@ -689,8 +722,20 @@ def _parse_slice(doc: _Doc) -> EndpointSlice:
     return EndpointSlice(name, ns, svc, tuple(eps), tuple(ports))
 
 
+def _parse_ingress(doc: _Doc):
+    from .ingress import parse_ingress
+    return parse_ingress(doc)
+
+
+def _parse_ingress_class(doc: _Doc):
+    from .ingress import parse_ingress_class
+    return parse_ingress_class(doc)
+
+
 KINDS = {
     ("testbed.dev/v1alpha1", "Lab"): _parse_lab,
+    ("networking.k8s.io/v1", "Ingress"): _parse_ingress,
+    ("networking.k8s.io/v1", "IngressClass"): _parse_ingress_class,
     ("v1", "Pod"): _parse_pod,
     ("apps/v1", "Deployment"): _parse_deployment,
     ("v1", "Service"): _parse_service,
@@ -701,11 +746,18 @@ KINDS = {
 # ----------------------------------------------------------------------------- loading
 
 
+def _key(o) -> str:
+    return getattr(o, "key", None) or o.name
+
+
 def parse_documents(docs: list, file: str, base: Topology | None = None, require_lab: bool = False) -> Topology:
     """Validate a list of YAML documents into a Topology (merged over `base` when given)."""
     ignored: list[str] = []
     lab = base.lab if base else None
-    pods, deps, svcs, slices = ({o.key: o for o in getattr(base, a, ())} for a in ("pods", "deployments", "services", "slices"))
+    # kind → Topology field; objects are keyed by namespace/name (IngressClass: cluster-scoped name)
+    fields = {"Pod": "pods", "Deployment": "deployments", "Service": "services", "EndpointSlice": "slices",
+              "Ingress": "ingresses", "IngressClass": "ingress_classes"}
+    objs = {f: {_key(o): o for o in getattr(base, f, ())} for f in fields.values()}
     seen: set[tuple[str, str]] = set()
     for i, raw in enumerate(docs):
         if raw is None:
@@ -715,9 +767,9 @@ def parse_documents(docs: list, file: str, base: Topology | None = None, require
             raise TopologyError(file, where, None, f"expected a mapping with apiVersion and kind, got {type(raw).__name__}")
         if raw.get("kind") == "List" and isinstance(raw.get("items"), list):
             sub = parse_documents(raw["items"], file, None)
-            docs_ = list(sub.pods) + list(sub.deployments) + list(sub.services) + list(sub.slices)
-            for o in docs_:
-                {Pod: pods, Deployment: deps, Service: svcs, EndpointSlice: slices}[type(o)][o.key] = o
+            for f in fields.values():
+                for o in getattr(sub, f):
+                    objs[f][_key(o)] = o
             ignored.extend(sub.warnings)
             continue
         api, kind = raw.get("apiVersion"), raw.get("kind")
@@ -737,16 +789,16 @@ def parse_documents(docs: list, file: str, base: Topology | None = None, require
             seen.add(("Lab", ""))
             lab = parsed
             continue
-        key = (kind, parsed.key)
+        key = (kind, _key(parsed))
         if key in seen:
-            raise TopologyError(file, obj, "metadata.name", f"duplicate {kind} {parsed.key}")
+            raise TopologyError(file, obj, "metadata.name", f"duplicate {kind} {_key(parsed)}")
         seen.add(key)
-        {"Pod": pods, "Deployment": deps, "Service": svcs, "EndpointSlice": slices}[kind][parsed.key] = parsed
+        objs[fields[kind]][_key(parsed)] = parsed
     if lab is None:
         if require_lab:
             raise TopologyError(file, None, None, "expected a Lab document (apiVersion testbed.dev/v1alpha1)")
         lab = LabSpec()
-    topo = Topology(lab, tuple(pods.values()), tuple(deps.values()), tuple(svcs.values()), tuple(slices.values()),
+    topo = Topology(lab, **{f: tuple(v.values()) for f, v in objs.items()},
                     source=file, warnings=tuple(dict.fromkeys((base.warnings if base else ()) + tuple(ignored))))
     validate(topo)
     return topo

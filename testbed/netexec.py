@@ -348,6 +348,7 @@ class _Conn:
         hdr = (
             f"{'HTTP/1.0' if version == 'HTTP/1.0' else 'HTTP/1.1'} {status} {_REASONS.get(status, '')}\r\n"
             f"Content-Type: text/plain; charset=utf-8\r\n"
+            f"X-Pod-Name: {self.server.hostname}\r\n"  # who answered, even a 404 (not in agnhost)
             f"Content-Length: {len(payload)}\r\n"
             f"Connection: {'close' if close else 'keep-alive'}\r\n\r\n"
         ).encode("latin-1")

@@ -36,13 +36,25 @@ def alive(pid: int, started: str) -> bool:
         return False
 
 
+def addon_file(lab: str, workload: str) -> Path:
+    """The data file a dns or ingress pod serves from (rewritten by the lab, reloaded on SIGHUP)."""
+    return state.lab_dir(lab) / {"dns": "dns/zone.json", "ingress": "ingress/routes.json"}[workload]
+
+
 def workload_spec(lab: str, pod) -> dict:
-    """What netexec serves for a pod: its container ports (9376/TCP when it declares none)."""
+    """What a pod runs: netexec on its container ports (9376/TCP when it declares none), or the
+    DNS server / ingress controller for the add-on pods."""
     from .kernel import wiring
 
-    return {"key": pod.key, "ns": wiring.pod_ns(lab, pod.namespace, pod.name), "hostname": pod.name,
+    spec = {"key": pod.key, "ns": wiring.pod_ns(lab, pod.namespace, pod.name), "hostname": pod.name,
             "tcp": sorted({c.port for c in pod.ports if c.protocol == "TCP"}) or [9376],
-            "udp": sorted({c.port for c in pod.ports if c.protocol == "UDP"})}
+            "udp": sorted({c.port for c in pod.ports if c.protocol == "UDP"}), "workload": getattr(pod, "workload", "netexec")}
+    if spec["workload"] == "dns":
+        spec["argv"] = ["-m", "testbed.dns_server", "--zone", str(addon_file(lab, "dns"))]
+    elif spec["workload"] == "ingress":
+        spec["argv"] = ["-m", "testbed.ingress_proxy", "--routes", str(addon_file(lab, "ingress")),
+                        "--port", str(spec["tcp"][0])]
+    return spec
 
 
 def start_agent(lab: str) -> dict:
@@ -96,12 +108,15 @@ def start_workloads(lab: str, specs: list[dict], timeout: float = 10.0) -> dict[
     started: dict[str, dict] = {}
     for spec in specs:
         r, w = os.pipe()
-        argv = [sys.executable, "-m", "testbed.netexec", "--hostname", spec["hostname"],
-                "--netns", netns.path(spec["ns"]), "--ready-fd", str(w)]
-        for p in spec.get("tcp", ()):
-            argv += ["--tcp", str(p)]
-        for p in spec.get("udp", ()):
-            argv += ["--udp", str(p)]
+        if spec.get("argv"):
+            argv = [sys.executable, *spec["argv"], "--netns", netns.path(spec["ns"]), "--ready-fd", str(w)]
+        else:
+            argv = [sys.executable, "-m", "testbed.netexec", "--hostname", spec["hostname"],
+                    "--netns", netns.path(spec["ns"]), "--ready-fd", str(w)]
+            for p in spec.get("tcp", ()):
+                argv += ["--tcp", str(p)]
+            for p in spec.get("udp", ()):
+                argv += ["--udp", str(p)]
         log = open(logs / f"{spec['key'].replace('/', '_')}.log", "ab")
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent), PYTHONDONTWRITEBYTECODE="1")
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(w,),

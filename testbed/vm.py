@@ -36,8 +36,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from .errors import TestbedError
 
@@ -99,8 +100,9 @@ class Kernel:
         return MODULES_DIR / self.version
 
 
-def find_kernels(boot: Path = BOOT_DIR) -> list[Kernel]:
+def find_kernels(boot: Path | None = None) -> list[Kernel]:
     """Debian cloud kernels in /boot, newest first (by version)."""
+    boot = BOOT_DIR if boot is None else boot
     found = []
     for image in boot.glob("vmlinuz-*-cloud-amd64"):
         found.append(Kernel(image.name.removeprefix("vmlinuz-"), image))
@@ -281,12 +283,12 @@ $bb mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /newroot/tmp || die "mount tm
 $bb mkdir -p /newroot/run/testbed /newroot/run/netns
 $bb cp "/lower$job" /newroot/run/testbed/job.sh || die "copy the job $job from the host"
 $bb cp /bin/busybox /stage2 /newroot/run/testbed/ || die "copy busybox and stage 2"
+dbg "switch_root"
 for d in proc sys dev; do
   $bb mount --move /$d /newroot/$d || die "move /$d"
 done
 $bb umount -l /lower
 $bb umount -l /rw
-dbg "switch_root"
 exec $bb switch_root /newroot /run/testbed/busybox sh /run/testbed/stage2
 """
 
@@ -324,14 +326,16 @@ if [ -n "$inodes" ]; then
   # `inodes` new inodes, drop the guest's unused dentries and inodes so it can close fds again.
   $bb mkfifo /run/testbed/tick
   (
+    # read(1) of a /proc/sys file returns only its first byte: the shell's `read` cannot parse it
+    inode_nr() {{ set -- $($bb cat /proc/sys/fs/inode-nr); echo "$1"; }}
     exec 3<>/run/testbed/tick
-    read base _ </proc/sys/fs/inode-nr
+    base=$(inode_nr)
     while :; do
       read -t 1 _ <&3
-      read nr _ </proc/sys/fs/inode-nr
+      nr=$(inode_nr)
       if [ $((nr - base)) -gt "$inodes" ]; then
         echo 2 >/proc/sys/vm/drop_caches
-        read now _ </proc/sys/fs/inode-nr
+        now=$(inode_nr)
         dbg "dropped cached inodes: $nr -> $now"
         [ "$now" -gt "$base" ] && base=$now
       fi
@@ -448,7 +452,7 @@ def virtiofsd_nofile() -> tuple[int | None, int]:
     """(--rlimit-nofile to pass or None for virtiofsd's default, the fd limit it will have). virtiofsd
     keeps one fd per inode the guest has looked up; without CAP_SYS_RESOURCE it cannot go past our
     hard limit (20000 on this machine), so it is told to use exactly that."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if _has_cap(24) or hard == resource.RLIM_INFINITY:  # CAP_SYS_RESOURCE: virtiofsd raises it to ~1e6
         return None, 1_000_000
     return hard, hard
@@ -528,12 +532,13 @@ def initramfs_plan(kernel: Kernel, busybox: str) -> tuple[str, list[tuple[str, i
     return h.hexdigest()[:16], entries
 
 
-def initramfs_path(kernel: Kernel, key: str, cache: Path = CACHE_DIR) -> Path:
+def initramfs_path(kernel: Kernel, key: str, cache: Path) -> Path:
     return cache / f"vm-initramfs-{kernel.version}-{key}.cpio"
 
 
-def build_initramfs(kernel: Kernel, busybox: str, cache: Path = CACHE_DIR) -> Path:
+def build_initramfs(kernel: Kernel, busybox: str, cache: Path | None = None) -> Path:
     """The cached initramfs for `kernel`, built if needed (no network; atomic; prunes stale ones)."""
+    cache = CACHE_DIR if cache is None else cache
     key, entries = initramfs_plan(kernel, busybox)
     path = initramfs_path(kernel, key, cache)
     if path.is_file():
@@ -594,12 +599,18 @@ def _sink(stream) -> Callable[[bytes], None]:
     return write
 
 
-def tail_lines(path: Path, n: int = 25) -> str:
+def tail_lines(path: Path, n: int = 25, until: str | None = None, drop: tuple[str, ...] = ()) -> str:
+    """The last `n` non-blank lines of a log (up to the first line containing `until`, if given)."""
     try:
         text = path.read_bytes().decode(errors="replace").replace("\r", "")
     except OSError:
         return ""
-    lines = [ln for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in text.splitlines() if ln.strip() and not any(d in ln for d in drop)]
+    if until:
+        for i, ln in enumerate(lines):
+            if until in ln:
+                lines = lines[:i + 1]
+                break
     return "\n".join(lines[-n:])
 
 
@@ -665,6 +676,35 @@ class _Timeout(Exception):
         self.status = status
 
 
+def _proc_start(pid: int) -> str | None:
+    """The start time of process `pid` (field 22 of /proc/PID/stat), or None if there is none."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def sweep_stale(base: str) -> list[str]:
+    """Remove the temp dirs of runs whose process is gone (killed with SIGKILL: no finally ran)."""
+    removed = []
+    for d in Path(base).glob("testbed-vm-*"):
+        try:
+            pid, start = (d / "owner").read_text().split()
+        except (OSError, ValueError):
+            continue  # not ours, or still being set up
+        if _proc_start(int(pid)) != start:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(str(d))
+    return removed
+
+
+def die_with_parent(argv: list[str]) -> list[str]:
+    """argv under `setpriv --pdeathsig KILL` (util-linux) when available: the child gets SIGKILL when
+    the thread that started it dies, so even a killed `testbed vm` leaves no qemu or virtiofsd."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
+
+
 def _stop(proc: subprocess.Popen | None) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -681,13 +721,18 @@ def _stop(proc: subprocess.Popen | None) -> None:
         proc.wait(timeout=10)
 
 
-def _report(what: str, tmp: Path, hint: str) -> str:
+# virtiofsd's normal remarks when qemu goes away
+_VIRTIOFSD_NOISE = ("Unexpected poll revents",)
+
+
+def _report(what: str, tmp: Path, hint: str, until: str | None = None) -> str:
+    """`what`, the end of the guest console (up to `until`), qemu's and virtiofsd's complaints, `hint`."""
     parts = [what]
-    console = tail_lines(tmp / "console")
-    if console:
-        parts.append("last lines of the guest console:\n" + _indent(console))
+    console = tail_lines(tmp / "console", 25, until=until)
+    parts.append("last lines of the guest console:\n" + _indent(console) if console
+                 else "the guest console is empty (the kernel prints only warnings and errors there).")
     for name, label in (("qemu.log", "qemu"), ("virtiofsd.log", "virtiofsd")):
-        log = tail_lines(tmp / name, 10)
+        log = tail_lines(tmp / name, 10, drop=_VIRTIOFSD_NOISE)
         if log:
             parts.append(f"{label} said:\n" + _indent(log))
     parts.append(hint)
@@ -720,6 +765,10 @@ def run(argv: list[str], timeout: float = 600, env: dict | None = None, cwd: str
     why = available()
     if why:
         raise VMError(why)
+    if os.geteuid() != 0:
+        raise VMError("testbed vm needs root: virtiofsd shares the host's / with the guest (run it with sudo)")
+    if not timeout > 0:
+        raise VMError(f"timeout must be a positive number of seconds, got {timeout!r}")
     argv = [str(a) for a in argv]
     cwd = check_cwd(cwd if cwd is not None else os.getcwd())
     script = job_script(argv, cwd, guest_env(env))
@@ -731,6 +780,7 @@ def run(argv: list[str], timeout: float = 600, env: dict | None = None, cwd: str
     base = tempfile.gettempdir()
     if not re.fullmatch(r"/[A-Za-z0-9._/+-]+", base):
         base = "/tmp"
+    sweep_stale(base)
     tmp = Path(tempfile.mkdtemp(prefix="testbed-vm-", dir=base))
     vfsd = qemu = None
     tails: list[_Tail] = []
@@ -741,6 +791,7 @@ def run(argv: list[str], timeout: float = 600, env: dict | None = None, cwd: str
     hint_boot = (f"The guest did not run the command. Check the runner with `testbed vm -- true`; "
                  f"if packages are damaged reinstall them: {INSTALL_HINT}")
     try:
+        (tmp / "owner").write_text(f"{os.getpid()} {_proc_start(os.getpid())}\n")
         job = tmp / "job.sh"
         job.write_text(script)
         sock = tmp / "vfs.sock"
@@ -748,20 +799,21 @@ def run(argv: list[str], timeout: float = 600, env: dict | None = None, cwd: str
         listener.bind(str(sock))
         listener.listen(1)
         with open(tmp / "virtiofsd.log", "wb") as log:
-            vfsd = subprocess.Popen(virtiofsd_argv(listener.fileno(), nofile), pass_fds=(listener.fileno(),),
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        out_t = _Tail(tmp / "out", _sink(stdout))
-        err_t = _Tail(tmp / "err", _sink(stderr))
-        status_t = _Tail(tmp / "status", None)
-        tails = [out_t, err_t, status_t]
+            vfsd = subprocess.Popen(die_with_parent(virtiofsd_argv(listener.fileno(), nofile)),
+                                    pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    start_new_session=True)
+        listener.close()  # virtiofsd has its own copy: qemu's connection waits in its backlog
+        listener = None
+        for name, sink in (("out", _sink(stdout)), ("err", _sink(stderr)), ("status", None)):
+            tails.append(_Tail(tmp / name, sink))
+        out_t, err_t, status_t = tails
         (tmp / "console").touch()
         cmdline = kernel_cmdline(str(job), debug=debug, inodes=inode_budget(fd_limit))
         args = qemu_argv(kernel.image, initrd, cmdline, sock,
                          tmp / "console", tmp / "out", tmp / "err", tmp / "status")
         with open(tmp / "qemu.log", "wb") as log:
-            qemu = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        listener.close()
-        listener = None
+            qemu = subprocess.Popen(die_with_parent(args), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    start_new_session=True)
         try:
             st = supervise(qemu, status_t, [out_t, err_t], timeout)
         except _Timeout as e:
@@ -775,17 +827,18 @@ def run(argv: list[str], timeout: float = 600, env: dict | None = None, cwd: str
             timings["total"] = time.monotonic() - t0
         if st.exit_code is not None:
             return st.exit_code
+        panic = None
         if st.init_failed:
             what = f"testbed vm: the guest init failed: {st.init_failed}."
-        elif _panic_line(tmp):
-            what = f"testbed vm: the guest kernel panicked: {_panic_line(tmp)}"
+        elif panic := _panic_line(tmp):
+            what = f"testbed vm: the guest kernel panicked: {panic}"
         elif st.started is not None:
             what = "testbed vm: the guest stopped while the command was running (no exit code was reported)."
         elif qemu.returncode not in (0, None):
             what = f"testbed vm: qemu failed (exit code {qemu.returncode}) before the guest ran the command."
         else:
             what = "testbed vm: the guest stopped before running the command."
-        raise VMError(_report(what, tmp, hint_boot))
+        raise VMError(_report(what, tmp, hint_boot, until="Kernel panic" if panic else None))
     finally:
         if listener is not None:
             listener.close()
@@ -808,9 +861,20 @@ def cmd_vm(args) -> int:
         print("error: testbed vm: no command given: testbed vm [--timeout SECONDS] -- CMD [ARGS…]", file=sys.stderr)
         return 2
     timeout = getattr(args, "timeout", None)
+
+    def terminate(signum, frame):  # unwind through run()'s cleanup instead of dying on the spot
+        raise SystemExit(128 + signum)
+
+    try:
+        old = {sig: signal.signal(sig, terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    except ValueError:  # not the main thread
+        old = {}
     try:
         return run(command, timeout=600 if timeout is None else float(timeout))
     except VMError as e:
         sys.stdout.flush()
         print(f"error: {e}", file=sys.stderr)
         return VM_ERROR_EXIT
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

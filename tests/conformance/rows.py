@@ -50,4 +50,64 @@ SEED = [
         backends="svc", source_seen=CLIENT_OR_PROXY, balance=True),
 ]
 
-TABLES = {"default.yaml": DEFAULT, "seed-a-service.yaml": SEED}
+# topologies/service-types.yaml: every Service type and option (see the file's header).
+NO_ETP_IN_USERSPACE = "kube-proxy's userspace mode has no traffic policies (eTP/iTP came later)"
+SERVICE_TYPES = [
+    Row("LoadBalancer from outside: the cloud LB, then the node's NodePort rules", "client/outside", "tcp", "lb/lb:80",
+        backends="svc", source_seen="node", balance=True),
+    Row("LoadBalancer with externalTrafficPolicy Local: only nodes passing the health check get traffic",
+        "client/outside", "tcp", "lb/lb-local:80", backends="svc", source_seen={"userspace": "node", "*": "lb"},
+        balance=True, notes={"iptables": "the LB's health checks of healthCheckNodePort steer it to node-2"}),
+    Row("NodePort with externalTrafficPolicy Local via a node with a local endpoint: client IP preserved",
+        "client/outside", "tcp", "nodeport/np-local:80@node-2", backends="svc", source_seen="client",
+        skip={"userspace": NO_ETP_IN_USERSPACE}),
+    Row("NodePort with externalTrafficPolicy Local via a node without one: dropped", "client/outside", "tcp",
+        "nodeport/np-local:80@node-1", expect="dropped", skip={"userspace": NO_ETP_IN_USERSPACE}),
+    Row("externalIPs: traffic routed to a node is captured and balanced", "client/outside", "tcp", "external/ext:80",
+        backends="svc", source_seen="node"),
+    Row("sessionAffinity ClientIP: 15 requests in a row reach one backend", "pod/client", "tcp", "svc/sticky:80",
+        check="affinity"),
+    Row("internalTrafficPolicy Local from a node without a local endpoint: dropped", "pod/client", "tcp",
+        "svc/itp-local:80", expect="dropped", skip={"userspace": NO_ETP_IN_USERSPACE}),
+    Row("internalTrafficPolicy Local from a node with one: answered locally", "pod/client-2", "tcp", "svc/itp-local:80",
+        backends="svc", source_seen="client", skip={"userspace": NO_ETP_IN_USERSPACE}),
+    Row("multi-port Service, named targetPort over TCP", "pod/client", "tcp", "svc/multi:80",
+        backends="svc", source_seen=CLIENT_OR_PROXY),
+    Row("multi-port Service, named targetPort over UDP", "pod/client", "udp", "svc/multi:53",
+        backends="svc", source_seen=CLIENT_OR_PROXY),
+    Row("one port number over TCP and UDP: TCP", "pod/client", "tcp", "svc/both:5353", backends="svc"),
+    Row("one port number over TCP and UDP: UDP", "pod/client", "udp", "svc/both:5353", backends="svc"),
+    Row("publishNotReadyAddresses: an unready pod still gets traffic", "pod/client", "tcp", "svc/nr-publish:80",
+        backends="svc"),
+    Row("the same unready pod behind a normal Service: no endpoints, refused", "pod/client", "tcp", "svc/nr:80",
+        expect={"userspace": "closed", "*": "refused"}),
+    Row("service.kubernetes.io/service-proxy-name: kube-proxy ignores the Service", "pod/client", "tcp",
+        "svc/other-proxy:80", expect="dropped"),
+    Row("cluster DNS: a ClusterIP Service's A record", "pod/client", "udp", "dns/sticky.default.svc.cluster.local",
+        check="dns", answer=("A", "svc/sticky")),
+    Row("cluster DNS: SRV for a named port", "pod/client", "udp", "dns/_http._tcp.multi.default.svc.cluster.local",
+        check="dns", answer=("SRV", "80 multi.default.svc.cluster.local.")),
+    Row("cluster DNS: a headless Service's ready pod IPs", "pod/client", "udp", "dns/headless.default.svc.cluster.local",
+        check="dns", answer=("ENDPOINTS", "svc/headless")),
+    Row("cluster DNS: ExternalName is a CNAME", "pod/client", "udp", "dns/alias.default.svc.cluster.local",
+        check="dns", answer=("CNAME", "web.default.svc.cluster.local.")),
+    Row("cluster DNS: NXDOMAIN for what does not exist", "pod/client", "udp", "dns/nothing.default.svc.cluster.local",
+        check="dns", answer=("NXDOMAIN",)),
+]
+
+# topologies/ingress.yaml: several Services behind one ingress controller (a LoadBalancer Service).
+INGRESS = [
+    Row("Ingress: host and Prefix / route to shop", "client/outside", "tcp", "ingress/shop.example.com/hostname",
+        check="http", backends="svc/shop"),
+    Row("Ingress: the longest Prefix (/api) wins", "client/outside", "tcp", "ingress/shop.example.com/api/x",
+        check="http", backends="svc/api"),
+    Row("Ingress: an Exact path", "client/outside", "tcp", "ingress/shop.example.com/healthz",
+        check="http", backends="svc/api"),
+    Row("Ingress: Prefix matches whole path elements (/apix is not /api)", "client/outside", "tcp",
+        "ingress/shop.example.com/apix", check="http", backends="svc/shop"),
+    Row("Ingress: another host goes to the default backend", "client/outside", "tcp",
+        "ingress/other.example.com/hostname", check="http", backends="svc/fallback"),
+]
+
+TABLES = {"default.yaml": DEFAULT, "seed-a-service.yaml": SEED, "service-types.yaml": SERVICE_TYPES,
+          "ingress.yaml": INGRESS}

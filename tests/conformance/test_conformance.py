@@ -17,6 +17,8 @@ CASES = [(topology, row) for topology, rows in TABLES.items() for row in rows]
 @pytest.mark.parametrize("topology,row", CASES, ids=[f"{t.removesuffix('.yaml')}:{r.behaviour[:60]}" for t, r in CASES])
 def test_row(topology, row, proxy_mode, conformance_labs, testbed_matrix, request):
     request.node.testbed_behaviour = row.behaviour
+    if proxy_mode in row.skip:
+        pytest.skip(row.skip[proxy_mode])
     lab = conformance_labs(topology.removesuffix(".yaml"), proxy_mode)
     cell = run_row(lab, row, proxy_mode)
     testbed_matrix.record(row.behaviour, proxy_mode, cell)

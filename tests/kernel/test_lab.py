@@ -69,7 +69,8 @@ def lab_namespaces(name: str) -> list[str]:
 
 
 def lab_processes(name: str) -> list[int]:
-    """PIDs of netexec workloads whose --netns is one of the lab's namespaces (scans /proc)."""
+    """PIDs of the lab's processes (scans /proc): every testbed process (netexec, DNS server, ingress
+    or userspace proxy) whose --netns is one of the lab's namespaces, and its agent (--lab NAME)."""
     prefix = netns.path(f"{name}-")
     out = []
     for entry in os.listdir("/proc"):
@@ -80,7 +81,10 @@ def lab_processes(name: str) -> list[int]:
         except OSError:
             continue
         args = [a.decode(errors="replace") for a in argv]
-        if not any("testbed.netexec" in a for a in args):
+        if not any(a.startswith("testbed.") for a in args):
+            continue
+        if any(a == "--lab" and args[i + 1] == name for i, a in enumerate(args[:-1])):
+            out.append(int(entry))
             continue
         values = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--netns"]
         values += [a.split("=", 1)[1] for a in args if a.startswith("--netns=")]
@@ -270,7 +274,7 @@ spec:
 """)
     lab = lab_factory(str(topo))
     cluster = lab.cluster()
-    (pod,) = cluster.pods
+    (pod,) = [p for p in cluster.pods if p.namespace == "default"]
     svc = service(cluster, "solo")
     node = cluster.node(pod.node)
     for _ in range(5):
@@ -373,7 +377,7 @@ def test_down_leaves_nothing_and_the_root_namespace_untouched():
         cluster = lab.cluster()
         assert cluster_ip_ok(name, cluster)
         assert len(lab_namespaces(name)) == 2 + len(cluster.nodes) + len(cluster.clients) + len(cluster.pods)  # fabric and load balancer
-        assert len(lab_processes(name)) == len(cluster.pods)
+        assert len(lab_processes(name)) == len(cluster.pods) + 1  # and the agent
         assert state.lab_dir(name).exists()
         lab.down()
         assert leftovers(name) == NOTHING
@@ -547,7 +551,7 @@ def test_two_labs_side_by_side(lab_factory):
     d = connect.distribution(pns(b.name, client_pod(cb)), service(cb, "web").cluster_ip, 80, count=60, expected=sorted(web))
     assert d.failures == {}, d.errors
     assert d.answered == 60 and set(d.counts) <= set(web)
-    assert len(lab_processes(b.name)) == len(cb.pods)
+    assert len(lab_processes(b.name)) == len(cb.pods) + 1  # every pod's server and the lab's agent
 
 
 @pytest.fixture

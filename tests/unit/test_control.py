@@ -27,6 +27,7 @@ kind: Lab
 metadata: {{name: l}}
 spec:
   nodes: {nodes}
+  clusterDNS: {{enabled: false}}  # these tests count pods and Services: no kube-dns add-on
 {extra}"""
 
 
@@ -466,3 +467,34 @@ def test_single_node_manual_slice_matches_its_comment():
     ready = [e.ip for e in manual.endpoints[0] if e.ready]
     # The hand-written slice names "the first two echo pods' addresses"; the ready one must be a real pod.
     assert set(ready) <= set(echo_ips), (ready, echo_ips)
+
+
+def test_cluster_dns_addon_by_default():
+    topo = model.load_text("""\
+apiVersion: testbed.dev/v1alpha1
+kind: Lab
+metadata: {name: l}
+spec:
+  nodes: [{name: n1}]
+""")
+    cluster, _ = reconcile(topo)
+    dns = next(s for s in cluster.services if s.key == "kube-system/kube-dns")
+    assert dns.cluster_ip == "10.96.0.10"
+    assert [(p.name, p.protocol, p.port) for p in dns.service.ports] == [("dns", "UDP", 53), ("dns-tcp", "TCP", 53)]
+    (pod,) = [p for p in cluster.pods if p.namespace == "kube-system"]
+    assert pod.workload == "dns" and pod.name.startswith("coredns-")
+    assert [e.ip for e in dns.endpoints[0]] == [pod.ip]
+
+
+def test_cluster_dns_addon_can_be_turned_off_or_moved():
+    off = model.load_text(lab(extra=""))
+    assert not [s for s in reconcile(off)[0].services if s.key == "kube-system/kube-dns"]
+    moved = model.load_text("""\
+apiVersion: testbed.dev/v1alpha1
+kind: Lab
+metadata: {name: l}
+spec:
+  nodes: [{name: n1}]
+  clusterDNS: {ip: 10.96.0.53}
+""")
+    assert next(s for s in reconcile(moved)[0].services if s.key == "kube-system/kube-dns").cluster_ip == "10.96.0.53"

@@ -33,6 +33,7 @@ kind: Lab
 metadata: {name: l}
 spec:
   nodes: [{name: n1}, {name: n2}]
+  clusterDNS: {enabled: false}
 """
 
 

@@ -1,0 +1,104 @@
+"""testbed.vm for real: boots Debian's cloud kernel under qemu (TCG) with the host's / shared
+read-only. Three boots in all (each a few seconds; more on a busy machine): the exit-code/streams
+one, one that checks everything inside the guest at once, and a timeout.
+"""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from testbed import vm
+
+pytestmark = [pytest.mark.kernel, pytest.mark.skipif(bool(vm.available()), reason=vm.available() or "")]
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_exit_code_and_both_streams():
+    out, err = io.BytesIO(), io.BytesIO()
+    timings: dict = {}
+    rc = vm.run(["sh", "-c", "echo out; echo err >&2; exit 7"], stdout=out, stderr=err, cwd=str(HERE),
+                timeout=120, timings=timings)
+    assert rc == 7
+    assert out.getvalue() == b"out\n" and err.getvalue() == b"err\n"  # no CRLF, nothing else mixed in
+    print(f"boot to command: {timings['boot']:.2f}s, whole run: {timings['total']:.2f}s")
+
+
+def test_inside_the_guest_ipvs_dummy_cwd_env_and_isolation():
+    token = uuid.uuid4().hex[:10]
+    host_file = Path(f"/root/x-from-guest-{token}")
+    repo_file = HERE / f".x-from-guest-{token}"
+    python = os.path.realpath(sys.executable)  # the real binary: a pyenv shim costs ~10 s in the guest
+    script = f"""
+        echo "cwd=$(pwd)"
+        echo "probe=$PROBE"
+        echo "in_vm=$TESTBED_IN_VM"
+        echo "home=$HOME"
+        test -e /proc/net/ip_vs && echo ipvs=yes
+        ip link add kube-ipvs0 type dummy && ip link show kube-ipvs0 >/dev/null && echo dummy=yes
+        ipvsadm -A -t 10.96.0.10:80 -s rr 2>/dev/null && ipvsadm -Ln | grep -q 10.96.0.10:80 && echo ipvsadm=yes
+        tc qdisc add dev lo root netem delay 1ms && echo netem=yes
+        test "$(cat /proc/sys/net/bridge/bridge-nf-call-iptables)" = 1 && echo brnf=yes
+        echo "netns_before=$(ls /run/netns | wc -l)"
+        ip netns add vm-{token} && echo "netns_after=$(ls /run/netns)"
+        touch {host_file} {repo_file} && echo wrote=yes
+        a=$(cut -d' ' -f1 /proc/uptime)
+        {python} -c "import pyroute2" && echo pyroute2=yes
+        b=$(cut -d' ' -f1 /proc/uptime)
+        echo "pyroute2_import_s=$(awk "BEGIN {{ print $b - $a }}")"
+    """
+    out, err = io.BytesIO(), io.BytesIO()
+    timings: dict = {}
+    rc = vm.run(["sh", "-c", script], env={"PROBE": "a b 'c' \"d\" $e"}, cwd=str(HERE), stdout=out, stderr=err,
+                timeout=300, timings=timings)
+    lines = out.getvalue().decode().splitlines()
+    got = dict(ln.split("=", 1) for ln in lines if "=" in ln)
+    assert rc == 0, err.getvalue().decode()
+    assert got["cwd"] == str(HERE)
+    assert got["probe"] == "a b 'c' \"d\" $e"
+    assert got["in_vm"] == "1" and got["home"] == "/root"
+    for feature in ("ipvs", "dummy", "ipvsadm", "netem", "brnf", "wrote", "pyroute2"):
+        assert got.get(feature) == "yes", (feature, lines, err.getvalue().decode())
+    # the guest's /run/netns is its own: empty at start whatever the host has, and nothing leaks back
+    assert got["netns_before"] == "0" and got["netns_after"] == f"vm-{token}"
+    assert not Path(f"/run/netns/vm-{token}").exists()
+    assert not host_file.exists() and not repo_file.exists()  # writes stayed in the guest's tmpfs overlay
+    print(f"boot to command: {timings['boot']:.2f}s; `import pyroute2` in the guest: {got.get('pyroute2_import_s')}s")
+
+
+def _ours(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def test_timeout_raises_and_leaves_no_processes_or_temp_dirs(monkeypatch):
+    started: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    class Recording(real_popen):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            started.append(self)
+
+    made: list[str] = []
+    real_mkdtemp = vm.tempfile.mkdtemp
+    monkeypatch.setattr(vm.subprocess, "Popen", Recording)
+    monkeypatch.setattr(vm.tempfile, "mkdtemp", lambda **kw: made.append(real_mkdtemp(**kw)) or made[-1])
+    timeout = 20
+    t0 = time.monotonic()
+    with pytest.raises(vm.VMError) as e:
+        vm.run(["sleep", "600"], cwd=str(HERE), timeout=timeout, stdout=io.BytesIO(), stderr=io.BytesIO())
+    took = time.monotonic() - t0
+    assert took < timeout + 15
+    assert f"timed out after {timeout}s" in str(e.value) and "--timeout" in str(e.value)
+    names = sorted(next(os.path.basename(a) for a in p.args if a.endswith(("qemu-system-x86_64", "virtiofsd")))
+                   for p in started)
+    assert names == ["qemu-system-x86_64", "virtiofsd"]
+    assert not any(_ours(p.pid) for p in started), "qemu or virtiofsd left running"
+    assert made and not any(os.path.exists(d) for d in made)
