@@ -179,19 +179,21 @@ def test_init_script_mounts_share_readonly_overlay_fresh_run_tmp_and_switch_root
     assert s.index("mount --move /$d") < s.index("switch_root /newroot")
 
 
-def test_stage2_script_loads_modules_in_parallel_and_reports_on_ttys(tmp_path):
-    mods = [f"m{i}" for i in range(10)]
-    s = vm.stage2_script(mods, hostname="h", jobs=3)
+def test_stage2_script_loads_modules_level_by_level_and_reports_on_ttys(tmp_path):
+    levels = [[("a", "kernel/a.ko"), ("b", "kernel/b.ko")], [("c", "kernel/c.ko")]]
+    s = vm.stage2_script(levels, "9.9.9-cloud-amd64", hostname="h")
     _shell_syntax_ok(s, tmp_path)
-    loads = [ln for ln in s.splitlines() if ln.startswith("$modprobe -a ")]
-    assert len(loads) == 3 and all(ln.endswith("&") for ln in loads)
-    loaded = [w for ln in loads for w in ln.split("||")[0].split()[2:]]
-    assert sorted(loaded) == sorted(mods)
-    assert s.index("wait\n") < s.index("echo start >/dev/ttyS3")  # modules are in before the command starts
+    body = s.splitlines()
+    i_a, i_b, i_c = (body.index(f"  ld {m} kernel/{m}.ko &") for m in "abc")
+    assert i_a < i_b < body.index("  wait") < i_c  # a level is loaded in parallel, after the one before
+    assert '$bb insmod "/lib/modules/9.9.9-cloud-amd64/$2"' in s and '[ -d "/sys/module/$1" ]' in s
+    assert s.index(") &") < s.index("mount -t devpts") < s.index("\nwait\n")  # mounts while modules load
+    assert s.index("\nwait\n") < s.index("echo start >/dev/ttyS3")  # modules are in before the command starts
     assert "env -i /bin/sh /run/testbed/job.sh </dev/null >/dev/ttyS1 2>/dev/ttyS2" in s
     assert 'echo "exit $rc" >/dev/ttyS3' in s and "poweroff -f" in s
     assert "stty -F /dev/ttyS$n -opost" in s  # no CRLF in the command's output
     assert "drop_caches" in s and "testbed.inodes=" in s
+    _shell_syntax_ok(vm.stage2_script([], "v"), tmp_path)
 
 
 def test_guest_modules_cover_the_brief():
@@ -244,6 +246,28 @@ def test_load_order_skips_builtins_and_names_missing_modules(tmp_path):
     assert vm.load_order(dep, ["crc32", "overlay"], builtin) == ["kernel/fs/overlayfs/overlay.ko"]
     with pytest.raises(vm.VMError, match="kernel module nosuch not found"):
         vm.load_order(dep, ["nosuch"], builtin)
+
+
+def test_softdeps_become_dependencies_through_aliases(tmp_path):
+    d = _moddir(tmp_path)
+    (d / "modules.softdep").write_text("# comment\nsoftdep overlay pre: crcalias post: fuse\nsoftdep absent pre: fuse\n")
+    (d / "modules.alias").write_text("alias crcalias virtio_ring\nalias pci:v*d* virtio_pci\n")
+    dep = vm.with_softdeps(vm.read_modules_dep(d), d)
+    assert dep["overlay"] == ("kernel/fs/overlayfs/overlay.ko", ["virtio_ring"])  # pre: only
+    assert "absent" not in dep
+
+
+def test_load_levels_put_each_module_after_what_it_needs(tmp_path):
+    dep = vm.read_modules_dep(_moddir(tmp_path))
+    levels = vm.load_levels(dep, ["virtio_pci", "virtiofs", "overlay"])
+    where = {name: i for i, lvl in enumerate(levels) for name, _ in lvl}
+    assert sorted(where) == sorted(["virtio_pci", "virtio_pci_modern_dev", "virtio_ring", "virtio", "virtiofs",
+                                    "fuse", "overlay"])
+    for name, lvl in where.items():
+        assert all(where[d] < lvl for d in dep[name][1])
+    assert where["overlay"] == where["virtio_ring"] == where["fuse"] == 0 and where["virtio_pci"] == 2
+    assert ("overlay", "kernel/fs/overlayfs/overlay.ko") in levels[0]
+    assert vm.load_levels(dep, []) == []
 
 
 # --------------------------------------------------------------------------- cpio and the initramfs cache
