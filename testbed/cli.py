@@ -23,7 +23,7 @@ err = Console(stderr=True)
 MODE_NOTES = {
     "iptables": "kube-proxy's default mode; first-packet cost grows with the number of Services",
     "nftables": "GA in Kubernetes 1.33; kube-proxy's newest mode",
-    "ipvs": "deprecated in Kubernetes 1.35 (not implemented yet here)",
+    "ipvs": "deprecated in Kubernetes 1.35; needs a kernel with IPVS (`testbed vm`)",
     "userspace": "removed from kube-proxy in Kubernetes 1.26; kept here to show what it did",
 }
 

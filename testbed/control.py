@@ -146,7 +146,7 @@ class ClusterState:
 
     def proxy_config(self) -> ProxyConfig:
         return ProxyConfig(cluster_cidr=self.lab.cluster_cidr, service_cidrs=(self.lab.service_cidr,),
-                           masquerade_all=self.lab.masquerade_all)
+                           masquerade_all=self.lab.masquerade_all, ipvs_scheduler=self.lab.ipvs_scheduler)
 
     def node_view(self, node_name: str) -> NodeView:
         node = self.node(node_name)
@@ -163,7 +163,7 @@ class ClusterState:
                     load_balancer_source_ranges=s.load_balancer_source_ranges if s.type == "LoadBalancer" else (),
                     session_affinity_timeout=s.session_affinity_timeout,
                     external_policy_local=s.external_policy_local, internal_policy_local=s.internal_policy_local,
-                    health_check_node_port=info.health_check_node_port, endpoints=eps))
+                    health_check_node_port=info.health_check_node_port, scheduler=s.ipvs_scheduler, endpoints=eps))
         ports.sort(key=lambda p: (p.port_name_string, p.protocol))
         return NodeView(node_name=node.name, node_ips=(node.ip,), config=self.proxy_config(), services=tuple(ports))
 

@@ -64,6 +64,10 @@ def check_kernel(mode: str) -> None:
         kiptables._binary("iptables-restore")
     if mode == "nftables":
         knft._binary()
+    if mode == "ipvs" and not os.path.exists("/proc/net/ip_vs"):
+        raise KernelFeatureError("this kernel has no IPVS (CONFIG_IP_VS), so `--mode ipvs` cannot run here: run it in a "
+                                 "guest kernel that has it with `testbed vm -- testbed up --mode ipvs` (or `testbed vm -- "
+                                 "testbed verify --mode ipvs`), or in the Vagrant VM (see the README)")
 
 
 def _doc_key(doc: dict) -> tuple[str, str, str]:

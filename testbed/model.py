@@ -17,7 +17,8 @@ import yaml
 from .errors import TopologyError
 
 PROXY_MODES = ("iptables", "nftables", "ipvs", "userspace")
-IMPLEMENTED_MODES = ("iptables", "nftables", "userspace")
+IMPLEMENTED_MODES = ("iptables", "nftables", "userspace", "ipvs")
+IPVS_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LAB_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,14}[a-z0-9])?$")
@@ -148,6 +149,7 @@ class Service:
     publish_not_ready: bool = False
     external_name: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
+    ipvs_scheduler: str | None = None  # annotation testbed.dev/ipvs-scheduler (a per-Service choice)
 
     @property
     def key(self) -> str:
@@ -219,6 +221,7 @@ class LabSpec:
     cluster_dns_ip: str | None = None  # default: the Service CIDR's 10th address (10.96.0.10)
     cluster_domain: str = "cluster.local"
     ingress_service_type: str = "NodePort"  # how the ingress controller is exposed (when Ingresses exist)
+    ipvs_scheduler: str = "rr"  # kube-proxy's --ipvs-scheduler
 
 
 @dataclass(frozen=True)
@@ -498,7 +501,7 @@ def _parse_lab(doc: _Doc) -> LabSpec:
     spec = doc.mapping("spec")
     doc.check_keys("spec", spec, {"proxyMode", "nodes", "clients", "nodeNetwork", "clusterCIDR", "nodeCIDRMaskSize",
                                   "serviceCIDR", "serviceNodePortRange", "masqueradeAll", "conntrackCleanup",
-                                  "loadBalancer", "clusterDNS", "ingressController"})
+                                  "loadBalancer", "clusterDNS", "ingressController", "ipvsScheduler"})
     mode = doc.string("spec.proxyMode", default="iptables")
     if mode not in PROXY_MODES:
         doc.fail("spec.proxyMode", f"expected one of {', '.join(PROXY_MODES)}, got {mode!r}")
@@ -569,6 +572,7 @@ def _parse_lab(doc: _Doc) -> LabSpec:
     return LabSpec(name=name, proxy_mode=mode, nodes=nodes, clients=clients, node_network=node_network,
                    cluster_dns=doc.boolean("spec.clusterDNS.enabled", default=True), cluster_dns_ip=dns_ip,
                    cluster_domain=domain, ingress_service_type=ing_type,
+                   ipvs_scheduler=_scheduler(doc, "spec.ipvsScheduler", spec.get("ipvsScheduler")) or "rr",
                    lb_pool=lb_pool, lb_mode=lb_mode,
                    cluster_cidr=cluster_cidr, node_cidr_mask=mask, service_cidr=service_cidr,
                    node_port_range=(int(m[1]), int(m[2])), masquerade_all=doc.boolean("spec.masqueradeAll"),
@@ -595,6 +599,14 @@ def _parse_deployment(doc: _Doc) -> Deployment:
     ps = _pod_spec(doc, "spec.template.spec", doc.mapping("spec.template.spec"))
     return Deployment(name, ns, replicas, selector, PodTemplate(labels, ps.ports, ps.node_name, ps.probes, ps.grace_period,
                                                                 _workload(doc, "spec.template.metadata")))
+
+
+def _scheduler(doc: _Doc, path: str, value) -> str | None:
+    if value is None:
+        return None
+    if value not in IPVS_SCHEDULERS:
+        doc.fail(path, f"expected an IPVS scheduler ({', '.join(IPVS_SCHEDULERS)}), got {value!r}")
+    return value
 
 
 def _parse_service(doc: _Doc) -> Service:
@@ -679,6 +691,8 @@ def _parse_service(doc: _Doc) -> Service:
         load_balancer_ip=doc.ip("spec.loadBalancerIP", spec["loadBalancerIP"]) if spec.get("loadBalancerIP") else None,
         health_check_node_port=doc.integer("spec.healthCheckNodePort", lo=1, hi=65535),
         publish_not_ready=doc.boolean("spec.publishNotReadyAddresses"), external_name=ext_name,
+        ipvs_scheduler=_scheduler(doc, "metadata.annotations.testbed.dev/ipvs-scheduler",
+                                  doc.mapping("metadata.annotations").get("testbed.dev/ipvs-scheduler")),
         labels=doc.labels("metadata.labels", doc.get("metadata.labels")))
 
 

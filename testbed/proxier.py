@@ -19,6 +19,7 @@ from .kernel import nft as knft
 from .proxy import NodeView
 from .render import iptables as riptables
 from .render import nftables as rnftables
+from .render import ipvs as ripvs
 from .render import userspace as rus
 
 
@@ -169,7 +170,36 @@ def _wait_listening(ns: str, ports: list[int], timeout: float = 5.0) -> None:
             time.sleep(0.005)
 
 
-PROXIERS = {p.mode: p for p in (IptablesProxier(), NftablesProxier(), UserspaceProxier())}
+class IpvsProxier:
+    """kube-proxy's IPVS mode: virtual servers through netlink, kube-ipvs0, ipsets and iptables glue,
+    reconciled by difference against the previous plan. Needs a kernel with IPVS (`testbed vm`)."""
+
+    mode = "ipvs"
+    binary = "iptables-restore"
+
+    def render(self, view: NodeView, rec: dict | None = None) -> str:
+        return ripvs.render_text(ripvs.plan(view))
+
+    def sync(self, ns: str, view: NodeView, rec: dict) -> SyncTiming:
+        from .kernel import ipvs as kipvs
+
+        t0 = time.perf_counter()
+        plan = ripvs.plan(view)
+        previous = ripvs.IpvsPlan.from_json(rec["ipvs"]) if rec.get("ipvs") else None
+        t1 = time.perf_counter()
+        kipvs.apply(ns, previous, plan)
+        t2 = time.perf_counter()
+        rec["ipvs"] = plan.to_json()
+        return SyncTiming(t1 - t0, t2 - t1, 1)
+
+    def cleanup(self, ns: str, rec: dict) -> None:
+        from .kernel import ipvs as kipvs
+
+        kipvs.cleanup(ns)
+        rec.pop("ipvs", None)
+
+
+PROXIERS = {p.mode: p for p in (IptablesProxier(), NftablesProxier(), UserspaceProxier(), IpvsProxier())}
 
 
 def for_mode(mode: str):

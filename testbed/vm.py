@@ -16,6 +16,10 @@ Guest writes land in the tmpfs upper layer and vanish at power-off; /run, /tmp, 
 The initramfs (a static busybox, the virtio/virtiofs/overlay modules and the two init stages) is
 built from local files only and cached under /var/cache/testbed/, keyed by the kernel version and
 a hash of everything in it.
+
+Environment knobs: TESTBED_VM_KERNEL (a cloud kernel version), TESTBED_VM_CPUS (2),
+TESTBED_VM_MEMORY (MiB, 1024), TESTBED_VM_CACHE (/var/cache/testbed), TESTBED_VM_DEBUG=1 (print the
+guest console, with init-stage timestamps, after the run).
 """
 from __future__ import annotations
 
@@ -58,14 +62,15 @@ GUEST_HOSTNAME = "testbed-vm"
 EXIT_CWD = 125  # the job could not enter its working directory in the guest
 VM_ERROR_EXIT = 125  # `testbed vm` exit code when the runner itself fails (like `env`, `docker run`)
 SHADOWED = ("/tmp", "/run", "/var/run", "/proc", "/sys", "/dev")  # fresh in the guest: the host's content is not there
-INITRAMFS_FORMAT = 1  # bump when the initramfs layout changes
+INITRAMFS_FORMAT = 2  # bump when the initramfs layout changes
 
 # In the initramfs: enough to mount the host's / over virtiofs and stack the overlay.
 BOOT_MODULES = ("virtio_pci", "virtiofs", "overlay")
 
-# Loaded by the guest's second stage (the host's kmod modprobe, from /lib/modules/<guest kernel>):
+# Loaded by the guest's second stage before the command starts (from the host's
+# /lib/modules/<guest kernel>, with their dependencies and softdeps, level by level in parallel):
 # what kube-proxy's iptables, nftables and IPVS modes, `ip`, `tc` and the lab need. Anything else
-# still autoloads (the guest init is a real switch_root, so request_module works).
+# still autoloads (the guest init is a real switch_root, so request_module finds /sbin/modprobe).
 GUEST_MODULES = (
     # links, bridging, delay/loss
     "dummy", "veth", "bridge", "br_netfilter", "sch_netem",
@@ -435,12 +440,15 @@ def job_script(argv: list[str], cwd: str, env: dict[str, str]) -> str:
 
 
 def check_cwd(cwd: str) -> str:
-    """An absolute, normalised working directory that exists in the guest too."""
+    """An absolute, normalised working directory that exists in the guest too (not under a path that
+    is a fresh filesystem there, also through symlinks)."""
     cwd = os.path.abspath(cwd)
-    for top in SHADOWED:
-        if cwd == top or cwd.startswith(top + "/"):
-            raise VMError(f"working directory {cwd} is under {top}, which is a fresh filesystem in the guest "
-                          f"(the host's content is not there): run from another directory or pass cwd=")
+    for path in dict.fromkeys((cwd, os.path.realpath(cwd))):
+        for top in SHADOWED:
+            if path == top or path.startswith(top + "/"):
+                shown = cwd if path == cwd else f"{cwd} (really {path})"
+                raise VMError(f"working directory {shown} is under {top}, which is a fresh filesystem in the guest "
+                              f"(the host's content is not there): run from another directory or pass cwd=")
     return cwd
 
 

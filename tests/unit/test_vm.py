@@ -679,3 +679,14 @@ def test_sweep_stale_removes_only_dead_owners_dirs(tmp_path):
             (tmp_path / name / "owner").write_text(owner + "\n")
     assert vm.sweep_stale(str(tmp_path)) == [str(tmp_path / "testbed-vm-dead")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other-dead", "testbed-vm-foreign", "testbed-vm-live"]
+
+
+def test_cwd_reaching_a_fresh_filesystem_through_a_symlink_is_refused(tmp_path, monkeypatch):
+    fresh, other = tmp_path / "fresh", tmp_path / "other"
+    (fresh / "dir").mkdir(parents=True)
+    other.mkdir()
+    (other / "link").symlink_to(fresh / "dir")
+    monkeypatch.setattr(vm, "SHADOWED", (str(fresh),))
+    with pytest.raises(vm.VMError, match=f"really {fresh}/dir"):
+        vm.check_cwd(str(other / "link"))
+    assert vm.check_cwd(str(other)) == str(other)
