@@ -486,6 +486,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lab")
     p.set_defaults(fn=lambda args: __import__("testbed.trace_view", fromlist=["cmd_trace"]).cmd_trace(args))
 
+    p = sub.add_parser("vm", help="run a command in a guest kernel that has IPVS, dummy and netem (qemu)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds, boot included")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=lambda args: __import__("testbed.vm", fromlist=["cmd_vm"]).cmd_vm(args))
+
     p = sub.add_parser("list", help="labs running on this machine")
     p.set_defaults(fn=cmd_list)
 

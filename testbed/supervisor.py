@@ -70,7 +70,7 @@ def start_agent(lab: str) -> dict:
     return rec
 
 
-def start_userspace_proxy(lab: str, node: str, table: str, timeout: float = 10.0) -> dict:
+def start_userspace_proxy(lab: str, node: str, table: str, timeout: float | None = None) -> dict:
     """The userspace proxy for one node, inside that node's namespace; waits until it listens."""
     from .kernel import wiring
 
@@ -87,7 +87,7 @@ def start_userspace_proxy(lab: str, node: str, table: str, timeout: float = 10.0
     rec = {"pid": proc.pid, "start": start_time(proc.pid) or "?"}
     state.journal(lab, "pid", proc.pid, rec["start"])
     try:
-        ready, _, _ = select.select([r], [], [], timeout)
+        ready, _, _ = select.select([r], [], [], timeout or START_TIMEOUT)
         data = os.read(r, 1) if ready else b""
     finally:
         os.close(r)
@@ -97,7 +97,11 @@ def start_userspace_proxy(lab: str, node: str, table: str, timeout: float = 10.0
     return rec
 
 
-def start_workloads(lab: str, specs: list[dict], timeout: float = 10.0) -> dict[str, dict]:
+# The `testbed vm` guest runs Python 20–30× slower than the host: give processes longer to start.
+START_TIMEOUT = 90.0 if os.environ.get("TESTBED_IN_VM") == "1" else 10.0
+
+
+def start_workloads(lab: str, specs: list[dict], timeout: float = START_TIMEOUT) -> dict[str, dict]:
     """Start netexec for each spec {key, ns, hostname, tcp, udp} in parallel; wait until all serve.
 
     Returns key → {pid, start}. Raises RuntimeError naming the pods that failed to come up.

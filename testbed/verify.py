@@ -7,6 +7,7 @@ from the topology (`conformance.derive_rows`).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -40,11 +41,47 @@ def table_for(topo_path: str | None) -> list[Row] | None:
     return module.TABLES.get(path.name)
 
 
+def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda e, i: None) -> bool:
+    """Run this mode's column inside `testbed vm` (a guest kernel that has IPVS), one boot.
+
+    Returns False when the runner is not installed (the caller then reports why it skipped)."""
+    import io
+    import sys
+
+    from . import vm
+
+    if os.environ.get("TESTBED_IN_VM") == "1" or vm.available() is not None:
+        return False
+    progress("check", {"behaviour": "booting a guest kernel with IPVS (testbed vm)", "mode": mode})
+    out, err = io.BytesIO(), io.BytesIO()
+    argv = [os.path.realpath(sys.executable), "-m", "testbed.cli", "verify", "--mode", mode, "--json", "-"]
+    if topo_path:
+        argv.insert(4, os.path.abspath(topo_path))
+    try:
+        code = vm.run(argv, timeout=1800, cwd=str(ROWS_FILE.parent.parent.parent), stdout=out, stderr=err)
+    except Exception as e:  # a failed boot is a failed column, with the reason
+        matrix.put(BUILD_ROW, mode, Cell("fail", f"testbed vm: {e}"))
+        return True
+    try:
+        guest = Matrix.from_json(json.loads(out.getvalue().decode()))
+    except ValueError:
+        tail = err.getvalue().decode(errors="replace").strip().splitlines()[-3:]
+        matrix.put(BUILD_ROW, mode, Cell("fail", f"testbed vm exited {code} without a matrix: {' | '.join(tail)}"))
+        return True
+    for behaviour, row in guest.rows.items():
+        for m, cell in row.items():
+            reason = cell.reason if behaviour != BUILD_ROW else f"{cell.reason} (in testbed vm)"
+            matrix.put(behaviour, m, Cell(cell.status, reason))
+    return True
+
+
 def run_mode(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda e, i: None, name: str | None = None) -> None:
     """Build the lab in `mode`, run every row into `matrix`, always tear down."""
     from .lab import Lab  # the kernel side only when verifying for real
 
     reason = unavailable(mode)
+    if reason and mode == "ipvs" and run_in_vm(topo_path, mode, matrix, progress):
+        return
     if reason:
         matrix.put(BUILD_ROW, mode, Cell("skip", reason))
         for behaviour in list(matrix.rows):

@@ -456,6 +456,9 @@ def check_cwd(cwd: str) -> str:
 
 
 def kernel_cmdline(job_path: str, debug: bool = False, inodes: int | None = None) -> str:
+    """quiet: the console carries only warnings and errors (printk over a UART is slow under TCG);
+    panic=-1 with qemu's -no-reboot: a panic ends qemu at once; the TSC and timer options skip
+    checks that only cost time under emulation; testbed.* are read by the guest init."""
     if not re.fullmatch(r"/[A-Za-z0-9._/+-]+", job_path):
         raise VMError(f"job path {job_path!r} must be a plain absolute path (no spaces or quotes)")
     return " ".join([
@@ -836,7 +839,7 @@ def run(argv: list[str], timeout: float = 600, env: dict | None = None, cwd: str
     initrd = build_initramfs(kernel, find_busybox())
 
     base = tempfile.gettempdir()
-    if not re.fullmatch(r"/[A-Za-z0-9._/+-]+", base):
+    if not re.fullmatch(r"/[A-Za-z0-9._/+-]+", base) or len(base) > 64:  # kernel command line; unix socket path
         base = "/tmp"
     sweep_stale(base)
     tmp = Path(tempfile.mkdtemp(prefix="testbed-vm-", dir=base))

@@ -1,0 +1,122 @@
+"""IPVS mode's schedulers behave as their definitions say (runs where the kernel has IPVS: the
+`testbed vm` guest — see test_ipvs_in_vm.py — or a VM/host with IPVS).
+
+rr alternates; sh keeps a source on one backend; dh keeps a destination on one backend; lc, sed
+and nq send a new connection away from a backend that holds an open connection.
+"""
+import socket
+
+import pytest
+
+from probes import connect
+from testbed.kernel import netns, wiring
+
+pytestmark = [pytest.mark.kernel, pytest.mark.kernel_feature("ipvs")]
+
+SCHEDULERS = ("rr", "sh", "dh", "lc", "sed", "nq", "wrr", "mh")
+
+
+def objects():
+    docs = [
+        {"apiVersion": "testbed.dev/v1alpha1", "kind": "Lab", "metadata": {"name": "sched"},
+         "spec": {"nodes": [{"name": "node-1"}, {"name": "node-2"}], "clients": [], "clusterDNS": {"enabled": False}}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                  "template": {"metadata": {"labels": {"app": "web"}},
+                               "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 9376}]}]}}}},
+    ]
+    for name in ("client", "client-2"):
+        docs.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                     "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 8080}]}]}})
+    for sched in SCHEDULERS:
+        docs.append({"apiVersion": "v1", "kind": "Service",
+                     "metadata": {"name": f"s-{sched}", "annotations": {"testbed.dev/ipvs-scheduler": sched}},
+                     "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 9376}]}})
+    return docs
+
+
+@pytest.fixture(scope="module")
+def lab():
+    from testbed.pytest_plugin import _write_objects
+    from testbed.lab import Lab
+    import os
+    import uuid
+
+    path = _write_objects(objects())
+    lab = Lab.up(path, name=f"i{uuid.uuid4().hex[:7]}", mode="ipvs")
+    try:
+        yield lab
+    finally:
+        lab.down()
+        os.unlink(path)
+
+
+def vip(lab, sched):
+    return next(s for s in lab.cluster().services if s.service.name == f"s-{sched}").cluster_ip
+
+
+def client(lab, name="client"):
+    return wiring.pod_ns(lab.name, "default", name)
+
+
+def sequence(lab, sched, n=8, who="client"):
+    out = []
+    for _ in range(n):
+        r = connect.tcp_request(client(lab, who), vip(lab, sched), 80)
+        assert r.ok, r
+        out.append(r.body)
+    return out
+
+
+def test_the_schedulers_are_programmed(lab):
+    from testbed.kernel import ipvs as kipvs
+
+    table = kipvs.read(lab.saved["nodes"]["node-1"]["ns"])
+    text = str(table)
+    for sched in SCHEDULERS:
+        assert f"'{sched}'" in text or f'"{sched}"' in text, (sched, text[:500])
+
+
+def test_rr_alternates(lab):
+    seq = sequence(lab, "rr", 8)
+    assert all(a != b for a, b in zip(seq, seq[1:])), seq
+    assert len(set(seq)) == 2
+
+
+def test_sh_keeps_a_source_on_one_backend(lab):
+    assert len(set(sequence(lab, "sh", 10))) == 1
+
+
+def test_dh_keeps_a_destination_on_one_backend(lab):
+    a = sequence(lab, "dh", 6, "client")
+    b = sequence(lab, "dh", 6, "client-2")
+    assert len(set(a + b)) == 1, (a, b)
+
+
+def _hold_open(ns: str, ip: str) -> tuple[socket.socket, str]:
+    """A keep-alive HTTP connection through the Service: it stays an active IPVS connection."""
+    with netns.entered(ns):
+        sock = socket.socket()
+    sock.settimeout(3)
+    sock.connect((ip, 80))
+    sock.sendall(b"GET /hostname HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += sock.recv(4096)
+    return sock, body.decode().strip()
+
+
+@pytest.mark.parametrize("sched", ["lc", "sed", "nq"])
+def test_least_loaded_schedulers_avoid_a_busy_backend(lab, sched):
+    ip = vip(lab, sched)
+    held, busy = _hold_open(client(lab), ip)
+    try:
+        for _ in range(4):
+            r = connect.tcp_request(client(lab, "client-2"), ip, 80)
+            assert r.ok and r.body != busy, (sched, busy, r.body)
+    finally:
+        held.close()
