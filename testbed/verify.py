@@ -54,7 +54,7 @@ def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda 
         return False
     progress("check", {"behaviour": "booting a guest kernel with IPVS (testbed vm)", "mode": mode})
     out, err = io.BytesIO(), io.BytesIO()
-    argv = [os.path.realpath(sys.executable), "-m", "testbed.cli", "verify", "--mode", mode, "--json", "-"]
+    argv = [vm.guest_python(), "-m", "testbed.cli", "verify", "--mode", mode, "--json", "-"]
     if topo_path:
         argv.insert(4, os.path.abspath(topo_path))
     try:

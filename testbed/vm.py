@@ -939,3 +939,10 @@ def cmd_vm(args) -> int:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+
+
+def guest_python() -> str:
+    """The interpreter to run in the guest: this one, keeping a virtualenv (its bin/python symlink
+    finds pyvenv.cfg), but never a pyenv shim (a shell script that costs ~10 s in the guest)."""
+    exe = sys.executable
+    return os.path.realpath(exe) if "/shims/" in exe else exe

@@ -32,7 +32,7 @@ def test_ipvs_suite_in_one_guest_boot():
     if missing:
         pytest.skip(f"the kernel runner is not installed: {missing}")
     out, err = io.BytesIO(), io.BytesIO()
-    argv = [os.path.realpath(sys.executable), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    argv = [vm.guest_python(), "-m", "pytest", "-q", "-p", "no:cacheprovider",
             "--testbed-modes", "ipvs", "-k", "not service-types and not ingress and not seed", *IPVS_TESTS]
     code = vm.run(argv, timeout=2400, cwd=str(ROOT), stdout=out, stderr=err)
     text = out.getvalue().decode(errors="replace")
