@@ -99,6 +99,7 @@ PUBLISHED = {
 }
 
 Progress = Callable[[str], None]
+TOOLS = {"iptables": "iptables-restore --noflush", "nftables": "nft -f", "ipvs": "IPVS netlink + ipset + iptables-restore"}
 
 
 def _quiet(msg: str) -> None:
@@ -379,22 +380,23 @@ def live_namespaces() -> int | None:
     return None
 
 
-def settle(baseline: int | None, timeout: float = 60.0) -> float:
-    """Wait until the kernel has destroyed removed namespaces (back near `baseline`, or no progress
-    for 2 s; at most `timeout`), so no measurement pays for an earlier cleanup. Returns the wait."""
+def settle(baseline: int | None, timeout: float = 60.0, stall: float = 1.0) -> float:
+    """Wait until the kernel has destroyed the namespaces removed since `baseline` was read (back
+    to it, or no progress for `stall` s: other labs may come and go; at most `timeout`), so no
+    measurement pays for an earlier cleanup. Returns the wait."""
     if baseline is None:
         return 0.0
     t0 = time.perf_counter()
     best, best_at = live_namespaces(), t0
     while time.perf_counter() - t0 < timeout:
         now = live_namespaces()
-        if now is None or now <= baseline + 2:
+        if now is None or now <= baseline:
             break
         if best is None or now < best:
             best, best_at = now, time.perf_counter()
-        elif time.perf_counter() - best_at > 2.0:
+        elif time.perf_counter() - best_at > stall:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     return time.perf_counter() - t0
 
 
@@ -532,9 +534,8 @@ def parse_list(value) -> list[str]:
 def measure_mode(run: Run, mode: str, plan: Plan, progress: Progress = _quiet) -> dict:
     """Data plane and control plane of one mode at every size: {"sizes": [per-size dicts]}."""
     p = proxier_for(mode)
-    out = {"mode": mode, "tool": p.binary, "sizes": []}
+    out = {"mode": mode, "tool": TOOLS.get(mode, p.binary), "sizes": []}
     history = {"full": [], "one_change": []}
-    baseline = live_namespaces()
     for n in plan.sizes:
         entry = {"services": n}
         out["sizes"].append(entry)
@@ -544,7 +545,7 @@ def measure_mode(run: Run, mode: str, plan: Plan, progress: Progress = _quiet) -
         full_samples: list[Timing] = []
         change_samples: list[Timing] = []
         skip_full = _skip_reason(history["full"], n, plan)
-        settle(baseline)
+        baseline = live_namespaces()
         node = build_node(run, f"{mode[:4]}{n}")
         try:
             rec: dict = {}
@@ -571,14 +572,15 @@ def measure_mode(run: Run, mode: str, plan: Plan, progress: Progress = _quiet) -
                 progress(f"{mode} {n:>6} Services: one-Service change {median(t.total for t in change_samples):.3f} s")
         finally:
             remove_node(run, node)
+            settle(baseline)
         # More full-sync samples, each on a fresh namespace (kube-proxy starting on an empty node).
         if full_samples:
             spent = full_samples[0].total
             while len(full_samples) < plan.repeat and spent + full_samples[-1].total <= plan.budget_s:
-                settle(baseline)
+                baseline = live_namespaces()
                 full_samples.append(fresh_full_sync(run, p, view))
                 spent += full_samples[-1].total
-            settle(baseline)
+                settle(baseline)
         entry["full_sync"] = sync_summary(full_samples, skip_full)
         entry["one_change"] = sync_summary(change_samples, skip_change)
         if full_samples:
@@ -598,12 +600,16 @@ def _skip_reason(history: list[tuple[int, float]], n: int, plan: Plan) -> str | 
 
 
 def fresh_full_sync(run: Run, p, view: NodeView) -> Timing:
-    from .kernel import netns
+    """A full sync on a fresh node (its pod bridge and routes, no pods): kube-proxy's start-up."""
+    from .kernel import netns, wiring
 
-    ns = run.ns("cp")
+    ns = wiring.host_ns(run.name, "cp")
     run.journal_ns(ns)
-    netns.create(ns)
     try:
+        with wiring.Netlink() as ipr_of:
+            wiring.make_namespace(run.name, ns, "node", "cp", ipr_of)
+            # IPVS refuses real servers it has no route to: the node has its pod CIDR on cbr0.
+            wiring.setup_node(run.name, "cp", GATEWAY, ipaddress.ip_network(POD_CIDR).prefixlen, [], ipr_of)
         return timed_sync(p, ns, view, {})
     finally:
         netns.delete(ns)
@@ -702,17 +708,17 @@ def build_ip_commands(run: Run, n: int) -> tuple[float, float]:
 def measure_build(run: Run, plan: Plan, progress: Progress = _quiet) -> dict:
     if not shutil.which("ip"):
         return {"not_measured": "the `ip` command (iproute2) is not installed"}
-    baseline = live_namespaces()
     out = {"sizes": [], "waited_s": 0.0}
     for n in plan.pods:
         ours, theirs, destroyed = [], [], []
         for _ in range(plan.build_repeat):
-            out["waited_s"] += settle(baseline, timeout=120)
+            baseline = live_namespaces()
             ours.append(build_testbed(run, n))
-            destroyed.append(settle(baseline, timeout=120))  # kernel's own teardown after the unmounts
+            destroyed.append(settle(baseline, timeout=120, stall=2.0))  # the kernel's own teardown after the unmounts
             out["waited_s"] += destroyed[-1]
+            baseline = live_namespaces()
             theirs.append(build_ip_commands(run, n))
-        out["waited_s"] += settle(baseline, timeout=120)
+            out["waited_s"] += settle(baseline, timeout=120, stall=2.0)
         e = {
             "pods": n,
             "testbed": _build_side(ours, n),
@@ -1062,6 +1068,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             doc = run(replace_modes(args, ["ipvs"]), progress=lambda m: print(m, file=sys.stderr, flush=True))
         except Exception as e:
+            import traceback
+
+            traceback.print_exc()
             print(f"error: {e}", file=sys.stderr)
             return 1
         write_json(doc, args.json)

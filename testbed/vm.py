@@ -61,7 +61,10 @@ TAG = "testbedroot"  # virtiofs tag of the host's /
 GUEST_HOSTNAME = "testbed-vm"
 EXIT_CWD = 125  # the job could not enter its working directory in the guest
 VM_ERROR_EXIT = 125  # `testbed vm` exit code when the runner itself fails (like `env`, `docker run`)
-SHADOWED = ("/tmp", "/run", "/var/run", "/proc", "/sys", "/dev")  # fresh in the guest: the host's content is not there
+SHADOWED = ("/run", "/var/run", "/proc", "/sys", "/dev")  # fresh in the guest: the host's content is not there
+# /tmp is fresh in the guest too, but a working directory under it is brought in (a writable
+# overlay of the host's directory), since checkouts and CI clones often live there.
+SHARED_TMP = "/tmp"
 INITRAMFS_FORMAT = 2  # bump when the initramfs layout changes
 
 # In the initramfs: enough to mount the host's / over virtiofs and stack the overlay.
@@ -313,8 +316,9 @@ for m in {mods}; do
 done
 job=
 debug=
+share=
 for w in $($bb cat /proc/cmdline); do
-  case "$w" in testbed.job=*) job="${{w#testbed.job=}}";; testbed.debug=1) debug=1;; esac
+  case "$w" in testbed.job=*) job="${{w#testbed.job=}}";; testbed.share=*) share="${{w#testbed.share=}}";; testbed.debug=1) debug=1;; esac
 done
 dbg "stage 1: modules loaded"
 [ -n "$job" ] || die "no testbed.job= on the kernel command line"
@@ -330,6 +334,11 @@ $bb mkdir -p /rw/upper /rw/work
 $bb mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot || die "mount overlay"
 $bb mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /newroot/run || die "mount tmpfs /run"
 $bb mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /newroot/tmp || die "mount tmpfs /tmp"
+if [ -n "$share" ]; then  # the job's directory under the host's /tmp: a writable overlay of it
+  $bb mkdir -p /rw/share-upper /rw/share-work "/newroot$share" || die "mkdir for $share"
+  $bb mount -t overlay overlay -o "lowerdir=/lower$share,upperdir=/rw/share-upper,workdir=/rw/share-work" "/newroot$share" \
+    || die "overlay $share"
+fi
 $bb mkdir -p /newroot/run/testbed /newroot/run/netns
 $bb cp "/lower$job" /newroot/run/testbed/job.sh || die "copy the job $job from the host"
 $bb cp /bin/busybox /stage2 /newroot/run/testbed/ || die "copy busybox and stage 2"
@@ -444,7 +453,9 @@ def check_cwd(cwd: str) -> str:
     is a fresh filesystem there, also through symlinks)."""
     cwd = os.path.abspath(cwd)
     for path in dict.fromkeys((cwd, os.path.realpath(cwd))):
-        for top in SHADOWED:
+        for top in SHADOWED + (SHARED_TMP,):
+            if top == SHARED_TMP and path != top:
+                continue  # a directory under /tmp is brought into the guest (tmp_share)
             if path == top or path.startswith(top + "/"):
                 shown = cwd if path == cwd else f"{cwd} (really {path})"
                 raise VMError(f"working directory {shown} is under {top}, which is a fresh filesystem in the guest "
@@ -455,7 +466,15 @@ def check_cwd(cwd: str) -> str:
 # --------------------------------------------------------------------------- qemu and virtiofsd
 
 
-def kernel_cmdline(job_path: str, debug: bool = False, inodes: int | None = None) -> str:
+def tmp_share(cwd: str) -> str | None:
+    """The top directory under /tmp holding `cwd` (to bring into the guest), or None."""
+    real = os.path.realpath(cwd)
+    if real.startswith(SHARED_TMP + "/"):
+        return SHARED_TMP + "/" + real[len(SHARED_TMP) + 1:].split("/", 1)[0]
+    return None
+
+
+def kernel_cmdline(job_path: str, debug: bool = False, inodes: int | None = None, share: str | None = None) -> str:
     """quiet: the console carries only warnings and errors (printk over a UART is slow under TCG);
     panic=-1 with qemu's -no-reboot: a panic ends qemu at once; the TSC and timer options skip
     checks that only cost time under emulation; testbed.* are read by the guest init."""
@@ -465,6 +484,7 @@ def kernel_cmdline(job_path: str, debug: bool = False, inodes: int | None = None
         "console=ttyS0", "quiet", "loglevel=4", *(("testbed.debug=1",) if debug else ()), "panic=-1", "rdinit=/init",
         "tsc=reliable", "no_timer_check", "mitigations=off", "random.trust_cpu=on",
         f"testbed.job={job_path}", *((f"testbed.inodes={inodes}",) if inodes else ()),
+        *((f"testbed.share={share}",) if share and re.fullmatch(r"/[A-Za-z0-9._/+-]+", share) else ()),
     ])
 
 
@@ -869,7 +889,7 @@ def run(argv: list[str], timeout: float = 600, env: dict | None = None, cwd: str
             tails.append(_Tail(tmp / name, sink))
         out_t, err_t, status_t = tails
         (tmp / "console").touch()
-        cmdline = kernel_cmdline(str(job), debug=debug, inodes=inode_budget(fd_limit))
+        cmdline = kernel_cmdline(str(job), debug=debug, inodes=inode_budget(fd_limit), share=tmp_share(cwd))
         args = qemu_argv(kernel.image, initrd, cmdline, sock,
                          tmp / "console", tmp / "out", tmp / "err", tmp / "status")
         with open(tmp / "qemu.log", "wb") as log:

@@ -2,9 +2,12 @@
 
 `apply(ns, previous, plan)` reconciles by difference, as kube-proxy's syncProxyRules does: it
 computes `render.ipvs.diff(previous, plan)` and performs only that, in upstream's order —
-sysctls (start-up), ipsets, virtual servers and real servers (adds/edits), addresses bound on
-kube-ipvs0, the iptables glue (one `iptables-restore --noflush`, plus the jumps from built-in
-chains), then addresses unbound, stale virtual servers deleted and stale sets destroyed.
+sysctls (start-up), ipsets, then per virtual server as syncService/syncEndpoint do it: the
+virtual server (add/edit), its address bound on kube-ipvs0, its real servers; then the iptables
+glue (one `iptables-restore --noflush`, plus the jumps from built-in chains), then addresses
+unbound, stale virtual servers deleted and stale sets destroyed. (The bind before the real servers
+matters: the kernel rejects a real server with EINVAL while the namespace has no local routing
+table, i.e. loopback down and no address yet; binding the first VIP creates that table.)
 previous=None reads the live state first (kube-proxy after a restart): live virtual servers
 that the plan lacks are deleted, like upstream's cleanLegacyService.
 
@@ -365,20 +368,35 @@ def apply(ns: str, previous: IpvsPlan | None, plan: IpvsPlan, *, graceful: bool 
         else:
             kipset.restore(ns, kipset.restore_text(d.ipsets))
         index = _ensure_dummy(ipr, plan.dummy, alias)
-        for vs in d.add_services:
-            _add_service(ipvs, vs)
-            for rs in vs.real_servers:
-                _add_dest(ipvs, vs, rs)
-        for vs in d.edit_services:
-            ipvs.service("set", service=_service(vs))  # never "update": pyroute2 maps it to DEL_SERVICE
-        for ch in d.destinations:
-            _sync_dests(ipvs, ch.vs, graceful)
-        for addr in d.bind:
+        unbound = list(d.bind)
+
+        def bind(addr: str) -> None:
+            if addr not in unbound:
+                return
+            unbound.remove(addr)
             try:
                 ipr.addr("add", index=index, address=addr, prefixlen=32)
             except NetlinkError as e:
                 if e.code != errno.EEXIST:
                     raise
+
+        # Upstream's per-service order: syncService (add/edit the virtual server, then bind its
+        # address on kube-ipvs0), then syncEndpoint. The bind must precede the real servers: the
+        # kernel (ip_vs_new_dest) refuses a destination whose inet_addr_type() is not
+        # unicast/local, and in a namespace with no local routing table yet (loopback down, no
+        # address anywhere) every address looks like broadcast -> EINVAL. The /32 on kube-ipvs0
+        # creates that table.
+        for vs in d.add_services:
+            _add_service(ipvs, vs)
+            bind(vs.ip)
+            for rs in vs.real_servers:
+                _add_dest(ipvs, vs, rs)
+        for vs in d.edit_services:
+            ipvs.service("set", service=_service(vs))  # never "update": pyroute2 maps it to DEL_SERVICE
+        for addr in tuple(unbound):  # addresses of services that already existed (a full reconcile)
+            bind(addr)
+        for ch in d.destinations:
+            _sync_dests(ipvs, ch.vs, graceful)
         if d.iptables or d.jumps:
             jumps = _jumps_text(ns, plan) if (d.jumps or live) else {}
             kiptables.restore(ns, _restore_text(plan, jumps))

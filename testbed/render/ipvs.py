@@ -750,16 +750,20 @@ def describe(d: IpvsDiff, dummy: str = DUMMY_DEVICE) -> str:
             out.append(f"ipset flush {ch.spec.name}")
         out += [f"ipset del {ch.spec.name} {e}" for e in ch.delete]
         out += [f"ipset add {ch.spec.name} {e}" for e in ch.add]
-    for vs in d.add_services:
+    unbound = list(d.bind)
+    for vs in d.add_services:  # syncService (virtual server, then its address), then syncEndpoint
         out.append("ipvsadm " + ipvsadm_service_line(vs, "-A"))
+        if vs.ip in unbound:
+            unbound.remove(vs.ip)
+            out.append(f"ip addr add {vs.ip}/32 dev {dummy}")
         out += ["ipvsadm " + ipvsadm_dest_line(vs, rs, "-a") for rs in vs.real_servers]
     for vs in d.edit_services:
         out.append("ipvsadm " + ipvsadm_service_line(vs, "-E"))
+    out += [f"ip addr add {a}/32 dev {dummy}" for a in unbound]
     for ch in d.destinations:
         out += ["ipvsadm " + ipvsadm_dest_line(ch.vs, rs, "-a") for rs in ch.add]
         out += ["ipvsadm " + ipvsadm_dest_line(ch.vs, rs, "-e") for rs in ch.update]
         out += [f"ipvsadm -d {_IPVSADM_PROTO[ch.vs.protocol]} {ch.vs.address} -r {rs.address}" for rs in ch.delete]
-    out += [f"ip addr add {a}/32 dev {dummy}" for a in d.bind]
     if d.jumps:
         out.append("iptables jumps (EnsureRule Prepend)")
     if d.iptables:

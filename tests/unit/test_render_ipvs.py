@@ -930,6 +930,7 @@ ipset add KUBE-CLUSTER-IP 10.96.0.47,tcp:443
 ipset del KUBE-IPVS-IPS 10.96.0.45
 ipset add KUBE-IPVS-IPS 10.96.0.47
 ipvsadm -A -t 10.96.0.47:443 -s sh
+ip addr add 10.96.0.47/32 dev kube-ipvs0
 ipvsadm -a -t 10.96.0.47:443 -r 10.244.1.4:8443 -m -w 1
 ipvsadm -a -t 10.96.0.47:443 -r 10.244.2.4:8443 -m -w 1
 ipvsadm -E -u 10.96.0.30:53 -s lc
@@ -937,7 +938,6 @@ ipvsadm -E -u 192.168.0.10:30053 -s lc
 ipvsadm -E -u 172.18.0.2:30053 -s lc
 ipvsadm -a -t 10.96.0.10:80 -r 10.244.1.11:9376 -m -w 1
 ipvsadm -d -t 10.96.0.10:80 -r 10.244.1.3:9376
-ip addr add 10.96.0.47/32 dev kube-ipvs0
 ip addr del 10.96.0.45/32 dev kube-ipvs0
 ipvsadm -D -t 10.96.0.45:80
 """

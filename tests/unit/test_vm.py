@@ -94,10 +94,19 @@ def test_guest_env_is_path_home_env_and_the_vm_marker():
         vm.guest_env({"A": "x\0y"}, host_env={})
 
 
-@pytest.mark.parametrize("cwd", ["/tmp", "/tmp/x", "/run/netns", "/var/run/x", "/proc/1", "/dev/shm"])
+@pytest.mark.parametrize("cwd", ["/tmp", "/run/netns", "/var/run/x", "/proc/1", "/dev/shm"])
 def test_cwd_under_a_guest_fresh_filesystem_is_refused(cwd):
     with pytest.raises(vm.VMError, match="fresh filesystem in the guest"):
         vm.check_cwd(cwd)
+
+
+def test_a_directory_under_tmp_is_brought_into_the_guest():
+    """CI clones and scratch checkouts live under /tmp: the guest gets a writable overlay of them."""
+    assert vm.check_cwd("/tmp/clone/tests") == "/tmp/clone/tests"
+    assert vm.tmp_share("/tmp/clone/tests") == "/tmp/clone"
+    assert vm.tmp_share("/work/main") is None
+    assert "testbed.share=/tmp/clone" in vm.kernel_cmdline("/tmp/j/job.sh", share="/tmp/clone")
+    assert "testbed.share" not in vm.kernel_cmdline("/tmp/j/job.sh")
 
 
 def test_cwd_is_made_absolute_and_normalised():
