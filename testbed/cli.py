@@ -491,6 +491,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(fn=lambda args: __import__("testbed.vm", fromlist=["cmd_vm"]).cmd_vm(args))
 
+    p = sub.add_parser("bench", help="measure first-packet latency and sync time against the number of Services, and lab build speed")
+    from . import bench as _bench
+    _bench.add_arguments(p)
+    p.set_defaults(fn=lambda args: __import__("testbed.bench_view", fromlist=["cmd_bench"]).cmd_bench(args))
+
     p = sub.add_parser("list", help="labs running on this machine")
     p.set_defaults(fn=cmd_list)
 

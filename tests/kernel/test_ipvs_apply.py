@@ -199,12 +199,25 @@ class FakeIPVS:
     """pyroute2.IPVS's interface over an in-memory table with the kernel's rules: EEXIST on a second
     add, ESRCH/ENOENT for missing objects, full specs required on add/set, flags merged through the
     mask with HASHED added, replies in the kernel's attribute layout. `update` (pyroute2 sends
-    IPVS_CMD_DEL_SERVICE for it) is refused."""
+    IPVS_CMD_DEL_SERVICE for it) is refused. Adding a real server fails with EINVAL while the
+    namespace has no local routing table, as ip_vs_new_dest() does (inet_addr_type() then calls
+    every address broadcast): a fresh namespace has loopback down and no address."""
 
-    def __init__(self):
+    def __init__(self, ns=None):
+        self.ns = ns
         self.services = {}
         self.dests = {}
         self.calls = []
+
+    def _has_local_table(self):
+        from pyroute2 import IPRoute
+
+        with netns.entered(self.ns):
+            ipr = IPRoute()
+        try:
+            return bool(tuple(ipr.route("dump", table=255, family=socket.AF_INET)))
+        finally:
+            ipr.close()
 
     def close(self):
         pass
@@ -258,6 +271,8 @@ class FakeIPVS:
         if command in ("add", "set"):
             if command == "add" and d in table:
                 raise NetlinkError(errno.EEXIST)
+            if command == "add" and self.ns is not None and not self._has_local_table():
+                raise NetlinkError(errno.EINVAL)
             if command == "set" and d not in table:
                 raise NetlinkError(errno.ENOENT)
             entry = table.setdefault(d, {"active": 0, "inactive": 0})
@@ -294,7 +309,7 @@ class FakeIPVS:
 def sim(ns, monkeypatch):
     """apply()/read()/cleanup() with FakeIPVS for the IPVS netlink family and a bridge standing in
     for the dummy link; sysctl writes are recorded (net.ipv4.vs.* needs ip_vs)."""
-    fake = FakeIPVS()
+    fake = FakeIPVS(ns)
     written = []
     monkeypatch.setattr(kipvs, "_open_ipvs", lambda: fake)
     monkeypatch.setattr(kipvs, "available", lambda ns: True)
@@ -394,6 +409,8 @@ class TestIpvsKernel:
     pytestmark: ClassVar[list] = [pytest.mark.kernel, pytest.mark.kernel_feature("ipvs")]
 
     def test_apply_read_change_reconcile_cleanup(self, ns):
+        # `ns` is fresh (loopback down, no address, so no local routing table): the kernel takes
+        # real servers only once the first VIP is bound on kube-ipvs0 (see FakeIPVS).
         p1 = ipvs.plan(V(WEB, NP, STICKY, SH, MH, EMPTY, LOCAL))
         kipvs.apply(ns, None, p1)
         got = kipvs.read(ns)

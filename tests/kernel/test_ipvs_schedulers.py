@@ -1,8 +1,15 @@
 """IPVS mode's schedulers behave as their definitions say (runs where the kernel has IPVS: the
 `testbed vm` guest — see test_ipvs_in_vm.py — or a VM/host with IPVS).
 
-rr alternates; sh keeps a source on one backend; dh keeps a destination on one backend; lc, sed
-and nq send a new connection away from a backend that holds an open connection.
+rr (and wrr with kube-proxy's equal weights) alternates; sh keeps a source on one backend; dh keeps
+a destination on one backend; lc, sed and nq send a new connection away from a backend that holds
+an open connection.
+
+IPVS state is per node: every node's kube-proxy programs its own virtual servers, and a
+connection is counted (ActiveConn/InActConn) only by the IPVS of the node its client pod sits on.
+So the least-loaded tests hold the busy connection from `client` and open the new ones from
+`neighbour`, a different pod pinned to the same node; `client-2` is pinned to the other node (the
+dh test uses it to show both nodes' IPVS agree).
 """
 import socket
 
@@ -25,9 +32,9 @@ def objects():
                   "template": {"metadata": {"labels": {"app": "web"}},
                                "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 9376}]}]}}}},
     ]
-    for name in ("client", "client-2"):
+    for name, node in (("client", "node-1"), ("neighbour", "node-1"), ("client-2", "node-2")):
         docs.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-                     "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 8080}]}]}})
+                     "spec": {"nodeName": node, "containers": [{"name": "c", "ports": [{"containerPort": 8080}]}]}})
     for sched in SCHEDULERS:
         docs.append({"apiVersion": "v1", "kind": "Service",
                      "metadata": {"name": f"s-{sched}", "annotations": {"testbed.dev/ipvs-scheduler": sched}},
@@ -77,8 +84,10 @@ def test_the_schedulers_are_programmed(lab):
         assert f"'{sched}'" in text or f'"{sched}"' in text, (sched, text[:500])
 
 
-def test_rr_alternates(lab):
-    seq = sequence(lab, "rr", 8)
+@pytest.mark.parametrize("sched", ["rr", "wrr"])
+def test_rr_alternates(lab, sched):
+    # wrr: kube-proxy gives every real server weight 1, so it is rr.
+    seq = sequence(lab, sched, 8)
     assert all(a != b for a, b in zip(seq, seq[1:])), seq
     assert len(set(seq)) == 2
 
@@ -110,13 +119,33 @@ def _hold_open(ns: str, ip: str) -> tuple[socket.socket, str]:
     return sock, body.decode().strip()
 
 
+def _pod(lab, name):
+    return next(p for p in lab.cluster().pods if p.namespace == "default" and p.name == name)
+
+
+def _counts(lab, node, ip):
+    """{backend pod IP: (active, inactive)} of the ClusterIP's virtual server in `node`'s IPVS."""
+    from testbed.kernel import ipvs as kipvs
+
+    table = kipvs.read(lab.saved["nodes"][node]["ns"], stats=True)
+    dests = table["services"][f"{ip}:80/TCP"]["destinations"].values()
+    return {d["ip"]: (d["active"], d["inactive"]) for d in dests}
+
+
 @pytest.mark.parametrize("sched", ["lc", "sed", "nq"])
 def test_least_loaded_schedulers_avoid_a_busy_backend(lab, sched):
     ip = vip(lab, sched)
+    node = _pod(lab, "client").node
+    assert _pod(lab, "neighbour").node == node  # the same IPVS sees both pods' connections
     held, busy = _hold_open(client(lab), ip)
     try:
+        busy_ip = _pod(lab, busy).ip
+        counts = _counts(lab, node, ip)
+        assert counts[busy_ip][0] == 1, (sched, busy, counts)  # the held connection is active
+        assert all(active == 0 for a, (active, _) in counts.items() if a != busy_ip), counts
         for _ in range(4):
-            r = connect.tcp_request(client(lab, "client-2"), ip, 80)
-            assert r.ok and r.body != busy, (sched, busy, r.body)
+            r = connect.tcp_request(client(lab, "neighbour"), ip, 80)
+            assert r.ok and r.body != busy, (sched, busy, r.body, _counts(lab, node, ip))
+        assert _counts(lab, node, ip)[busy_ip][0] == 1  # still held throughout
     finally:
         held.close()
