@@ -49,7 +49,7 @@ class Row:
     balance: bool = False
     action: str | None = None
     notes: Mapping[str, str] = field(default_factory=dict)
-    check: str = "packet"  # packet | affinity | dns | http
+    check: str = "packet"  # packet | affinity | dns | http | failover
     answer: tuple = ()  # dns: (TYPE, what) e.g. ("A", "svc/web"), ("CNAME", "x."), ("NXDOMAIN",); http: (status,)
     skip: Mapping[str, str] = field(default_factory=dict)  # mode → why this row does not apply there
 
@@ -219,6 +219,34 @@ def _wait_lb_healthy(lab, info) -> None:
                    timeout=10, message=f"a healthy node for {info.key}'s load balancer")
 
 
+def _run_failover(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
+    """A backend's server dies (no readiness probe): a timeline of new connections, then the server
+    is started again. `expect` says what the client sees: `failures` (its share of new connections
+    is refused until something removes the endpoint) or `no-failure` (a proxy retries elsewhere)."""
+    from probes.failover import failover
+    from probes.poll import wait_until
+
+    src = _resolve_source(lab.name, cluster, row.source)
+    ip, port, info, i = _resolve_target(cluster, row.target, row.proto.lower())
+    victim = sorted(_backends(cluster, info, i).values(), key=lambda p: p.key)[-1]
+    try:
+        t = failover(src.ns, ip, port, lambda: lab.stage(victim.name, "stop"), before=0.3, after=2.0, interval=0.02)
+    finally:
+        lab.stage(victim.name, "start")
+        wait_until(lambda: connect.tcp_request(src.ns, victim.ip, next(e.port for e in info.endpoints[i] if e.ip == victim.ip)).ok,
+                   timeout=15, message=f"{victim.name}'s server back")
+    after = [s for s in t.samples if s.at >= 0]
+    failed = [s for s in after if s.outcome != "answered"]
+    kinds = sorted({s.outcome for s in failed})
+    expected = row.expected(mode)
+    summary = f"{len(failed)}/{len(after)} new connections failed ({', '.join(kinds) or 'none'}) in 2 s after {victim.name}'s server died"
+    if expected == "no-failure":
+        return Cell("pass" if not failed else "fail", summary + ("; the proxy retried another backend" if not failed else ""))
+    if not failed:
+        return Cell("fail", summary + ": expected its share of connections to fail (nothing removes the endpoint)")
+    return Cell("pass", summary + "; no readiness probe, so the endpoint stays and keeps its share")
+
+
 def _run_affinity(lab, cluster: ClusterState, row: Row) -> Cell:
     from probes.affinity import affinity
 
@@ -298,6 +326,8 @@ def run_row(lab, row: Row, mode: str) -> Cell:
             cell = _run_http(lab, cluster, row)
         elif row.check == "affinity":
             cell = _run_affinity(lab, cluster, row)
+        elif row.check == "failover":
+            cell = _run_failover(lab, cluster, row, mode)
         else:
             cell = _run(lab, cluster, row, mode)
     except LookupError as e:

@@ -39,6 +39,10 @@ DEFAULT = [
                "ipvs": "the ClusterIP is local on kube-ipvs0 and KUBE-IPVS-FILTER rejects ports IPVS does not serve"}),
     Row("A pod reaches itself through its own Service (hairpin masquerade)", "backend/web", "tcp", "svc/web:80",
         backends="self", source_seen="gateway"),
+    Row("A backend's server dies, no readiness probe: what new connections see", "pod/client", "tcp", "svc/web:80",
+        check="failover", expect={"userspace": "no-failure", "*": "failures"},
+        notes={"userspace": "the userspace proxy retries the next endpoint, as kube-proxy's did",
+               "iptables": "kube-proxy keeps the endpoint until a probe or a deletion removes it"}),
     # Changes the lab: keep it last.
     Row("Deleted pod: no new connection reaches it, its replacement is reached", "pod/client", "tcp", "svc/web:80",
         action="delete-backend"),
