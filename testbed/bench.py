@@ -316,8 +316,36 @@ def fast_install(mode: str, ns: str, view: NodeView, rec: dict) -> None:
         for i in range(0, len(lines), step):
             knft.apply(ns, "\n".join(lines[i:i + step]) + "\n")
         rec["nft"] = state.to_json()
+    elif mode == "ipvs":
+        _ipvs_install(ns, view, rec)
     else:
         p.sync(ns, view, rec)
+
+
+def _ipvs_install(ns: str, view: NodeView, rec: dict) -> None:
+    """IPVS mode's kernel state from the same plan, with the batch tools instead of one netlink
+    request per object: ipset restore, `ip -batch` for kube-ipvs0's addresses, `ipvsadm -R` for the
+    virtual and real servers, one iptables-restore for the glue and its jumps."""
+    from .kernel import ipset as kipset
+    from .kernel import ipvs as kipvs
+    from .kernel import iptables as kiptables
+    from .kernel import netns
+    from .render import ipvs as ripvs
+
+    plan = ripvs.plan(view)
+    kipvs.require(ns)  # loads ip_vs, so its sysctls exist
+    for key, value in plan.sysctls:
+        netns.write_sysctl(ns, key, value)
+    kipset.apply(ns, plan.ipsets, None, destroy_stale=False)
+    batch = [f"link add {plan.dummy} type dummy"] + [f"address add {a}/32 dev {plan.dummy}" for a in plan.addresses]
+    for argv, text in ((["ip", "-batch", "-"], "\n".join(batch) + "\n"),
+                       ([shutil.which("ipvsadm") or "/usr/sbin/ipvsadm", "-R"], ripvs.ipvsadm_save(plan.virtual_servers))):
+        proc = subprocess.run(argv, input=text, text=True, capture_output=True, preexec_fn=_preexec(ns))
+        if proc.returncode != 0:
+            raise RuntimeError(f"{argv[0]} in {ns} failed: {proc.stderr.strip()[:500]}")
+    kiptables.restore(ns, kipvs._restore_text(plan, kipvs._jumps_text(ns, plan)))
+    rec["ipvs"] = plan.to_json()  # what testbed.proxier.IpvsProxier keeps
+    rec["_plan"] = plan  # what IpvsSync keeps
 
 
 def _preexec(ns: str):
