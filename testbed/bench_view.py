@@ -45,7 +45,7 @@ def _spread_s(d: dict | None) -> str:
 
 
 def data_plane_table(doc: dict) -> Table:
-    t = Table(title="Data plane: connection setup (first packet) to the last-matched ClusterIP, ms — median of rounds [min–max]")
+    t = Table(title="Data plane: connection setup (first packet) to the last-matched ClusterIP, ms — median of rounds \\[min–max]")
     for col in ("mode", "Services", "p01", "p50", "p99", "p50 vs smallest", "connections"):
         t.add_column(col, justify="right" if col not in ("mode",) else "left")
     for mode, md in doc["modes"].items():
@@ -68,7 +68,7 @@ def data_plane_table(doc: dict) -> Table:
 
 
 def control_plane_table(doc: dict) -> Table:
-    t = Table(title="Control plane: sync time — median [min–max] of samples; render vs kernel tool (medians)")
+    t = Table(title="Control plane: sync time — median \\[min–max] of samples ×n; render vs kernel tool (medians)")
     for col in ("mode", "Services", "full sync", "render", "kernel tool", "render on top", "one-Service change", "render", "kernel tool"):
         t.add_column(col, justify="left" if col == "mode" else "right")
     for mode, md in doc["modes"].items():
@@ -92,7 +92,7 @@ def control_plane_table(doc: dict) -> Table:
 
 
 def build_table(doc: dict) -> Table:
-    t = Table(title="Lab build: one node, N pods — median [min–max] of runs; ip = the same topology by `ip` commands")
+    t = Table(title="Lab build: one node, N pods — median \\[min–max] of runs; ip = the same topology by `ip` commands")
     for col in ("pods", "testbed ms/pod", "pods/s", "up", "down", "ip ms/pod", "ip down", "ip/testbed up", "ip/testbed down"):
         t.add_column(col, justify="right")
     b = doc.get("build")
@@ -264,16 +264,22 @@ def cmd_bench(args) -> int:
     """`testbed bench`: run, print, write JSON, draw plots. Exit 0 when it ran (targets are reported,
     not enforced); 1 on an error."""
     console = Console(stderr=False)
+    if not console.is_terminal:  # a file or pipe: wide enough for the tables, no wrapping
+        console = Console(stderr=False, width=170)
     err = Console(stderr=True)
     json_path = getattr(args, "json", None) or "results/bench.json"
     plots_dir = getattr(args, "plots", None)
     plots_dir = "docs" if plots_dir is None else plots_dir
     try:
-        doc = bench.run(args, progress=lambda m: err.log(m))
+        def checkpoint(partial: dict) -> None:  # a crash later keeps what was measured
+            if json_path != "-":
+                bench.write_json(dict(partial, partial=True), json_path)
+
+        doc = bench.run(args, progress=lambda m: err.log(m), checkpoint=checkpoint)
     except KeyboardInterrupt:
         err.print("[red]interrupted[/] (namespaces and processes removed)")
         return 130
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - one line for the user, exit 1
         err.print(f"[red]error:[/] {e}")
         return 1
     if json_path == "-":
@@ -293,3 +299,66 @@ def cmd_bench(args) -> int:
 
 if __name__ == "__main__":
     sys.exit(bench.main())
+
+
+# --------------------------------------------------------------------------- markdown (docs/benchmarks.md)
+
+
+def markdown_tables(doc: dict) -> str:
+    """The run's figures as Markdown tables (what docs/benchmarks.md quotes)."""
+    out = []
+    out.append("| mode | Services | p01 ms | p50 ms [min–max of rounds] | p99 ms | p50 vs smallest |")
+    out.append("|---|---:|---:|---:|---:|---:|")
+    for mode, md in doc["modes"].items():
+        if md.get("not_measured"):
+            out.append(f"| {mode} | | not measured: {md['not_measured']} | | | |")
+            continue
+        base = None
+        vm = " (vm)" if (md.get("where") or {}).get("vm") else ""
+        for e in md["sizes"]:
+            dp = e.get("data_plane") or {}
+            if "p50" not in dp:
+                out.append(f"| {mode}{vm} | {e['services']:,} | {dp.get('not_measured', 'not measured')} | | | |")
+                continue
+            base = base or dp["p50"]["median"]
+            out.append(f"| {mode}{vm} | {e['services']:,} | {dp['p01']['median']:.3f} | {dp['p50']['median']:.3f} "
+                       f"[{dp['p50']['min']:.3f}–{dp['p50']['max']:.3f}] | {dp['p99']['median']:.3f} | "
+                       f"{dp['p50']['median'] / base:.2f}× |")
+    out.append("")
+    out.append("| mode | Services | full sync [min–max] ×n | render | kernel tool | render on top | one-Service change [min–max] ×n | render | kernel tool |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for mode, md in doc["modes"].items():
+        if md.get("not_measured"):
+            continue
+        vm = " (vm)" if (md.get("where") or {}).get("vm") else ""
+        for e in md["sizes"]:
+            cells = []
+            for kind in ("full_sync", "one_change"):
+                s = e.get(kind) or {}
+                if "total_s" not in s:
+                    cells += [s.get("not_measured", "not measured"), "", ""] + ([""] if kind == "full_sync" else [])
+                    continue
+                t = s["total_s"]
+                rng = f" [{_s(t['min'])}–{_s(t['max'])}] ×{t['n']}" if t["n"] > 1 else " ×1"
+                cells += [_s(t["median"]) + rng, _s(s["render_s"]["median"]), _s(s["kernel_s"]["median"])]
+                if kind == "full_sync":
+                    r = s.get("render_over_kernel")
+                    cells.append("—" if r is None else f"+{r:.0%}")
+            out.append(f"| {mode}{vm} | {e['services']:,} | " + " | ".join(cells) + " |")
+    b = doc.get("build")
+    if b and not b.get("not_measured"):
+        out.append("")
+        out.append("| pods | testbed ms/pod [min–max] | pods/s | up | down (unmount) | kernel frees them | ip ms/pod | ip up | ip down | ip/testbed up | ip/testbed down |")
+        out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for e in b["sizes"]:
+            tb, ip = e["testbed"], e["ip"]
+            out.append(f"| {e['pods']:,} | {tb['ms_per_pod']['median']:.2f} [{tb['ms_per_pod']['min']:.2f}–{tb['ms_per_pod']['max']:.2f}] | "
+                       f"{tb['pods_per_s']['median']:.0f} | {_s(tb['up_s']['median'])} | {_s(tb['down_s']['median'])} | "
+                       f"{_s(e['kernel_destroy_s']['median'])} | {ip['ms_per_pod']['median']:.2f} | {_s(ip['up_s']['median'])} | "
+                       f"{_s(ip['down_s']['median'])} | {e['ratio_up']:.1f}× | {e['ratio_down']:.1f}× |")
+    out.append("")
+    out.append("| target | this run | |")
+    out.append("|---|---:|---|")
+    for row in doc["summary"]["targets"]:
+        out.append(f"| {row['target']} | {row['value']} | {({True: 'met', False: '**not met**', None: 'not measured'})[row['met']]} |")
+    return "\n".join(out) + "\n"
