@@ -587,7 +587,7 @@ def measure_mode(run: Run, mode: str, plan: Plan, progress: Progress = _quiet) -
         entry["target"] = {"service": target.port_name_string, "cluster_ip": target.cluster_ip, "port": target.port}
         full_samples: list[Timing] = []
         change_samples: list[Timing] = []
-        skip_full = _skip_reason(history["full"], n, plan) if plan.control else "not run: control plane not measured in this run"
+        skip_full = _skip_reason(history["full"], n, plan, mode) if plan.control else "not run: control plane not measured in this run"
         baseline = live_namespaces()
         node = build_node(run, f"{mode[:4]}{n}")
         try:
@@ -614,7 +614,7 @@ def measure_mode(run: Run, mode: str, plan: Plan, progress: Progress = _quiet) -
             if "p50" in dp:
                 progress(f"{mode} {n:>6} Services: first packet p01/p50/p99 "
                          f"{dp['p01']['median']:.3f} / {dp['p50']['median']:.3f} / {dp['p99']['median']:.3f} ms")
-            skip_change = _skip_reason(history["one_change"], n, plan) if plan.control else skip_full
+            skip_change = _skip_reason(history["one_change"], n, plan, mode) if plan.control else skip_full
             if not skip_change:
                 index = n // 2 if n > 1 else 0
                 spent = 0.0
@@ -657,12 +657,13 @@ def _one_line(e: BaseException) -> str:
     return text if len(text) <= 300 else text[:300] + "…"
 
 
-def _skip_reason(history: list[tuple[int, float]], n: int, plan: Plan) -> str | None:
+def _skip_reason(history: list[tuple[int, float]], n: int, plan: Plan, mode: str = "") -> str | None:
     guess = project(history, n)
     if guess is not None and guess > plan.max_sync_s:
         last = history[-1]
+        why = "; testbed.kernel.nft gives nft -f 120 s" if mode == "nftables" else ""
         return (f"not run: projected {guess:.0f} s from {last[1]:.1f} s at {last[0]:,} Services "
-                f"(limit {plan.max_sync_s:.0f} s per sync; testbed.kernel.nft gives nft -f 120 s)")
+                f"(limit {plan.max_sync_s:.0f} s per sync{why})")
     return None
 
 

@@ -40,7 +40,6 @@ import time
 
 from .dns import FORMERR, NOERROR, NOTIMP, REFUSED, SERVFAIL, Record, Result, Zone
 
-CLONE_NEWNET = 0x40000000
 USAGE = "usage: python -m testbed.dns_server --zone FILE [--netns PATH] [--address IP] [--port 53] [--ready-fd FD]"
 
 TYPE_NAMES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
@@ -484,23 +483,6 @@ class _Conn:
 # ----------------------------------------------------------------------------- main
 
 
-def enter_netns(path: str) -> None:
-    """setns(fd, CLONE_NEWNET) (os.setns from Python 3.12, libc through ctypes before)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        setns = getattr(os, "setns", None)
-        if setns is not None:
-            setns(fd, CLONE_NEWNET)
-            return
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), path)
-    finally:
-        os.close(fd)
-
 
 def parse_args(argv: list[str]) -> dict:
     opts: dict = {"zone": None, "netns": None, "address": "0.0.0.0", "port": 53, "ready_fd": None}
@@ -561,7 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             if opts["netns"]:
-                enter_netns(opts["netns"])
+                from testbed.kernel.netns import enter_path  # only when asked: start-up stays light
+                enter_path(opts["netns"])
             _server = Server(opts["zone"])
             if _hup_pending:
                 _server.reload()

@@ -49,7 +49,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .ingress import RouteTable, match
-from .netexec import enter_netns
+from .kernel.netns import enter_path as enter_netns
 
 CHUNK = 65536
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",

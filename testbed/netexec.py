@@ -46,7 +46,6 @@ import signal
 import socket
 import sys
 
-CLONE_NEWNET = 0x40000000
 MAX_HEADER = 64 * 1024
 RECV = 65536
 USAGE = (
@@ -100,23 +99,6 @@ def parse_args(argv: list[str]) -> dict:
         raise UsageError("--hostname is required")
     return opts
 
-
-def enter_netns(path: str) -> None:
-    """setns(fd, CLONE_NEWNET) through libc: Python 3.11 has no os.setns."""
-    setns = getattr(os, "setns", None)  # Python >= 3.12
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if setns is not None:
-            setns(fd, CLONE_NEWNET)
-            return
-        import ctypes  # only paid for when a namespace is asked for
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), path)
-    finally:
-        os.close(fd)
 
 
 _HEX = frozenset(b"0123456789abcdefABCDEF")
@@ -399,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             if opts["netns"]:
-                enter_netns(opts["netns"])
+                from testbed.kernel.netns import enter_path  # only when asked: start-up stays light
+                enter_path(opts["netns"])
             for port in opts["tcp"]:
                 server.bind_tcp(port)
             for port in opts["udp"]:

@@ -48,7 +48,6 @@ import socket
 import sys
 import time
 
-CLONE_NEWNET = 0x40000000
 ENDPOINT_DIAL_TIMEOUTS = (0.25, 0.5, 1.0, 2.0)  # upstream EndpointDialTimeouts
 DEFAULT_AFFINITY_SECONDS = 10800  # v1.DefaultClientIPServiceAffinitySeconds
 UDP_BUFFER = 4096  # upstream's `var buffer [4096]byte`
@@ -96,23 +95,6 @@ def parse_args(argv: list[str]) -> dict:
         raise UsageError("--table is required")
     return opts
 
-
-def enter_netns(path: str) -> None:
-    """setns(fd, CLONE_NEWNET) through libc (Python 3.11 has no os.setns)."""
-    setns = getattr(os, "setns", None)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if setns is not None:
-            setns(fd, CLONE_NEWNET)
-            return
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), path)
-    finally:
-        os.close(fd)
 
 
 def split_endpoint(ep: str) -> tuple[str, int]:
@@ -656,7 +638,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             if opts["netns"]:
-                enter_netns(opts["netns"])
+                from testbed.kernel.netns import enter_path  # only when asked: start-up stays light
+                enter_path(opts["netns"])
             table = read_table(opts["table"])
         except (OSError, ValueError, TypeError) as e:
             sys.stderr.write(f"userspace-proxy: cannot start: {e}\n")

@@ -46,7 +46,6 @@ def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda 
 
     Returns False when the runner is not installed (the caller then reports why it skipped)."""
     import io
-    import sys
 
     from . import vm
 

@@ -114,6 +114,16 @@ def entered(name: str):
         os.close(own)
 
 
+def enter_path(path: str) -> None:
+    """Move the calling thread (in a single-threaded server: the process) into the network namespace
+    at `path` for good. Used by the lab's server processes before they bind anything."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        setns(fd)
+    finally:
+        os.close(fd)
+
+
 def preexec(name: str):
     """A subprocess preexec_fn that moves the child into the named namespace before exec."""
     target = path(name)

@@ -30,8 +30,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from testbed.proxy import (
-    Endpoint, EndpointCategories, NodeView, ServicePort, categorize_endpoints, external_policy_local, sort_endpoints,
-    uses_cluster_endpoints as _uses_cluster, uses_local_endpoints as _uses_local,
+    Endpoint, EndpointCategories, NodeView, ServicePort, categorize_endpoints, external_policy_local, uses_cluster_endpoints as _uses_cluster, uses_local_endpoints as _uses_local,
 )
 from testbed.render import names
 
