@@ -160,7 +160,7 @@ def plot(doc: dict, outdir: str | Path) -> list[Path]:
     paths = []
 
     # Data plane.
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    fig, ax = plt.subplots(figsize=(10.5, 5), dpi=110)
     for mode, md in doc["modes"].items():
         pts = [(e["services"], e["data_plane"]) for e in md.get("sizes", ()) if "p50" in (e.get("data_plane") or {})]
         if not pts:
@@ -180,7 +180,7 @@ def plot(doc: dict, outdir: str | Path) -> list[Path]:
     ax.set_ylabel("connection setup, ms (log)")
     ax.set_title(f"First-packet latency to the last-matched ClusterIP ({title_machine})", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     paths.append(out / "dataplane.png")
     fig.savefig(paths[-1])
@@ -238,7 +238,7 @@ def plot(doc: dict, outdir: str | Path) -> list[Path]:
                              fmt="o-", color=color, capsize=3, label=label)
             axes[1].plot(xs, [e[side]["down_s"]["median"] for e in sizes], "o-", color=color, label=f"{label}: teardown")
         axes[1].plot(xs, [e["kernel_destroy_s"]["median"] for e in sizes], "x--", color="tab:blue", alpha=0.6,
-                     label="testbed: until the kernel freed the namespaces")
+                     label="testbed: until the kernel freed them (≤; stalls end at 2 s)")
         axes[0].axhline(bench.TARGET_MS_PER_POD, color="tab:green", ls=":", label=f"target ≤ {bench.TARGET_MS_PER_POD:g} ms/pod")
     axes[0].set_title("build: ms per pod")
     axes[0].set_ylabel("ms per pod")
