@@ -689,8 +689,9 @@ def ipset_changes(previous: tuple[IpsetSpec, ...] | None, sets: tuple[IpsetSpec,
         if old is None or old.type != spec.type:
             changes.append(IpsetChange(spec, True, spec.entries))
             continue
-        add = tuple(e for e in spec.entries if e not in set(old.entries))
-        delete = tuple(e for e in old.entries if e not in set(spec.entries))
+        old_set, new_set = set(old.entries), set(spec.entries)  # once per set, not per entry
+        add = tuple(e for e in spec.entries if e not in old_set)
+        delete = tuple(e for e in old.entries if e not in new_set)
         if add or delete:
             changes.append(IpsetChange(spec, False, add, delete))
     wanted = {s.name for s in sets}
