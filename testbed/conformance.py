@@ -7,6 +7,7 @@ test for the balance. The same rows feed the pytest suite (tests/conformance) an
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -475,7 +476,10 @@ def _delete_backend(lab, cluster: ClusterState, row: Row, proto: str) -> Cell:
     replacement = next(p for p in after.pods if p.name == new[0])
     if replacement.ip == victim.ip:
         return Cell("fail", f"replacement {replacement.name} reused the old IP {victim.ip}")
-    d = connect.distribution(src.ns, ip, port, count=200, proto=proto)
+    # The `testbed vm` guest runs 20–30× slower: fewer parallel connections, longer to answer.
+    slow = os.environ.get("TESTBED_IN_VM") == "1"
+    d = connect.distribution(src.ns, ip, port, count=200, proto=proto, concurrency=2 if slow else 8,
+                             timeout=10.0 if slow else 2.0)
     if victim.name in d.counts:
         return Cell("fail", f"{d.counts[victim.name]} of 200 new connections still reached deleted {victim.name}")
     if replacement.name not in d.counts or d.failures:
