@@ -501,7 +501,7 @@ def _delete_backend(lab, cluster: ClusterState, row: Row, proto: str) -> Cell:
 def derive_rows(cluster: ClusterState) -> list[Row]:
     """Rows for a user's topology: every proxied Service port, from a pod that backs nothing (or
     the first pod), every NodePort from the first outside client via every node, hairpin, and a
-    pod replacement. The default lab's hand-written table (tests/conformance/rows.py) has the
+    pod replacement. The default lab's hand-written table (testbed/conformance_rows.py) has the
     same shape."""
     rows: list[Row] = []
     backing = {e.ip for s in cluster.services for eps in s.endpoints for e in eps}

@@ -1,12 +1,11 @@
 """`testbed verify`: build a lab in each proxy mode, prove each behaviour row with real traffic.
 
-Rows: the hand-written tables of tests/conformance/rows.py for the shipped topologies (the same
+Rows: the hand-written tables of testbed/conformance_rows.py for the shipped topologies (the same
 rows the pytest conformance suite runs, so both show the same matrix), otherwise rows derived
 from the topology (`conformance.derive_rows`).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -14,7 +13,6 @@ from pathlib import Path
 from . import model, state
 from .conformance import Cell, Matrix, Row, derive_rows, run_row
 
-ROWS_FILE = Path(__file__).resolve().parent.parent / "tests" / "conformance" / "rows.py"
 # Modes this build cannot run yet, and why (shown in the matrix, not hidden).
 UNAVAILABLE = {
 }
@@ -31,14 +29,13 @@ def unavailable(mode: str) -> str | None:
 
 
 def table_for(topo_path: str | None) -> list[Row] | None:
-    """The hand-written rows for a shipped topology, when this checkout has them."""
+    """The hand-written rows for a shipped topology (None for a topology of the user's own)."""
+    from .conformance_rows import TABLES
+
     path = Path(topo_path) if topo_path else model.builtin("default")
-    if path.resolve().parent != model.TOPOLOGY_DIR.resolve() or not ROWS_FILE.exists():
+    if path.resolve().parent != model.TOPOLOGY_DIR.resolve():
         return None
-    spec = importlib.util.spec_from_file_location("testbed_conformance_rows", ROWS_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.TABLES.get(path.name)
+    return TABLES.get(path.name)
 
 
 def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda e, i: None) -> bool:
@@ -57,7 +54,7 @@ def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda 
     if topo_path:
         argv.insert(4, os.path.abspath(topo_path))
     try:
-        code = vm.run(argv, timeout=1800, cwd=str(ROWS_FILE.parent.parent.parent), stdout=out, stderr=err)
+        code = vm.run(argv, timeout=1800, cwd=str(Path(__file__).resolve().parent.parent), stdout=out, stderr=err)
     except Exception as e:  # a failed boot is a failed column, with the reason
         matrix.put(BUILD_ROW, mode, Cell("fail", f"testbed vm: {e}"))
         return True

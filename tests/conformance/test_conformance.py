@@ -1,4 +1,4 @@
-"""Every behaviour row of tests/conformance/rows.py, in every proxy mode, with real packets.
+"""Every behaviour row of testbed/conformance_rows.py, in every proxy mode, with real packets.
 
 Each result is a cell of the behaviour × mode matrix that the testbed pytest plugin prints at the
 end and writes as matrix.json / matrix.md next to the JUnit XML.
@@ -7,7 +7,7 @@ import pytest
 
 from testbed.conformance import run_row
 
-from .rows import TABLES
+from testbed.conformance_rows import TABLES
 
 pytestmark = pytest.mark.kernel
 

@@ -3,7 +3,7 @@
 Read each row like kube-proxy's packet-flow tables. Every row runs in every proxy mode; where
 kube-proxy itself behaves differently per mode, `expect` says so per mode and `notes` say why.
 """
-from testbed.conformance import Row
+from .conformance import Row
 
 # topologies/default.yaml: nodes node-1/node-2, Deployment web (4 pods) behind Service web
 # (80/TCP, 53/UDP) and web-nodeport (80 → NodePort 30080), Service empty (no endpoints),
