@@ -118,5 +118,30 @@ INGRESS = [
         "ingress/other.example.com/hostname", check="http", backends="svc/fallback"),
 ]
 
+# topologies/source-ranges.yaml: LoadBalancer web (3 pods) with loadBalancerSourceRanges
+# [172.18.0.100/32, 203.0.113.0/24], outside clients `allowed` (172.18.0.100) and `denied`
+# (172.18.0.120), the cloud LB in passthrough mode so the node sees the client's address.
+RANGES_IN_USERSPACE = ("kube-proxy's userspace proxier never implemented loadBalancerSourceRanges: openPortal "
+                       "REDIRECTs the LB ingress IP from every source")
+SOURCE_RANGES = [
+    Row("loadBalancerSourceRanges: a client inside the ranges is answered through the LB address and balanced",
+        "client/allowed", "tcp", "lb/web:80", backends="svc", source_seen="node", balance=True,
+        notes={"iptables": "KUBE-FW- matches -s 172.18.0.100/32 and jumps to KUBE-EXT-",
+               "nftables": "the firewall chain's ip saddr != { ranges } drop does not match; services DNATs",
+               "ipvs": "KUBE-LOAD-BALANCER-SOURCE-CIDR matches: RETURN from KUBE-SOURCE-RANGES-FIREWALL"}),
+    Row("loadBalancerSourceRanges: a client outside the ranges is dropped (no answer)", "client/denied", "tcp",
+        "lb/web:80", expect={"userspace": "answered", "*": "dropped"}, backends="svc", source_seen="node",
+        notes={"iptables": "no KUBE-FW- rule matches; filter KUBE-PROXY-FIREWALL drops it (older kube-proxy: "
+                           "KUBE-MARK-DROP), as upstream",
+               "nftables": "firewall-check (prerouting, before DNAT) → the firewall chain: ip saddr != { ranges } drop",
+               "ipvs": "KUBE-SOURCE-RANGES-FIREWALL: no KUBE-LOAD-BALANCER-SOURCE-CIDR match, then -j DROP",
+               "userspace": RANGES_IN_USERSPACE}),
+    Row("loadBalancerSourceRanges do not cover the Service's NodePort: the denied client is answered there",
+        "client/denied", "tcp", "nodeport/web:80@node-1", backends="svc", source_seen="node",
+        notes={"iptables": "KUBE-NODEPORTS jumps to KUBE-EXT-, not KUBE-FW-, as upstream",
+               "nftables": "service-nodeports goes to the external chain; firewall-ips only holds the LB IP",
+               "ipvs": "the NodePort virtual servers' ip,port are not in KUBE-LOAD-BALANCER-FW"}),
+]
+
 TABLES = {"default.yaml": DEFAULT, "seed-a-service.yaml": SEED, "service-types.yaml": SERVICE_TYPES,
-          "ingress.yaml": INGRESS}
+          "ingress.yaml": INGRESS, "source-ranges.yaml": SOURCE_RANGES}

@@ -26,6 +26,9 @@ Rules, as upstream's openPortal/openNodePort write them (proxier.go, `iptablesCo
 An externalIP ("isExternal" portal) gets two container rules (`-m physdev ! --physdev-is-in`, and
 `-m addrtype --dst-type LOCAL`) and a host rule with `-m addrtype --dst-type LOCAL`.
 
+loadBalancerSourceRanges are not applied, as upstream: the userspace proxier never implemented them
+(its ServiceInfo has no source ranges; openPortal REDIRECTs an LB ingress IP from any source).
+
 Documented differences from upstream:
 - Upstream programs rules one `iptables` call at a time (EnsureRule, in Go map order, never
   deleting a rule it did not know about); here every sync rewrites the five chains in one
