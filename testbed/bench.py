@@ -322,7 +322,7 @@ def fast_install(mode: str, ns: str, view: NodeView, rec: dict) -> None:
         step = 20000
         for i in range(0, len(lines), step):
             knft.apply(ns, "\n".join(lines[i:i + step]) + "\n")
-        rec["nft"] = state.to_json()
+        rec["nft"] = state
     elif mode == "ipvs":
         _ipvs_install(ns, view, rec)
     else:

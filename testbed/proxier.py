@@ -83,24 +83,45 @@ class NftablesProxier:
     def render(self, view: NodeView, rec: dict | None = None) -> str:
         rec = rec or {}
         if rec.get("nft"):
-            text, _ = rnftables.sync(rnftables.NftState.from_json(rec["nft"]), view)
+            text, _ = rnftables.sync(self._previous("", rec), view)
             return text
         return rnftables.render(view)
 
+    def __init__(self) -> None:
+        # ns -> (the state JSON this process last read, that state parsed), for a state that came
+        # back from the lab's state file unchanged.
+        self._parsed: dict[str, tuple[str, rnftables.NftState]] = {}
+
+    def _previous(self, ns: str, rec: dict) -> rnftables.NftState | None:
+        saved = rec.get("nft")
+        if not saved:
+            return None
+        if isinstance(saved, rnftables.NftState):
+            return saved
+        last = self._parsed.get(ns)
+        if last is not None and last[0] == saved:
+            return last[1]
+        state = rnftables.NftState.from_json(saved)
+        if ns:
+            self._parsed[ns] = (saved, state)
+        return state
+
     def sync(self, ns: str, view: NodeView, rec: dict) -> SyncTiming:
         t0 = time.perf_counter()
-        previous = rnftables.NftState.from_json(rec["nft"]) if rec.get("nft") else None
-        text, state = rnftables.sync(previous, view)
+        text, state = rnftables.sync(self._previous(ns, rec), view)
         t1 = time.perf_counter()
         if text:
             knft.apply(ns, text)
         t2 = time.perf_counter()
-        rec["nft"] = state.to_json()
+        # The state object itself, as kube-proxy keeps it in memory: the lab's state file turns it
+        # into JSON when it is written (state.write), a long-lived process never has to.
+        rec["nft"] = state
         return SyncTiming(t1 - t0, t2 - t1, 1 if text else 0)
 
     def cleanup(self, ns: str, rec: dict) -> None:
         knft.delete_table(ns)
         rec.pop("nft", None)
+        self._parsed.pop(ns, None)
 
 
 class UserspaceProxier:

@@ -34,11 +34,19 @@ def read(lab: str) -> dict | None:
         return None
 
 
+def _as_json(obj):
+    """Objects a proxier keeps in a node's record (its last state) are stored as their JSON text."""
+    to_json = getattr(obj, "to_json", None)
+    if to_json is None:
+        raise TypeError(f"cannot store {type(obj).__name__} in the lab state")
+    return to_json()
+
+
 def write(lab: str, state: dict) -> None:
     d = lab_dir(lab)
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / "state.json.tmp"
-    tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+    tmp.write_text(json.dumps(state, indent=1, sort_keys=True, default=_as_json))
     os.replace(tmp, d / "state.json")
 
 
