@@ -542,6 +542,8 @@ class Plan:
 def make_plan(args) -> Plan:
     quick = bool(getattr(args, "quick", False))
     modes = parse_list(getattr(args, "modes", None)) or list(MODES)
+    if modes == ["none"]:  # the build comparison alone (benchmarks/build.py)
+        modes = []
     for m in modes:
         if m not in MODES:
             raise ValueError(f"expected modes among {', '.join(MODES)}, got {m!r}")
@@ -761,7 +763,9 @@ def build_ip_commands(run: Run, n: int) -> tuple[float, float]:
         ip("netns", "add", pod)
         ip("-n", node, "link", "add", f"veth{i}", "master", "cbr0", "up", "type", "veth", "peer", "name", "eth0", "netns", pod)
         ip("-n", node, "link", "set", f"veth{i}", "type", "bridge_slave", "hairpin", "on")
+        ip("-n", node, "link", "set", f"veth{i}", "addrgenmode", "none")  # as testbed: no IPv6 link-local
         ip("-n", pod, "link", "set", "lo", "up")
+        ip("-n", pod, "link", "set", "eth0", "addrgenmode", "none")
         ip("-n", pod, "addr", "add", f"{pod_ip(i)}/16", "dev", "eth0")
         ip("-n", pod, "link", "set", "eth0", "up")
         ip("-n", pod, "route", "add", "default", "via", "10.200.0.1")
@@ -1102,7 +1106,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--quick", action="store_true", help="CI size: 100, 1,000, 5,000 Services; 10, 100, 300 pods (~2 min)")
     ap.add_argument("--json", default="results/bench.json", metavar="PATH", help="write the results here ('-': stdout)")
     ap.add_argument("--plots", default="docs", metavar="DIR", help="write the PNG plots here ('' or 'none': no plots)")
-    ap.add_argument("--modes", default=None, help="comma-separated: iptables,nftables,ipvs (default: all)")
+    ap.add_argument("--modes", default=None, help="comma-separated: iptables,nftables,ipvs (default: all; none: only the lab build)")
     ap.add_argument("--sizes", default=None, help="numbers of Services, comma-separated")
     ap.add_argument("--pods", default=None, help="pod counts for the build part, comma-separated")
     ap.add_argument("--connections", type=int, default=None, help="connections per round")

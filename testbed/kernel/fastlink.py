@@ -51,7 +51,11 @@ IFLA_MASTER = 10
 IFLA_PROTINFO = 12
 IFLA_LINKINFO = 18
 IFLA_IFALIAS = 20
+IFLA_AF_SPEC = 26
 IFLA_NET_NS_FD = 28
+IFLA_INET6_ADDR_GEN_MODE = 8
+IN6_ADDR_GEN_MODE_NONE = 1
+HAS_IPV6 = os.path.exists("/proc/sys/net/ipv6")  # booted with ipv6.disable=1: no inet6 settings at all
 IFLA_INFO_KIND = 1
 IFLA_INFO_DATA = 2
 VETH_INFO_PEER = 1
@@ -258,7 +262,8 @@ class RtSocket:
         return reply[0]
 
     def add_veth(self, ifname: str, peer: str, peer_ns_fd: int | None = None, *, alias: str | None = None,
-                 master: int | None = None, up: bool = True, hairpin: bool = False) -> tuple[int, int | None]:
+                 master: int | None = None, up: bool = True, hairpin: bool = False,
+                 ipv6_link_local: bool = True) -> tuple[int, int | None]:
         """A veth pair: `ifname` here (optionally up, enslaved to bridge `master` with hairpin on, with
         `alias`) and `peer` in the namespace open as `peer_ns_fd` (here when None). Returns (ifindex
         here, the peer's ifindex in its namespace, or None when the kernel did not say).
@@ -286,6 +291,8 @@ class RtSocket:
             then.set_link(index, alias=alias)
         if hairpin:
             then.set_hairpin(index)
+        if not ipv6_link_local:
+            then.no_ipv6_link_local(index)
         then.commit()
         return index, echo.attr_u32(IFLA_LINK)
 
@@ -324,6 +331,15 @@ class Batch:
         """Bridge-port hairpin mode (what `ip link set … type bridge_slave hairpin on` sets)."""
         body = ifinfo(index=index, family=socket.AF_BRIDGE) + nest(IFLA_PROTINFO, attr(IFLA_BRPORT_MODE, bytes([int(on)])))
         self.requests.append((RTM_SETLINK, 0, body, f"RTM_SETLINK bridge port {index} hairpin {'on' if on else 'off'}"))
+        return self
+
+    def no_ipv6_link_local(self, index: int) -> Batch:
+        """addrgenmode none (`ip link set … addrgenmode none`), before the link has carrier: no fe80::
+        address, so no DAD, MLD report or router solicitation from it (nothing when IPv6 is off)."""
+        if HAS_IPV6:
+            body = ifinfo(index=index) + nest(IFLA_AF_SPEC, nest(socket.AF_INET6, attr(
+                IFLA_INET6_ADDR_GEN_MODE, bytes([IN6_ADDR_GEN_MODE_NONE]))))
+            self.requests.append((RTM_SETLINK, 0, body, f"RTM_SETLINK {index} addrgenmode none"))
         return self
 
     def add_address(self, index: int, address: str, prefixlen: int) -> Batch:

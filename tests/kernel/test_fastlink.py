@@ -7,6 +7,7 @@ is never touched.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import subprocess
 import uuid
@@ -103,6 +104,10 @@ def test_pod_side_eth0_lo_address_and_default_route(lab):
                 assert default.get_attr("RTA_GATEWAY") == GATEWAY
                 assert default.get_attr("RTA_OIF") == eth0["index"]
             assert wiring.ns_owner(ns) == alias_of(lab, pod)
+            if os.path.exists("/proc/sys/net/ipv6"):  # addrgenmode none on both ends: no fe80:: to flood
+                assert ip("-n", ns, "-6", "addr", "show", "dev", "eth0").strip() == ""
+                assert "addrgenmode none" in ip("-d", "-n", ns, "link", "show", "eth0")
+                assert "addrgenmode none" in ip("-d", "-n", node_of(lab), "link", "show", host_if.get_attr("IFLA_IFNAME"))
             route = ip("-n", ns, "route", "show", "default")
             assert route.split() == ["default", "via", GATEWAY, "dev", "eth0", "proto", "static"], route
 
