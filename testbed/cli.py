@@ -212,11 +212,56 @@ def cmd_get(args) -> int:
                 if not eps:
                     t.add_row(info.key, f"{sp.name or sp.port}/{sp.protocol}", "[red]<none>[/]", "", "", "", "")
         console.print(t)
-        syncs = lab.saved.get("syncs", [])
-        if syncs:
-            last = syncs[-1]
-            console.print(f"last sync: change → rules applied {last['to_rules_ms']} ms; "
-                          f"{last['transactions']} transactions; added {last['added'] or '-'}; removed {last['removed'] or '-'}")
+        _print_programming_latency(lab.saved)
+    return 0
+
+
+def _print_programming_latency(saved: dict) -> None:
+    """kube-proxy's metric from the sync log, and what traffic saw (`testbed latency`), per mode."""
+    from . import latency
+
+    syncs = saved.get("syncs", [])
+    if syncs:
+        t = Table(title="network programming latency: change → rules on every node (kube-proxy's "
+                        "network_programming_duration), from the lab's last syncs", title_justify="left")
+        for c in ("MODE", "CHANGE", "SYNCS", "MEDIAN", "MAX"):
+            t.add_column(c, justify="right" if c in ("SYNCS", "MEDIAN", "MAX") else "left", no_wrap=c == "MODE")
+        for r in latency.sync_summary(syncs):
+            t.add_row(r["mode"], r["trigger"], str(r["n"]), f"{r['p50_ms']:.0f} ms", f"{r['max_ms']:.0f} ms")
+        console.print(t)
+        last = syncs[-1]
+        console.print(f"last sync ({last.get('trigger') or '?'}): change → rules applied {last['to_rules_ms']} ms; "
+                      f"{last['transactions']} transactions; added {last['added'] or '-'}; removed {last['removed'] or '-'}")
+    rows = latency.summary(saved.get("latency", []))
+    if not rows:
+        console.print("[dim]change → traffic not measured yet: `testbed latency` measures it on this lab[/]")
+        return
+    t = Table(title="change → traffic shows it (medians; testbed latency: a new connection every 2 ms from a pod), "
+                    "RULES = change → rules on every node in the same runs", title_justify="left")
+    for c in ("MODE", "CHANGE", "RUNS", "TRAFFIC", "MAX", "RULES", "±"):
+        t.add_column(c, justify="left" if c in ("MODE", "CHANGE") else "right", no_wrap=c in ("MODE", "CHANGE"))
+    for r in rows:
+        ms = lambda v: "-" if v is None else f"{v:.0f} ms"  # noqa: E731
+        runs = f"{r['n']}" + (f" ({r['missed']} not seen)" if r["missed"] else "")
+        t.add_row(r["mode"], r["change"], runs, ms(r["observed_p50_ms"]), ms(r["observed_max_ms"]),
+                  ms(r["rules_p50_ms"]), f"±{r['resolution_ms']:.0f} ms")
+    console.print(t)
+
+
+def cmd_latency(args) -> int:
+    from . import latency
+    from .lab import Lab, require_root
+
+    require_root()
+    lab = Lab(_lab_name(args))
+    console.print(f"lab [bold]{lab.name}[/] ({lab.saved['mode']} mode): "
+                  f"{args.repeat} × {', '.join(args.change or latency.CHANGES)}")
+    with console.status("measuring") as status:
+        results = latency.measure(lab, args.service, tuple(args.change or latency.CHANGES), args.repeat,
+                                  progress=lambda msg: (status.update(msg), console.print(f"  {msg}")))
+    if not results:
+        return 1
+    _print_programming_latency(Lab(lab.name).saved)
     return 0
 
 
@@ -476,6 +521,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="POD or NAMESPACE/POD")
     p.add_argument("--lab")
     p.set_defaults(fn=cmd_pod)
+
+    p = sub.add_parser("latency", help="measure network programming latency on a running lab: change → rules, change → traffic")
+    p.add_argument("--service", help="NAME or NAMESPACE/NAME (default: the first with two ready endpoints)")
+    p.add_argument("--change", action="append", choices=("pod-unready", "pod-ready", "pod-deleted", "service-edited"),
+                   help="repeatable (default: all); pod-deleted replaces one Deployment pod")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--lab")
+    p.set_defaults(fn=cmd_latency)
 
     p = sub.add_parser("trace", help="send one packet and show the rules it went through (kernel nftrace)")
     p.add_argument("--from", dest="source", required=True, help="POD, NAMESPACE/POD, node/NAME or client/NAME")

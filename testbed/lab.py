@@ -28,6 +28,7 @@ from .kernel import netns, wiring
 from .proxier import for_mode
 
 Progress = Callable[[str, dict], None]
+SYNC_LOG = 50  # syncs kept in the lab state (what `get endpoints` summarises)
 
 
 def _quiet(event: str, info: dict) -> None:
@@ -150,7 +151,7 @@ class Lab:
             lab._save()
             try:
                 lab._build(cluster)
-                report = lab._sync(cluster, alloc, started=time.perf_counter())
+                report = lab._sync(cluster, alloc, started=time.perf_counter(), trigger="lab up")
                 lab.saved["agent"] = supervisor.start_agent(name)
                 lab._save()
             except BaseException:
@@ -200,8 +201,11 @@ class Lab:
 
     # ------------------------------------------------------------------ sync
 
-    def _sync(self, cluster: ClusterState, alloc: Allocations, started: float) -> SyncReport:
-        """Bring the kernel to `cluster`: add pods, one rules transaction per node, remove pods."""
+    def _sync(self, cluster: ClusterState, alloc: Allocations, started: float, trigger: str = "") -> SyncReport:
+        """Bring the kernel to `cluster`: add pods, one rules transaction per node, remove pods.
+
+        Each sync is logged with what triggered it and, like kube-proxy's
+        network_programming_duration_seconds, the time from the change to rules on every node."""
         report = SyncReport()
         lab = self.name
         have: dict = self.saved["pods"]
@@ -261,10 +265,11 @@ class Lab:
                     report.removed_pods.append(k.split("#")[0])
         report.seconds_total = time.perf_counter() - started
         self.saved["syncs"] = (self.saved.get("syncs", []) + [{
-            "at": time.time(), "to_rules_ms": round(report.seconds_to_rules * 1000, 2),
+            "at": time.time(), "trigger": trigger, "mode": self.saved["mode"],
+            "to_rules_ms": round(report.seconds_to_rules * 1000, 2),
             "total_ms": round(report.seconds_total * 1000, 2), "added": report.added_pods,
             "removed": report.removed_pods, "transactions": report.transactions,
-            "conntrack_deleted": report.conntrack_deleted}])[-20:]
+            "conntrack_deleted": report.conntrack_deleted}])[-SYNC_LOG:]
         self._save()
         return report
 
@@ -364,7 +369,7 @@ class Lab:
             self.saved["mode"] = mode
             self._save()
             cluster, alloc = reconcile(self.topology(), Allocations.from_json(self.saved["alloc"]))
-            return self._sync(cluster, alloc, started)
+            return self._sync(cluster, alloc, started, trigger=f"proxy mode → {mode}")
 
     # ------------------------------------------------------------------ changes
 
@@ -394,7 +399,7 @@ class Lab:
             topo = model.parse_documents(docs, path, base=self.topology()).with_lab(name=self.name, proxy_mode=self.saved["mode"])
             cluster, alloc = reconcile(topo, Allocations.from_json(self.saved["alloc"]))
             self.saved["manifests"] = manifests
-            return self._sync(cluster, alloc, started)
+            return self._sync(cluster, alloc, started, trigger="apply " + ", ".join(f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}" for d in docs))
 
     def delete(self, kind: str, name: str, namespace: str = "default", grace: int | None = None) -> SyncReport:
         """Delete a pod or another object, as the API server would.
@@ -433,7 +438,7 @@ class Lab:
             topo = model.parse_documents(manifests, self.saved.get("source", "<lab>")).with_lab(name=self.name, proxy_mode=self.saved["mode"])
             cluster, alloc = reconcile(topo, alloc)
             self.saved["manifests"] = manifests
-            return self._sync(cluster, alloc, started)
+            return self._sync(cluster, alloc, started, trigger=f"delete {kind.lower()} {key}")
 
     def cluster_from(self, alloc: Allocations) -> ClusterState:
         st, _ = reconcile(self.topology(), alloc)
@@ -462,7 +467,7 @@ class Lab:
             for k in done:
                 alloc.pods.pop(k)
             cluster, alloc = reconcile(self.topology(), alloc)
-            return self._sync(cluster, alloc, time.perf_counter())
+            return self._sync(cluster, alloc, time.perf_counter(), trigger="grace period ended: " + ", ".join(done))
 
     def set_pod_state(self, ready: dict[str, bool] | None = None, restarted: dict[str, dict] | None = None) -> SyncReport | None:
         """Record readiness changes (from the prober) and restarted servers, then sync."""
@@ -483,7 +488,16 @@ class Lab:
             if not changed:
                 return None
             cluster, alloc = reconcile(self.topology(), alloc)
-            return self._sync(cluster, alloc, started)
+            trigger = ", ".join([f"{k} ready={str(v).lower()}" for k, v in (ready or {}).items()]
+                                + [f"{k} restarted" for k in (restarted or {})])
+            return self._sync(cluster, alloc, started, trigger=trigger)
+
+    def record_latency(self, entries: list[dict]) -> None:
+        """Keep programming latencies observed by traffic (testbed.latency) for `get endpoints`."""
+        with state.locked(self.name):
+            self._state = None
+            self.saved["latency"] = (self.saved.get("latency", []) + entries)[-SYNC_LOG:]
+            self._save()
 
     # ------------------------------------------------------------------ staging failures
 

@@ -126,3 +126,26 @@ def test_ingress_changes_take_effect(lab_factory, tmp_path):
     lab.apply(write(tmp_path, "ing2.yaml", INGRESS.replace("a.example.com", "b.example.com")))
     assert http.get(client, node_ip, port, "b.example.com", "/hostname").pod in web
     assert http.get(client, node_ip, port, "a.example.com", "/hostname").status == 404
+
+
+def test_programming_latency_is_seen_by_traffic_in_every_mode(lab_factory, proxy_mode, tmp_path):
+    """`testbed latency`: each change is observed by traffic (not just timed to the rules), the
+    backend made unready comes back, the Service edit is undone, and the results stay in the lab."""
+    from testbed import latency
+
+    path = tmp_path / "lab.yaml"
+    path.write_text(BASE.replace("replicas: 2", "replicas: 3"))
+    lab = lab_factory(str(path), mode=proxy_mode)
+    results = latency.measure(lab, "target", repeat=1, limit=10.0)
+    assert [m.change for m in results] == list(latency.CHANGES)
+    for m in results:
+        assert m.mode == proxy_mode and m.service == "default/target"
+        assert m.observed_ms is not None and m.observed_ms >= 0, m
+        assert m.rules_ms > 0 and m.connections > 20, m
+    after = Lab(lab.name)
+    cluster = after.cluster()
+    assert all(p.ready for p in cluster.pods), "pod-unready/pod-ready left a pod unready"
+    (target,) = [s for s in cluster.services if s.service.name == "target"]
+    assert [p.port for p in target.service.ports] == [80], "the Service edit was not undone"
+    assert len(after.saved["latency"]) == 4
+    assert {s["trigger"].split()[0] for s in after.saved["syncs"]} >= {"lab", "apply", "delete"}
