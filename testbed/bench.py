@@ -534,6 +534,7 @@ class Plan:
     vm_max_sync_s: float
     vm_timeout_s: float
     quick: bool
+    latency_repeat: int = 3  # runs of each change per mode for the programming-latency part (0: skip)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -563,7 +564,8 @@ def make_plan(args) -> Plan:
                 control=not getattr(args, "no_control", False), vm_control=not quick and not getattr(args, "no_control", False),
                 vm_sizes=tuple(s for s in sorted(set(sizes)) if not quick or s <= 1000) or tuple(sorted(set(sizes)))[:1],
                 vm_budget_s=opt("vm_budget", 100.0, 15.0), vm_max_sync_s=opt("vm_max_sync", 120.0, 15.0),
-                vm_timeout_s=opt("vm_timeout", 3600.0, 240.0), quick=quick)
+                vm_timeout_s=opt("vm_timeout", 3600.0, 240.0), quick=quick,
+                latency_repeat=0 if getattr(args, "no_latency", False) else opt("latency_repeat", 5, 2))
 
 
 def parse_list(value) -> list[str]:
@@ -832,6 +834,22 @@ def ipvs_here() -> str | None:
         return "this kernel has no IPVS"
 
 
+def measure_programming(run: Run, mode: str, plan: Plan, progress: Progress = _quiet) -> dict:
+    """Network programming latency in a default lab of this mode (testbed.latency): each change
+    `plan.latency_repeat` times; change → rules on every node and change → traffic shows it."""
+    from . import latency
+    from .lab import Lab
+
+    name = f"{run.name}p"  # under the run's name: Run.close() removes it whatever happens
+    lab = Lab.up(None, name=name, mode=mode)
+    try:
+        results = latency.measure(lab, repeat=plan.latency_repeat, progress=lambda msg: progress(f"{mode} latency {msg}"))
+    finally:
+        Lab(name).down()
+    return {"mode": mode, "topology": "default", "summary": latency.summary([m.to_json() for m in results]),
+            "samples": [m.to_json() for m in results]}
+
+
 def measure_ipvs_in_vm(plan: Plan, progress: Progress = _quiet) -> dict:
     """Run the IPVS part in `testbed vm` and return its mode result, or {"not_measured": why}."""
     try:
@@ -850,6 +868,7 @@ def measure_ipvs_in_vm(plan: Plan, progress: Progress = _quiet) -> dict:
             "--budget", str(plan.vm_budget_s), "--max-sync", str(plan.vm_max_sync_s)]
     if not plan.vm_control:
         argv.append("--no-control")
+    argv += ["--latency-repeat", str(plan.latency_repeat)] if plan.latency_repeat else ["--no-latency"]
     out, err = io.BytesIO(), _LineSink(progress)
     timings: dict = {}
     try:
@@ -954,6 +973,19 @@ def run(args, progress: Progress = _quiet, checkpoint: Callable[[dict], None] | 
                     doc["modes"]["ipvs"] = measure_ipvs_in_vm(plan, progress)
             elif not ipvs_only:
                 doc["modes"][mode] = _guarded(lambda m=mode: measure_mode(r, m, plan, progress), mode)
+            if checkpoint:
+                checkpoint(doc)
+        if plan.latency_repeat:
+            doc["programming"] = {}
+            here = [m for m in (*plan.modes, "userspace") if m != "ipvs"] if not ipvs_only else []
+            if "ipvs" in plan.modes and ipvs_here() is None:
+                here.append("ipvs")
+            elif "ipvs" in doc["modes"] and "programming" in doc["modes"]["ipvs"]:  # measured in the VM
+                doc["programming"]["ipvs"] = doc["modes"]["ipvs"].pop("programming")
+            for mode in here:
+                doc["programming"][mode] = _guarded(lambda m=mode: measure_programming(r, m, plan, progress), mode)
+            if ipvs_only and "ipvs" in doc["programming"]:
+                doc["modes"].setdefault("ipvs", {})["programming"] = doc["programming"].pop("ipvs")
             if checkpoint:
                 checkpoint(doc)
         if not ipvs_only and not getattr(args, "no_build", False):
@@ -1122,6 +1154,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--no-build", action="store_true", help="skip the lab-build part")
     ap.add_argument("--no-control", action="store_true", help="skip the control-plane part (rules are still installed)")
     ap.add_argument("--no-vm", action="store_true", help="do not start `testbed vm` for IPVS")
+    ap.add_argument("--no-latency", action="store_true", help="skip the network-programming-latency part")
+    ap.add_argument("--latency-repeat", type=int, default=None, help="runs of each change per mode (latency part)")
     ap.add_argument("--ipvs-only", action="store_true", help=argparse.SUPPRESS)  # what the VM runs
 
 

@@ -109,6 +109,29 @@ def build_table(doc: dict) -> Table:
     return t
 
 
+def _programming_rows(doc: dict):
+    """(mode, change, runs, traffic p50, traffic max, rules p50, resolution) per measured change."""
+    for mode, pd in (doc.get("programming") or {}).items():
+        if pd.get("not_measured"):
+            yield mode, f"not measured: {pd['not_measured']}", "", "", "", "", ""
+            continue
+        vm = " (vm)" if mode == "ipvs" and (doc["modes"].get("ipvs") or {}).get("where", {}).get("vm") else ""
+        for r in pd["summary"]:
+            runs = str(r["n"]) + (f" ({r['missed']} not seen)" if r["missed"] else "")
+            yield (mode + vm, r["change"], runs, _ms(r["observed_p50_ms"], 0), _ms(r["observed_max_ms"], 0),
+                   _ms(r["rules_p50_ms"], 0), f"±{r['resolution_ms']:.0f}")
+
+
+def programming_table(doc: dict) -> Table:
+    t = Table(title="Network programming latency (default lab): change → traffic shows it, and change → rules on "
+                    "every node (kube-proxy's metric), ms, medians of runs")
+    for col in ("mode", "change", "runs", "traffic", "traffic max", "rules", "± (probe)"):
+        t.add_column(col, justify="left" if col in ("mode", "change") else "right")
+    for row in _programming_rows(doc):
+        t.add_row(*row)
+    return t
+
+
 def targets_table(doc: dict) -> Table:
     t = Table(title="Targets (issue #8)")
     t.add_column("target")
@@ -130,8 +153,11 @@ def machine_line(doc: dict) -> str:
 def print_report(doc: dict, console: Console | None = None) -> None:
     console = console or Console()
     console.print(machine_line(doc))
-    console.print(data_plane_table(doc))
-    console.print(control_plane_table(doc))
+    if doc.get("modes"):
+        console.print(data_plane_table(doc))
+        console.print(control_plane_table(doc))
+    if doc.get("programming"):
+        console.print(programming_table(doc))
     if doc.get("build") is not None:
         console.print(build_table(doc))
     console.print(targets_table(doc))
@@ -356,6 +382,11 @@ def markdown_tables(doc: dict) -> str:
                        f"{tb['pods_per_s']['median']:.0f} | {_s(tb['up_s']['median'])} | {_s(tb['down_s']['median'])} | "
                        f"{_s(e['kernel_destroy_s']['median'])} | {ip['ms_per_pod']['median']:.2f} | {_s(ip['up_s']['median'])} | "
                        f"{_s(ip['down_s']['median'])} | {e['ratio_up']:.1f}× | {e['ratio_down']:.1f}× |")
+    if doc.get("programming"):
+        out.append("")
+        out.append("| mode | change | runs | change → traffic ms | max | change → rules ms | ± ms |")
+        out.append("|---|---|---:|---:|---:|---:|---:|")
+        out += ["| " + " | ".join(row) + " |" for row in _programming_rows(doc)]
     out.append("")
     out.append("| target | this run | |")
     out.append("|---|---:|---|")

@@ -293,3 +293,16 @@ def test_plots_are_png(tmp_path):
     assert [p.name for p in paths] == list(bench_view.PLOTS)
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_programming_latency_rows_in_the_report():
+    from testbed import bench_view
+
+    doc = {"modes": {}, "summary": {"targets": []}, "programming": {
+        "iptables": {"summary": [{"mode": "iptables", "change": "pod-ready", "n": 3, "missed": 1, "observed_p50_ms": 31.4,
+                                  "observed_max_ms": 40.0, "rules_p50_ms": 120.2, "resolution_ms": 2.0}]},
+        "ipvs": {"mode": "ipvs", "not_measured": "this kernel has no IPVS"}}}
+    md = bench_view.markdown_tables(doc)
+    assert "| iptables | pod-ready | 3 (1 not seen) | 31 | 40 | 120 | ±2 |" in md
+    assert "| ipvs | not measured: this kernel has no IPVS |" in md
+    assert bench_view.programming_table(doc).row_count == 2
