@@ -32,12 +32,13 @@ class Row:
             address) | external/NAME:PORT (its first externalIP) | dns/FQDN (check dns) |
             ingress/HOST/PATH (check http, through the ingress controller's Service)
     expect: answered | refused | dropped | closed (accepted, then closed unanswered), or per mode
-            {"iptables": ..., "*": ...}
+            {"iptables": ..., "*": ...}; check failover: failures (the dead backend keeps its share),
+            no-failure (a proxy retries), recovers (a readiness probe removes it: time to recovery)
     backends: svc (any ready endpoint of the target) | self (the source pod) | None
     source_seen: client (no SNAT) | node (a node address) | gateway (the source pod's node bridge)
     balance: also run 300 connections and require every backend, chi-square p > 0.001
     action: delete-backend (delete a Deployment pod behind the target, check its replacement)
-    notes: per-mode explanation shown with the result (documented kube-proxy differences)
+    notes: per-mode explanation shown with the result (documented kube-proxy differences); "*" for all
     """
 
     behaviour: str
@@ -229,23 +230,46 @@ def _run_failover(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
 
     src = _resolve_source(lab.name, cluster, row.source)
     ip, port, info, i = _resolve_target(cluster, row.target, row.proto.lower())
+    probed = any(pr.kind == "readiness" for p in cluster.pods if p.ip in {e.ip for e in info.endpoints[i]} for pr in p.probes)
+    if probed:  # pods with a readiness probe start unready: wait until all of them serve
+        wait_until(lambda: all(e.ready for e in _target_endpoints(lab, info, i)), timeout=15,
+                   message=f"every endpoint of {info.key} ready")
+        cluster = lab.cluster()
     victim = sorted(_backends(cluster, info, i).values(), key=lambda p: p.key)[-1]
+    victim_port = next(e.port for e in info.endpoints[i] if e.ip == victim.ip)
+    window = 4.0 if probed else 2.0  # a probe period and its failure threshold, then the sync
     try:
-        t = failover(src.ns, ip, port, lambda: lab.stage(victim.name, "stop"), before=0.3, after=2.0, interval=0.02)
+        t = failover(src.ns, ip, port, lambda: lab.stage(victim.name, "stop"), before=0.3, after=window, interval=0.02)
     finally:
         lab.stage(victim.name, "start")
-        wait_until(lambda: connect.tcp_request(src.ns, victim.ip, next(e.port for e in info.endpoints[i] if e.ip == victim.ip)).ok,
-                   timeout=15, message=f"{victim.name}'s server back")
+        wait_until(lambda: connect.tcp_request(src.ns, victim.ip, victim_port).ok, timeout=15,
+                   message=f"{victim.name}'s server back")
+        if probed:
+            wait_until(lambda: all(e.ready for e in _target_endpoints(lab, info, i)), timeout=15,
+                       message=f"{victim.name} ready again")
     after = [s for s in t.samples if s.at >= 0]
     failed = [s for s in after if s.outcome != "answered"]
     kinds = sorted({s.outcome for s in failed})
     expected = row.expected(mode)
-    summary = f"{len(failed)}/{len(after)} new connections failed ({', '.join(kinds) or 'none'}) in 2 s after {victim.name}'s server died"
+    summary = f"{len(failed)}/{len(after)} new connections failed ({', '.join(kinds) or 'none'}) in {window:.0f} s after {victim.name}'s server died"
+    if expected == "recovers":
+        late = [s for s in after if s.at > window - 1.0]
+        if t.recovery is None or any(s.outcome != "answered" for s in late) or victim.name in {s.backend for s in late}:
+            return Cell("fail", summary + f": expected the readiness probe to remove it and new connections to recover "
+                                          f"(recovery: {t.recovery})")
+        return Cell("pass", f"recovered {t.recovery * 1000:.0f} ms after {victim.name}'s server died; "
+                            f"{len(failed)}/{len(after)} new connections failed before ({', '.join(kinds) or 'none'})")
     if expected == "no-failure":
         return Cell("pass" if not failed else "fail", summary + ("; the proxy retried another backend" if not failed else ""))
     if not failed:
         return Cell("fail", summary + ": expected its share of connections to fail (nothing removes the endpoint)")
     return Cell("pass", summary + "; no readiness probe, so the endpoint stays and keeps its share")
+
+
+def _target_endpoints(lab, info, i: int):
+    """The Service port's endpoints as the lab has them now."""
+    current = next(s for s in type(lab)(lab.name).cluster().services if s.key == info.key)
+    return current.endpoints[i]
 
 
 def _run_affinity(lab, cluster: ClusterState, row: Row) -> Cell:
@@ -319,7 +343,7 @@ def run_row(lab, row: Row, mode: str) -> Cell:
     if mode in row.skip:
         return Cell("skip", row.skip[mode])
     cluster = lab.cluster()
-    note = row.notes.get(mode, "")
+    note = row.notes.get(mode, row.notes.get("*", ""))
     try:
         if row.check == "dns":
             cell = _run_dns(lab, cluster, row)

@@ -43,6 +43,11 @@ DEFAULT = [
         check="failover", expect={"userspace": "no-failure", "*": "failures"},
         notes={"userspace": "the userspace proxy retries the next endpoint, as kube-proxy's did",
                "iptables": "kube-proxy keeps the endpoint until a probe or a deletion removes it"}),
+    Row("A backend's server dies, readiness probe: its endpoint is removed; time to recovery", "pod/client", "tcp",
+        "svc/probed:80", check="failover", expect={"userspace": "no-failure", "*": "recovers"},
+        notes={"userspace": "the proxy retries the next endpoint until the probe removes the dead one",
+               "*": "readiness probe every 1 s, failureThreshold 1: the prober marks the pod unready and every "
+                    "node's rules drop it"}),
     # Changes the lab: keep it last.
     Row("Deleted pod: no new connection reaches it, its replacement is reached", "pod/client", "tcp", "svc/web:80",
         action="delete-backend",
