@@ -30,7 +30,6 @@ cannot be bound: one line on stderr, exit status 2 (ready fd closed unwritten). 
 from __future__ import annotations
 
 import errno
-import os
 import selectors
 import signal
 import socket
@@ -38,6 +37,7 @@ import struct
 import sys
 import time
 
+from .startup import ReadyFd, enter_netns
 from .dns import FORMERR, NOERROR, NOTIMP, REFUSED, SERVFAIL, Record, Result, Zone
 
 USAGE = "usage: python -m testbed.dns_server --zone FILE [--netns PATH] [--address IP] [--port 53] [--ready-fd FD]"
@@ -539,44 +539,26 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         sys.stderr.write(f"dns_server: {e}\n{USAGE}\n")
         return 2
-    ready_fd = opts["ready_fd"]
     try:
-        try:
-            if opts["netns"]:
-                from testbed.kernel.netns import enter_path  # only when asked: start-up stays light
-                enter_path(opts["netns"])
-            _server = Server(opts["zone"])
-            if _hup_pending:
-                _server.reload()
-            _server.bind(opts["address"], opts["port"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            sys.stderr.write(f"dns_server: cannot start: {e}\n")
-            return 2
-        if ready_fd is not None:
+        with ReadyFd(opts["ready_fd"]) as ready:
             try:
-                os.write(ready_fd, b"R")
-            except OSError:
-                pass
-            finally:
-                _close_quietly(ready_fd)
-                ready_fd = None
+                enter_netns(opts["netns"])
+                _server = Server(opts["zone"])
+                if _hup_pending:
+                    _server.reload()
+                _server.bind(opts["address"], opts["port"])
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                sys.stderr.write(f"dns_server: cannot start: {e}\n")
+                return 2
+            ready.signal()
         _server.serve()
     except (_Stop, KeyboardInterrupt):
         return 0
     finally:
-        if ready_fd is not None:
-            _close_quietly(ready_fd)
         if _server is not None:
             _server.close()
             _server = None
     return 0
-
-
-def _close_quietly(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
 
 
 if __name__ == "__main__":

@@ -42,14 +42,13 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .ingress import RouteTable, match
-from .kernel.netns import enter_path as enter_netns
+from .startup import ReadyFd, enter_netns
 
 CHUNK = 65536
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
@@ -321,16 +320,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return opts
 
 
-def _close_quietly(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(sys.argv[1:] if argv is None else argv)
-    ready_fd = opts.ready_fd
+    ready = ReadyFd(opts.ready_fd)
     stop_signals = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
     # Every thread started from here inherits the mask, so only sigwait() below sees these signals.
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
@@ -338,8 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     serving = False
     try:
         try:
-            if opts.netns:
-                enter_netns(opts.netns)
+            enter_netns(opts.netns)
             table = load_table(opts.routes)
             server = IngressServer((opts.bind, opts.port), table, connect_timeout=opts.connect_timeout,
                                    read_timeout=opts.read_timeout, idle_timeout=opts.idle_timeout,
@@ -349,14 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="accept", daemon=True).start()
         serving = True
-        if ready_fd is not None:
-            try:
-                os.write(ready_fd, b"R")
-            except OSError:
-                pass  # the parent stopped listening; serve anyway
-            finally:
-                _close_quietly(ready_fd)
-                ready_fd = None
+        ready.signal()
         while True:
             sig = signal.sigwait(stop_signals)
             if sig != signal.SIGHUP:
@@ -369,8 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"SIGHUP: routes re-read ({len(server.table.hosts)} host groups)")
         return 0
     finally:
-        if ready_fd is not None:
-            _close_quietly(ready_fd)
+        ready.close()
         if server is not None:
             if serving:
                 server.shutdown()  # waits for serve_forever (it would wait forever had that not started)

@@ -4,7 +4,7 @@
                               [--ready-fd FD]
 
 One process, one thread, one `selectors` loop; it starts in a few tens of milliseconds because it
-imports nothing heavy (and nothing from the testbed package).
+imports nothing heavy (from the testbed package only the stdlib-only `testbed.startup`).
 
 TCP ports speak a minimal HTTP/1.1 (keep-alive by default, `Connection: close` honoured; request
 bodies announced by Content-Length are read and discarded):
@@ -40,11 +40,12 @@ closed without writing, so the parent sees EOF). SIGTERM/SIGINT exit cleanly wit
 from __future__ import annotations
 
 import errno
-import os
 import selectors
 import signal
 import socket
 import sys
+
+from testbed.startup import ReadyFd, enter_netns  # stdlib-only: start-up stays light
 
 MAX_HEADER = 64 * 1024
 RECV = 65536
@@ -372,47 +373,29 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         sys.stderr.write(f"netexec: {e}\n{USAGE}\n")
         return 2
-    ready_fd = opts["ready_fd"]
     signal.signal(signal.SIGTERM, _on_stop)
     signal.signal(signal.SIGINT, _on_stop)
     signal.signal(signal.SIGUSR1, _on_readiness)
     signal.signal(signal.SIGUSR2, _on_readiness)
     server = Server(opts["hostname"])
     try:
-        try:
-            if opts["netns"]:
-                from testbed.kernel.netns import enter_path  # only when asked: start-up stays light
-                enter_path(opts["netns"])
-            for port in opts["tcp"]:
-                server.bind_tcp(port)
-            for port in opts["udp"]:
-                server.bind_udp(port)
-        except OSError as e:
-            sys.stderr.write(f"netexec: {opts['hostname']}: cannot start: {e}\n")
-            return 2
-        if ready_fd is not None:
+        with ReadyFd(opts["ready_fd"]) as ready:
             try:
-                os.write(ready_fd, b"R")
-            except OSError:
-                pass  # the parent stopped listening; serve anyway
-            finally:
-                _close_quietly(ready_fd)
-                ready_fd = None
+                enter_netns(opts["netns"])
+                for port in opts["tcp"]:
+                    server.bind_tcp(port)
+                for port in opts["udp"]:
+                    server.bind_udp(port)
+            except OSError as e:
+                sys.stderr.write(f"netexec: {opts['hostname']}: cannot start: {e}\n")
+                return 2
+            ready.signal()
         server.serve()
     except (_Stop, KeyboardInterrupt):
         return 0
     finally:
-        if ready_fd is not None:
-            _close_quietly(ready_fd)
         server.close()
     return 0
-
-
-def _close_quietly(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ import socket
 import sys
 import time
 
+from testbed.startup import ReadyFd, enter_netns
+
 ENDPOINT_DIAL_TIMEOUTS = (0.25, 0.5, 1.0, 2.0)  # upstream EndpointDialTimeouts
 DEFAULT_AFFINITY_SECONDS = 10800  # v1.DefaultClientIPServiceAffinitySeconds
 UDP_BUFFER = 4096  # upstream's `var buffer [4096]byte`
@@ -625,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         sys.stderr.write(f"userspace-proxy: {e}\n{USAGE}\n")
         return 2
-    ready_fd = opts["ready_fd"]
+    ready = ReadyFd(opts["ready_fd"])
     flags: set[str] = set()
     wake_r, wake_w = socket.socketpair()
     wake_r.setblocking(False)
@@ -637,9 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     proxy = Proxy(opts["bind"])
     try:
         try:
-            if opts["netns"]:
-                from testbed.kernel.netns import enter_path  # only when asked: start-up stays light
-                enter_path(opts["netns"])
+            enter_netns(opts["netns"])
             table = read_table(opts["table"])
         except (OSError, ValueError, TypeError) as e:
             sys.stderr.write(f"userspace-proxy: cannot start: {e}\n")
@@ -654,14 +654,7 @@ def main(argv: list[str] | None = None) -> int:
                 pass
 
         proxy.sel.register(wake_r, READ, drain)
-        if ready_fd is not None:
-            try:
-                os.write(ready_fd, b"R")
-            except OSError:
-                pass
-            finally:
-                _close_quietly(ready_fd)
-                ready_fd = None
+        ready.signal()
         while "term" not in flags:
             for key, mask in proxy.sel.select(proxy._timeout()):
                 key.data(key.fileobj, mask)
@@ -680,18 +673,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         signal.set_wakeup_fd(-1)
-        if ready_fd is not None:
-            _close_quietly(ready_fd)
+        ready.close()
         proxy.close()
         wake_r.close()
         wake_w.close()
-
-
-def _close_quietly(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
 
 
 if __name__ == "__main__":

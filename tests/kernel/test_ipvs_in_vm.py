@@ -6,7 +6,6 @@ summary. Where the host kernel has IPVS the same tests run natively instead, and
 """
 import io
 import os
-import sys
 from pathlib import Path
 
 import pytest
