@@ -69,6 +69,10 @@ NO_ETP_IN_USERSPACE = "kube-proxy's userspace mode has no traffic policies (eTP/
 SERVICE_TYPES = [
     Row("LoadBalancer from outside: the cloud LB, then the node's NodePort rules", "client/outside", "tcp", "lb/lb:80",
         backends="svc", source_seen="node", balance=True),
+    Row("LoadBalancer with loadBalancerSourceRanges leaving the client out: dropped by the cloud's firewall",
+        "client/outside", "tcp", "lb/lb-ranges:80", expect="dropped",
+        notes={"*": "the LB is in nodeport mode (full NAT): the cloud enforces the ranges, as AWS/Azure/GCP "
+                    "firewalls do; topologies/source-ranges.yaml shows the node's own rules doing it"}),
     Row("LoadBalancer with externalTrafficPolicy Local: only nodes passing the health check get traffic",
         "client/outside", "tcp", "lb/lb-local:80", backends="svc", source_seen={"userspace": "node", "*": "lb"},
         balance=True, notes={"iptables": "the LB's health checks of healthCheckNodePort steer it to node-2"}),

@@ -11,6 +11,10 @@ sends each new flow to one healthy node, in one of two styles real clouds use:
   loadBalancerSourceRanges; nftables' firewall-ips) see the client's address, and replies go back
   to the client straight from the node.
 
+loadBalancerSourceRanges: in `nodeport` mode the cloud enforces them, as clouds do (AWS security
+groups, Azure NSGs, GCP firewall rules): a flow from outside the ranges is dropped at the LB. In
+`passthrough` mode the LB lets it through and the node's kube-proxy rules drop it.
+
 With externalTrafficPolicy: Local only the nodes whose health check
 (`http://nodeIP:healthCheckNodePort/`, kube-proxy's health server: 200 with local ready endpoints,
 503 otherwise) passes get traffic; with Cluster, every node does. No healthy node: TCP reset.
@@ -34,6 +38,7 @@ class Frontend:
     port: int
     node_port: int | None
     health_port: int | None  # eTP=Local: healthCheckNodePort
+    source_ranges: tuple[str, ...] = ()  # loadBalancerSourceRanges (empty: everyone)
 
 
 def frontends(cluster: ClusterState) -> list[Frontend]:
@@ -43,7 +48,8 @@ def frontends(cluster: ClusterState) -> list[Frontend]:
             continue
         for sp, np_ in zip(info.service.ports, info.node_ports):
             for ip in info.load_balancer_ips:
-                out.append(Frontend(info.key, ip, sp.protocol.lower(), sp.port, np_, info.health_check_node_port))
+                out.append(Frontend(info.key, ip, sp.protocol.lower(), sp.port, np_, info.health_check_node_port,
+                                    tuple(r.strip() for r in info.service.load_balancer_source_ranges if ":" not in r)))
     return sorted(out, key=lambda f: (f.ip, f.proto, f.port))
 
 
@@ -55,8 +61,12 @@ def render(cluster: ClusterState, healthy: dict[str, list[str]], mode: str) -> s
     """The LB's nft transaction. `healthy`: service key → the names of nodes that may get its traffic."""
     node_ip = {n.name: n.ip for n in cluster.nodes}
     index = {n.name: i for i, n in enumerate(cluster.nodes)}
-    rules = []
+    rules, firewall = [], []
     for f in frontends(cluster):
+        if mode != "passthrough" and f.source_ranges:  # the cloud's own firewall, before its NAT
+            firewall.append(f"add rule ip {TABLE} firewall ip daddr {f.ip} {f.proto} dport {f.port} "
+                            f"ip saddr != {{ {', '.join(f.source_ranges)} }} drop "
+                            f'comment "{f.service}:{f.port}/{f.proto} loadBalancerSourceRanges"')
         targets = [n for n in healthy.get(f.service, [n.name for n in cluster.nodes]) if n in node_ip]
         match = f'ip daddr {f.ip} {f.proto} dport {f.port}'
         comment = f'comment "{f.service}:{f.port}/{f.proto}"'
@@ -80,6 +90,8 @@ def render(cluster: ClusterState, healthy: dict[str, list[str]], mode: str) -> s
     if mode == "passthrough":
         head += [f"add chain ip {TABLE} prerouting {{ type filter hook prerouting priority -300 ; }}", *rules]
     else:
+        if firewall:
+            head += [f"add chain ip {TABLE} firewall {{ type filter hook prerouting priority -150 ; }}", *firewall]
         head += [f"add chain ip {TABLE} forward_in {{ type nat hook prerouting priority -100 ; }}",
                  f"add chain ip {TABLE} forward_out {{ type nat hook postrouting priority 100 ; }}",
                  *rules,
