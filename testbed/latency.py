@@ -50,18 +50,26 @@ class Measurement:
 
 
 def pick_service(cluster: ClusterState, name: str | None = None) -> tuple[ServiceInfo, int]:
-    """The Service (and TCP port index) to measure: `name` (NS/NAME or NAME), else the first proxied
-    ClusterIP Service with a TCP port and at least two ready endpoints."""
+    """The Service (and TCP port index) to measure: `name` (NS/NAME or NAME), else a proxied
+    ClusterIP Service with a TCP port and at least two ready endpoints, preferring one whose pods
+    have no readiness probe (the prober would undo pod-unready)."""
+    found = []
     for info in cluster.services:
         if name and name not in (info.key, info.service.name):
             continue
         for i, sp in enumerate(info.service.ports):
             if info.proxied and sp.protocol == "TCP" and sum(e.ready for e in info.endpoints[i]) >= 2:
-                return info, i
-        if name:
-            raise TestbedError(f"Service {info.key} has no TCP port with two ready endpoints to measure")
-    raise TestbedError(f"no Service {name!r} in the lab" if name else
-                       "no proxied Service with a TCP port and two ready endpoints to measure")
+                probed = any(pr.kind == "readiness" for p in _backends(cluster, info, i) for pr in p.probes)
+                found.append((probed, len(found), info, i))
+                break
+        else:
+            if name:
+                raise TestbedError(f"Service {info.key} has no TCP port with two ready endpoints to measure")
+    if not found:
+        raise TestbedError(f"no Service {name!r} in the lab" if name else
+                           "no proxied Service with a TCP port and two ready endpoints to measure")
+    _, _, info, i = min(found, key=lambda f: f[:2])
+    return info, i
 
 
 def _backends(cluster: ClusterState, info: ServiceInfo, i: int) -> list[PodInfo]:
@@ -87,6 +95,7 @@ def measure(lab, service: str | None = None, changes=CHANGES, repeat: int = 1, p
         raise TestbedError(f"unknown change {unknown[0]!r}: expected one of {', '.join(CHANGES)}")
     mode = lab.saved["mode"]
     out: list[Measurement] = []
+    service = service or pick_service(lab.cluster())[0].key  # one Service for every change
     for _ in range(repeat):
         for change in changes:
             cluster = lab.cluster()

@@ -23,6 +23,7 @@ pytestmark = [
 def _args(tmp_path, **kw):
     base = {"quick": True, "modes": "iptables,nftables,ipvs", "sizes": "10,50", "pods": "3,5", "connections": 30,
             "rounds": 2, "warmup": 5, "repeat": 2, "build_repeat": 1, "no_vm": True, "no_build": False,
+            "no_latency": True,
             "json": str(tmp_path / "bench.json"), "plots": str(tmp_path / "plots")}
     base.update(kw)
     return SimpleNamespace(**base)
@@ -137,3 +138,14 @@ def test_interrupted_run_cleans_up(tmp_path, monkeypatch):
     assert seen and not any(netns.exists(n) for n in seen["ns"])
     assert _processes_mentioning(f"/run/netns/{seen['run']}") == []
     assert not state.lab_dir(seen["run"]).exists()
+
+
+def test_programming_latency_part(tmp_path):
+    """The latency part builds a default lab per mode, measures every change, and removes the lab."""
+    doc = bench.run(_args(tmp_path, modes="iptables", sizes="10", no_build=True, no_control=True, no_latency=False,
+                          latency_repeat=1))
+    rows = {r["change"]: r for r in doc["programming"]["iptables"]["summary"]}
+    assert set(rows) == {"pod-unready", "pod-ready", "pod-deleted", "service-edited"}
+    assert all(r["n"] == 1 and r["observed_p50_ms"] is not None for r in rows.values()), rows
+    assert set(doc["programming"]) == {"iptables", "userspace"}  # userspace: measured here even if not a bench mode
+    assert doc["left_behind"]["namespaces"] == [] and not state.read(doc["run"] + "p")
