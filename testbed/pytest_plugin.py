@@ -124,16 +124,28 @@ def _write_objects(objects: list[dict]) -> str:
     return path
 
 
+def wait_ready(lab, timeout: float = 15.0) -> None:
+    """Until every pod is ready. Pods with a readiness probe start unready, as in Kubernetes, and
+    turning ready re-syncs every node: a test that edits a node's rules by hand waits for this
+    first, or that sync would undo its edit."""
+    from probes.poll import wait_until
+    from testbed.lab import Lab
+
+    wait_until(lambda: all(p.ready for p in Lab(lab.name).cluster().pods if not p.terminating), timeout=timeout,
+               message=f"every pod of lab {lab.name} ready")
+
+
 @pytest.fixture
 def lab_factory():
-    """Build labs from a topology file or from manifests as Python dicts; all removed after the test."""
+    """Build labs from a topology file or from manifests as Python dicts; all removed after the test.
+    `ready=True`: return once every pod is ready (see wait_ready)."""
     from testbed.lab import Lab
 
     made: list[Lab] = []
     temps: list[str] = []
 
     def make(path: str | None = None, mode: str | None = None, name: str | None = None,
-             objects: list[dict] | None = None) -> Lab:
+             objects: list[dict] | None = None, ready: bool = False) -> Lab:
         if objects is not None:
             path = _write_objects(objects)
             temps.append(path)
@@ -144,6 +156,8 @@ def lab_factory():
             Lab(lab_name).down()  # `up` rolls back; this covers an interrupt mid-rollback
             raise
         made.append(lab)
+        if ready:
+            wait_ready(lab)
         return lab
 
     try:

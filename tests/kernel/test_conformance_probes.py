@@ -1,4 +1,5 @@
-"""The probes must be able to fail: break a working lab on purpose and watch the right check fail."""
+"""The probes must be able to fail: break a working lab on purpose and watch the right check fail.
+Labs are taken once every pod is ready: a later sync would repair the rules broken on purpose."""
 import shlex
 import subprocess
 
@@ -23,13 +24,13 @@ def _nft(ns: str, *args: str) -> str:
 
 
 def test_rows_pass_on_a_working_lab(lab_factory):
-    lab = lab_factory("topologies/default.yaml", mode="iptables")
+    lab = lab_factory("topologies/default.yaml", mode="iptables", ready=True)
     assert run_row(lab, NODEPORT_VIA_1, "iptables").status == "pass"
     assert run_row(lab, CLUSTERIP, "iptables").status == "pass"
 
 
 def test_missing_masquerade_fails_the_snat_check(lab_factory):
-    lab = lab_factory("topologies/default.yaml", mode="iptables")
+    lab = lab_factory("topologies/default.yaml", mode="iptables", ready=True)
     ns = lab.saved["nodes"]["node-1"]["ns"]
     _iptables(ns, "-t", "nat", "-F", "KUBE-POSTROUTING")  # no MASQUERADE any more
     # A backend on node-1 now sees the outside client itself; one on node-2 answers it directly,
@@ -40,7 +41,7 @@ def test_missing_masquerade_fails_the_snat_check(lab_factory):
 
 
 def test_missing_dnat_fails_the_dnat_check(lab_factory):
-    lab = lab_factory("topologies/default.yaml", mode="iptables")
+    lab = lab_factory("topologies/default.yaml", mode="iptables", ready=True)
     ns = lab.saved["nodes"]["node-1"]["ns"]
     saved = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True, check=True,
                            preexec_fn=netns.preexec(ns)).stdout
@@ -53,7 +54,7 @@ def test_missing_dnat_fails_the_dnat_check(lab_factory):
 
 
 def test_missing_dnat_fails_in_nftables_mode_too(lab_factory):
-    lab = lab_factory("topologies/default.yaml", mode="nftables")
+    lab = lab_factory("topologies/default.yaml", mode="nftables", ready=True)
     ns = lab.saved["nodes"]["node-1"]["ns"]
     table = _nft(ns, "-a", "list", "table", "ip", "kube-proxy")
     chain = None
@@ -70,13 +71,13 @@ def test_missing_dnat_fails_in_nftables_mode_too(lab_factory):
 
 def test_a_wrong_expectation_fails(lab_factory):
     """A row that expects refusal from a working Service must fail: the probe is not a rubber stamp."""
-    lab = lab_factory("topologies/default.yaml", mode="iptables")
+    lab = lab_factory("topologies/default.yaml", mode="iptables", ready=True)
     cell = run_row(lab, Row("wrong", "pod/client", "tcp", "svc/web:80", expect="refused"), "iptables")
     assert cell.status == "fail" and "got answered" in cell.reason
 
 
 def test_switching_modes_removes_the_old_rules(lab_factory):
-    lab = lab_factory("topologies/default.yaml", mode="iptables")
+    lab = lab_factory("topologies/default.yaml", mode="iptables", ready=True)
     lab.switch_mode("nftables")
     for rec in lab.saved["nodes"].values():
         saved = subprocess.run(["iptables-save"], capture_output=True, text=True, preexec_fn=netns.preexec(rec["ns"])).stdout

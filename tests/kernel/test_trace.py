@@ -50,7 +50,7 @@ def assert_no_leftovers(lab) -> None:
 
 @pytest.fixture
 def lab(lab_factory):
-    return lab_factory(DEFAULT)
+    return lab_factory(DEFAULT, ready=True)  # no sync (a probed pod turning ready) while tracing
 
 
 def test_clusterip_trace_dnat_to_a_web_pod(lab):
