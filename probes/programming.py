@@ -20,6 +20,7 @@ import socket
 import struct
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -143,7 +144,7 @@ def observe(netns: str | None, host: str, port: int, change: Callable[[], object
                 break
             if not done and now >= next_start and len(live) < max_in_flight:
                 next_start = max(next_start + cadence, now - cadence)
-                with _netns.entered(netns) if netns else _nullctx():
+                with _netns.entered(netns) if netns else nullcontext():
                     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.setblocking(False)
                 err = sock.connect_ex((host, port))
@@ -201,10 +202,3 @@ def observe(netns: str | None, host: str, port: int, change: Callable[[], object
     resolution = (starts[-1] - starts[0]) / (len(starts) - 1) if len(starts) > 1 else cadence
     return Observation(latency, resolution, took[0] if took else 0.0, tuple(ordered))
 
-
-class _nullctx:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
