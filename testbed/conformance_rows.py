@@ -50,10 +50,7 @@ DEFAULT = [
                     "node's rules drop it"}),
     # Changes the lab: keep it last.
     Row("Deleted pod: no new connection reaches it, its replacement is reached", "pod/client", "tcp", "svc/web:80",
-        action="delete-backend",
-        skip={"ipvs": "not settled in IPVS mode: in the testbed vm guest 8–88 of 200 new connections after the "
-                      "deletion timed out in some runs (suspected IPVS connection reuse, cf. kubernetes#81775); "
-                      "under investigation"}),
+        action="delete-backend"),
 ]
 
 # topologies/seed-a-service.yaml: the seed's a-service (80 → 9376) from pods on both nodes.

@@ -158,11 +158,28 @@ def set_sysctls(ns: str, values: dict[str, str]) -> None:
                 f.write(value)
 
 
+def bridge_mac() -> str:
+    """A random locally administered unicast MAC for a bridge, given when it is created.
+
+    A bridge whose address was never set takes the lowest MAC of its ports and changes it as ports
+    come and go (a new pod's veth, a deleted pod's). Clients keep the old gateway MAC in their ARP
+    cache until it goes stale (15–45 s, then 5 s of delay and the probes); a frame to it is passed
+    up as another host's (PACKET_OTHERHOST) and dropped by IP. A Service DNATed in br_netfilter's
+    PREROUTING is re-addressed before that (iptables/nftables modes survive it); an IPVS ClusterIP
+    is local on kube-ipvs0, so its SYNs were lost (the delete-backend row's timeouts in the guest).
+    A set address (NET_ADDR_SET) is kept: the CNI bridge plugin sets the bridge's MAC for this
+    reason (containernetworking/cni#285, kubernetes#30783)."""
+    b = bytearray(os.urandom(6))
+    b[0] = (b[0] & 0xFC) | 0x02
+    return ":".join(f"{x:02x}" for x in b)
+
+
 def build_fabric(lab: str, ipr_of: Netlink) -> None:
     ns = fabric_ns(lab)
     make_namespace(lab, ns, "fabric", "fabric", ipr_of)
     ipr = ipr_of(ns)
-    ipr.link("add", ifname=FABRIC_BRIDGE, kind="bridge", ifalias=owner_alias(lab, "link", FABRIC_BRIDGE))
+    ipr.link("add", ifname=FABRIC_BRIDGE, kind="bridge", address=bridge_mac(),
+             ifalias=owner_alias(lab, "link", FABRIC_BRIDGE))
     # No STP, no forwarding delay: ports forward as soon as they are up.
     ipr.link("set", index=_index(ipr, FABRIC_BRIDGE), state="up", kind="bridge", br_forward_delay=0, br_stp_state=0)
 
@@ -199,7 +216,8 @@ def setup_node(lab: str, node: str, gateway: str, pod_prefixlen: int, routes: li
     """The node's pod bridge with the pods' gateway address, and routes to the other nodes' pod CIDRs."""
     ns = host_ns(lab, node)
     ipr = ipr_of(ns)
-    ipr.link("add", ifname=POD_BRIDGE, kind="bridge", ifalias=owner_alias(lab, "link", f"{node}/{POD_BRIDGE}"))
+    ipr.link("add", ifname=POD_BRIDGE, kind="bridge", address=bridge_mac(),
+             ifalias=owner_alias(lab, "link", f"{node}/{POD_BRIDGE}"))
     br = _index(ipr, POD_BRIDGE)
     ipr.link("set", index=br, state="up", kind="bridge", br_forward_delay=0, br_stp_state=0)
     ipr.addr("add", index=br, address=gateway, prefixlen=pod_prefixlen)

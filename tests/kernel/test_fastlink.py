@@ -160,6 +160,27 @@ def test_pods_reach_each_other_and_the_gateway_through_the_bridge(lab):
         srv.close()
 
 
+def test_the_pod_bridge_keeps_its_mac_when_a_port_with_a_lower_one_joins(lab):
+    """An unset bridge address follows the lowest port MAC, so a new pod could change the gateway's
+    MAC under the pods' ARP caches (IPVS ClusterIPs then time out until the entry goes stale):
+    cbr0's address is set when it is created, as the CNI bridge plugin does."""
+    node = node_of(lab)
+    with netns.entered(node), IPRoute() as ipr:
+        before = link(ipr, wiring.POD_BRIDGE).get_attr("IFLA_ADDRESS")
+    assert int(before.split(":")[0], 16) & 0x03 == 0x02, before  # locally administered, unicast
+    srv = listen(node, GATEWAY)
+    try:
+        assert tcp_exchange(wiring.pod_ns(lab, "default", "p0"), srv) == PODS["p0"]  # p0 caches the MAC
+        ip("-n", node, "link", "add", "lowmac", "address", "02:00:00:00:00:00", "type", "veth", "peer", "name", "lowmacp")
+        ip("-n", node, "link", "set", "lowmac", "master", wiring.POD_BRIDGE, "up")
+        ip("-n", node, "link", "set", "lowmacp", "up")
+        with netns.entered(node), IPRoute() as ipr:
+            assert link(ipr, wiring.POD_BRIDGE).get_attr("IFLA_ADDRESS") == before
+        assert tcp_exchange(wiring.pod_ns(lab, "default", "p1"), srv) == PODS["p1"]
+    finally:
+        srv.close()
+
+
 # ----------------------------------------------------------------------------- errors, removal
 
 
