@@ -31,23 +31,48 @@ class SyncTiming:
 
 
 class IptablesProxier:
+    """kube-proxy's iptables mode. The first sync (and one after a failure) is a full sync; later
+    ones are partial, as upstream's MinimizeIPTablesRestore: only Services whose chains changed
+    (by fingerprint, kept in the node's record) have their KUBE-SVC/SEP/… chains rewritten."""
+
     mode = "iptables"
     binary = "iptables-restore"
 
     def render(self, view: NodeView, rec: dict | None = None) -> str:
         rec = rec or {}
         previous = set(rec.get("chains", ()))
-        if rec.get("bootstrapped"):
-            return riptables.render(view, previous_chains=previous)
-        return riptables.bootstrap(view, previous_chains=previous)
+        if not rec.get("bootstrapped"):
+            return riptables.bootstrap(view, previous_chains=previous)
+        return riptables.render_partial(view, previous, self._unchanged(view, rec))
+
+    @staticmethod
+    def _unchanged(view: NodeView, rec: dict, prints: dict[str, str] | None = None) -> set[str]:
+        before = rec.get("fingerprints") or {}
+        prints = prints if prints is not None else riptables.service_fingerprints(view)
+        return {k for k, v in prints.items() if before.get(k) == v}
 
     def sync(self, ns: str, view: NodeView, rec: dict) -> SyncTiming:
         t0 = time.perf_counter()
-        text = self.render(view, rec)
+        prints = riptables.service_fingerprints(view)
+        previous = set(rec.get("chains", ()))
+        partial = bool(rec.get("bootstrapped") and rec.get("fingerprints"))
+        active: set[str] = set()
+        if partial:
+            text = riptables.render_partial(view, previous, self._unchanged(view, rec, prints), active_out=active)
+        else:
+            text = self.render(view, {**rec, "fingerprints": None})
+            active = riptables.active_chains(view)
         t1 = time.perf_counter()
-        kiptables.restore(ns, text)
+        rec["fingerprints"] = None  # until this sync is known to be in: a failure means a full sync next
+        try:
+            kiptables.restore(ns, text)
+        except RuntimeError:
+            if not partial:
+                raise
+            # Upstream sets needFullSync after a failed partial restore; here the full one follows at once.
+            kiptables.restore(ns, riptables.render(view, previous_chains=previous))
         t2 = time.perf_counter()
-        rec["chains"], rec["bootstrapped"] = sorted(riptables.active_chains(view)), True
+        rec["chains"], rec["bootstrapped"], rec["fingerprints"] = sorted(active), True, prints
         return SyncTiming(t1 - t0, t2 - t1, 1)
 
     def cleanup(self, ns: str, rec: dict) -> None:
@@ -74,6 +99,7 @@ class IptablesProxier:
             kiptables.restore(ns, "\n".join(lines) + "\n")
         rec.pop("chains", None)
         rec.pop("bootstrapped", None)
+        rec.pop("fingerprints", None)
 
 
 class NftablesProxier:

@@ -47,6 +47,11 @@ class ServicePort:
     endpoints: tuple[Endpoint, ...] = ()
 
     @property
+    def namespaced_name(self) -> str:
+        """`ns/name`: kube-proxy tracks changes per Service, not per port."""
+        return f"{self.namespace}/{self.name}"
+
+    @property
     def port_name_string(self) -> str:
         """kube-proxy's ServicePortName.String(): `ns/name` plus `:port` only if named."""
         base = f"{self.namespace}/{self.name}"

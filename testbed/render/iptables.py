@@ -165,6 +165,30 @@ def render(view: NodeView, previous_chains: Iterable[str] | None = None, *, nfac
     return _assemble(_sync(view, previous_chains, nfacct))
 
 
+def render_partial(view: NodeView, previous_chains: Iterable[str] | None, unchanged: Iterable[str], *,
+                   nfacct: bool = False, active_out: set[str] | None = None) -> str:
+    """A partial sync's restore input (upstream's MinimizeIPTablesRestore, the default since 1.27):
+    like render(), but the per-service chains of the Services in `unchanged` ("namespace/name")
+    are neither declared nor written, so iptables-restore --noflush leaves them as they are. The
+    top-level chains (KUBE-SERVICES, KUBE-NODEPORTS, …) are always rewritten whole. `active_out`
+    receives the per-service chains the view uses (what active_chains() gives), at no extra cost."""
+    return _assemble(_sync(view, previous_chains, nfacct, frozenset(unchanged), active_out))
+
+
+def service_fingerprints(view: NodeView) -> dict[str, str]:
+    """"namespace/name" -> a digest of everything that shapes its chains on this node (its ports
+    with their endpoints, the node, the config, large-cluster mode): equal digests, equal chains."""
+    import hashlib
+
+    services = _services(view)
+    large = sum(len(_v4_endpoints(sp)) for sp in services) > LARGE_CLUSTER_ENDPOINTS_THRESHOLD
+    context = repr((view.node_name, view.node_ips, view.config, large))
+    by_service: dict[str, list[str]] = {}
+    for sp in services:
+        by_service.setdefault(sp.namespaced_name, []).append(repr(sp))
+    return {k: hashlib.sha1("\n".join([context, *v]).encode()).hexdigest() for k, v in by_service.items()}
+
+
 def _assemble(tables: dict[str, tuple[list[str], list[str]]]) -> str:
     out: list[str] = []
     for table, (chains, rules) in tables.items():
@@ -172,8 +196,10 @@ def _assemble(tables: dict[str, tuple[list[str], list[str]]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _sync(view: NodeView, previous_chains: Iterable[str] | None, nfacct: bool) -> dict[str, tuple[list[str], list[str]]]:
-    """syncProxyRules' four line buffers: {table: (chain declarations, rules)}."""
+def _sync(view: NodeView, previous_chains: Iterable[str] | None, nfacct: bool,
+          unchanged: frozenset[str] = frozenset(), active_out: set[str] | None = None) -> dict[str, tuple[list[str], list[str]]]:
+    """syncProxyRules' four line buffers: {table: (chain declarations, rules)}. `unchanged`:
+    "namespace/name" of Services whose per-service chains a partial sync leaves as they are."""
     cfg = view.config
     mark = go_mark(cfg.masquerade_bit)
     services = _services(view)
@@ -319,80 +345,86 @@ def _sync(view: NodeView, previous_chains: Iterable[str] | None, nfacct: bool) -
                 f"-m tcp -p tcp --dport {sp.health_check_node_port}", "-j ACCEPT",
             )
 
+        # The service's own chains. A partial sync (upstream's MinimizeIPTablesRestore) leaves out
+        # those of unchanged Services: still active (not deleted), just not rewritten.
+        svc_chains, svc_rules = (_Buf(), _Buf()) if sp.namespaced_name in unchanged else (nat_chains, nat_rules)
+
         # Internal traffic: masquerade off-cluster sources reaching the cluster IP.
         if has_internal:
             args = ("-m comment --comment", _q(f"{name} cluster IP"), match, f"-d {sp.cluster_ip} --dport {port}")
             if cfg.masquerade_all:
-                nat_rules.write(f"-A {internal_chain}", *args, "-j KUBE-MARK-MASQ")
+                svc_rules.write(f"-A {internal_chain}", *args, "-j KUBE-MARK-MASQ")
             elif if_not_local:
-                nat_rules.write(f"-A {internal_chain}", *args, if_not_local, "-j KUBE-MARK-MASQ")
+                svc_rules.write(f"-A {internal_chain}", *args, if_not_local, "-j KUBE-MARK-MASQ")
 
         # External traffic: everything for NodePort/externalIP/LB goes through the EXT chain.
         if uses_ext_chain:
-            nat_chains.write(f":{ext_chain} - [0:0]")
+            svc_chains.write(f":{ext_chain} - [0:0]")
             active.add(ext_chain)
             if not ext_local:
-                nat_rules.write(
+                svc_rules.write(
                     f"-A {ext_chain}", "-m comment --comment", _q(f"masquerade traffic for {name} external destinations"),
                     "-j KUBE-MARK-MASQ",
                 )
             else:
                 if if_local:
                     # Pod -> external destination is short-circuited to the cluster chain.
-                    nat_rules.write(
+                    svc_rules.write(
                         f"-A {ext_chain}", "-m comment --comment", _q(f"pod traffic for {name} external destinations"),
                         if_local, f"-j {svc_chain}",
                     )
-                nat_rules.write(
+                svc_rules.write(
                     f"-A {ext_chain}", "-m comment --comment",
                     _q(f"masquerade LOCAL traffic for {name} external destinations"),
                     "-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ",
                 )
-                nat_rules.write(
+                svc_rules.write(
                     f"-A {ext_chain}", "-m comment --comment", _q(f"route LOCAL traffic for {name} external destinations"),
                     f"-m addrtype --src-type LOCAL -j {svc_chain}",
                 )
             if has_external:
-                nat_rules.write(f"-A {ext_chain}", f"-j {external_policy_chain}")
+                svc_rules.write(f"-A {ext_chain}", f"-j {external_policy_chain}")
 
         # LoadBalancer source ranges.
         if uses_fw:
-            nat_chains.write(f":{fw_chain} - [0:0]")
+            svc_chains.write(f":{fw_chain} - [0:0]")
             active.add(fw_chain)
             head = (f"-A {fw_chain}", "-m comment --comment", _q(f"{name} loadbalancer IP"))
             allow_from_node = False
             for raw in sp.load_balancer_source_ranges:
                 net = ipaddress.ip_network(raw.strip(), strict=False)
-                nat_rules.write(*head, f"-s {net}", f"-j {ext_chain}")
+                svc_rules.write(*head, f"-s {net}", f"-j {ext_chain}")
                 if node_ip is not None and node_ip in net:
                     allow_from_node = True
             # An LB VIP bound locally loops node->VIP traffic back with the VIP as source.
             if allow_from_node:
                 for ip in sp.load_balancer_ips:
-                    nat_rules.write(*head, f"-s {ip}", f"-j {ext_chain}")
-            nat_rules.write(
+                    svc_rules.write(*head, f"-s {ip}", f"-j {ext_chain}")
+            svc_rules.write(
                 f"-A {fw_chain}", "-m comment --comment",
                 _q(f"other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL"),
             )
 
         if uses_cluster_chain:
-            nat_chains.write(f":{svc_chain} - [0:0]")
+            svc_chains.write(f":{svc_chain} - [0:0]")
             active.add(svc_chain)
-            _write_service_to_endpoints(nat_rules, sp, svc_chain, cat.cluster, svc_comment)
+            _write_service_to_endpoints(svc_rules, sp, svc_chain, cat.cluster, svc_comment)
         if uses_local_chain:
-            nat_chains.write(f":{svl_chain} - [0:0]")
+            svc_chains.write(f":{svl_chain} - [0:0]")
             active.add(svl_chain)
-            _write_service_to_endpoints(nat_rules, sp, svl_chain, cat.local, svc_comment)
+            _write_service_to_endpoints(svc_rules, sp, svl_chain, cat.local, svc_comment)
 
         for ep in cat.all_reachable:
             sep = names.endpoint_chain(sp, ep)
-            nat_chains.write(f":{sep} - [0:0]")
+            svc_chains.write(f":{sep} - [0:0]")
             active.add(sep)
             head = (f"-A {sep}", svc_comment(name))
-            nat_rules.write(*head, f"-s {ep.ip}", "-j KUBE-MARK-MASQ")  # hairpin
+            svc_rules.write(*head, f"-s {ep.ip}", "-j KUBE-MARK-MASQ")  # hairpin
             affinity = f"-m recent --name {sep} --set" if sp.session_affinity_timeout else ""
-            nat_rules.write(*head, affinity, match, f"-j DNAT --to-destination {ep.address}")
+            svc_rules.write(*head, affinity, match, f"-j DNAT --to-destination {ep.address}")
 
+    if active_out is not None:
+        active_out.update(active)
     # Stale per-service chains: a chain line flushes them, then -X deletes them.
     for chain in sorted(set(previous_chains or ()) - active):
         if names.is_service_chain_name(chain):

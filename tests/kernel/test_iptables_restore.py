@@ -106,3 +106,44 @@ def test_bootstrap_then_resync_removing_a_service(ns):
     assert _saved_builtin_rules(saved2) == want_jumps
     # The filter-table leftovers of the removed service (health check, firewall) went with the flush.
     assert "31000" not in saved2 and "203.0.113.10" not in saved2
+
+
+def _handles(ns):
+    """{nat chain: [rule handles]} as iptables-nft keeps them (nft -a list table ip nat)."""
+    import re
+
+    out, chain = {}, None
+    for line in _run(ns, ["nft", "-a", "list", "table", "ip", "nat"]).splitlines():
+        s = line.strip()
+        if m := re.match(r"chain (\S+) \{", s):
+            chain = m.group(1)
+            out[chain] = []
+        elif chain and (m := re.search(r"# handle (\d+)$", s)) and not s.startswith("chain "):
+            out[chain].append(int(m.group(1)))
+    return out
+
+
+@pytest.mark.skipif(not shutil.which("nft"), reason="needs nft to read rule handles")
+def test_partial_sync_through_the_proxier_rewrites_only_the_changed_service(ns):
+    """The proxier's second sync is partial (MinimizeIPTablesRestore): the changed Service's chains
+    are rewritten (new handles), every other Service's chains keep their rule handles, and the
+    result reads back like a full sync of the new view."""
+    from testbed.proxier import IptablesProxier
+
+    p, rec = IptablesProxier(), {}
+    view = _view(_services())
+    p.sync(ns, view, rec)
+    before = _handles(ns)
+    web = _services()[0]
+    changed = _view([ServicePort(**{**web.__dict__, "endpoints": web.endpoints[:2]})] + list(_services()[1:]))
+    p.sync(ns, changed, rec)
+    after = _handles(ns)
+    web_chains = ipt.active_chains(_view([web]))
+    others = (ipt.active_chains(view) - web_chains) & set(after)
+    assert others and all(after[c] == before[c] for c in others), "an unchanged Service's chains were rewritten"
+    svc = next(c for c in web_chains if c.startswith("KUBE-SVC-"))
+    assert after[svc] != before[svc]
+    saved = set(ipt.normalize_saved(_run(ns, ["iptables-save"])))
+    missing = [l for l in ipt.normalize_rendered(ipt.render(changed)) if l not in saved]
+    assert not missing, "\n".join(missing)
+    assert {c for c in ipt.nat_chains(_run(ns, ["iptables-save"])) if c.startswith(("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SVL-"))} == ipt.active_chains(changed)

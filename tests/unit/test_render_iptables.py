@@ -761,3 +761,74 @@ def test_both_policies_local_still_writes_cluster_chain_for_short_circuit():
     assert rules[("nat", ext)][0].endswith(f"-s 10.244.0.0/16 -j {svc}")
     assert rules[("nat", ext)][-1] == f"-A {ext} -j {svl}"
     assert len(rules[("nat", svc)]) == 2 and len(rules[("nat", svl)]) == 2  # SVL: masquerade + 1 endpoint
+
+
+# ----------------------------------------------------------------------------- partial syncs
+
+
+def restore_noflush(kernel: dict, text: str) -> dict:
+    """iptables-restore --noflush on a model {(table, chain): [rules]}: a declared chain is
+    created or flushed, -A appends, -X deletes; chains not named are left alone."""
+    kernel = {k: list(v) for k, v in kernel.items()}
+    table = None
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith(":"):
+            kernel[(table, line[1:].split()[0])] = []
+        elif line.startswith("-A "):
+            kernel[(table, line.split()[1])].append(line)
+        elif line.startswith("-X "):
+            del kernel[(table, line.split()[1])]
+    return kernel
+
+
+def _svc(i, eps=2, **kw):
+    return ServicePort("ns", f"s{i}", "", "TCP", 80, f"10.96.1.{i}", node_port=30100 + i if i % 3 == 0 else None,
+                       session_affinity_timeout=10800 if i % 4 == 0 else None,
+                       endpoints=tuple(Endpoint(f"10.244.{i % 2}.{10 + k}", 8080, node=N if k % 2 else "node-b")
+                                       for k in range(eps)), **kw)
+
+
+def test_partial_sync_leaves_unchanged_services_alone_and_ends_like_a_full_sync():
+    """Random changes (endpoints, Services added and removed): full(v1) then partial(v2) in the
+    --noflush model gives exactly full(v2); unchanged Services' chains are not in the input."""
+    rng = random.Random(7)
+    view = V(*[_svc(i, eps=rng.randint(0, 3)) for i in range(12)])
+    kernel = restore_noflush({}, ipt.render(view))
+    prints, chains_now = ipt.service_fingerprints(view), ipt.active_chains(view)
+    for step in range(30):
+        svcs = [s for s in view.services if rng.random() > 0.1]
+        svcs = [_svc(int(s.name[1:]), eps=rng.randint(0, 3)) if rng.random() < 0.2 else s for s in svcs]
+        svcs += [_svc(rng.randint(12, 40), eps=rng.randint(0, 3))] if rng.random() < 0.3 else []
+        new = V(*{s.name: s for s in svcs}.values())
+        new_prints = ipt.service_fingerprints(new)
+        unchanged = {k for k, v in new_prints.items() if prints.get(k) == v}
+        active: set[str] = set()
+        text = ipt.render_partial(new, chains_now, unchanged, active_out=active)
+        before, kernel = kernel, restore_noflush(kernel, text)
+        assert kernel == restore_noflush(before, ipt.render(new, chains_now)), f"step {step}"  # = a full sync
+        for key in unchanged:
+            for c in ipt.active_chains(V(*[s for s in new.services if s.namespaced_name == key])):
+                assert f":{c} " not in text, (step, key, c)
+        assert active == ipt.active_chains(new)
+        prints, chains_now = new_prints, active
+
+
+def test_partial_sync_with_nothing_changed_rewrites_only_the_top_level_chains():
+    view = V(_svc(1), _svc(3), _svc(4))
+    text = ipt.render_partial(view, ipt.active_chains(view), ipt.service_fingerprints(view))
+    declared = {line[1:].split()[0] for line in text.splitlines() if line.startswith(":")}
+    assert declared and not any(c.startswith(("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SVL-")) for c in declared)
+    full_rules, _ = chains(ipt.render(view))
+    part_rules, _ = chains(text)
+    assert part_rules[("nat", "KUBE-SERVICES")] == full_rules[("nat", "KUBE-SERVICES")]
+    assert part_rules[("nat", "KUBE-NODEPORTS")] == full_rules[("nat", "KUBE-NODEPORTS")]
+
+
+def test_fingerprints_change_with_the_service_and_the_node_context():
+    a = ipt.service_fingerprints(V(_svc(1), _svc(2)))
+    b = ipt.service_fingerprints(V(_svc(1), _svc(2, eps=3)))
+    assert a["ns/s1"] == b["ns/s1"] and a["ns/s2"] != b["ns/s2"]
+    c = ipt.service_fingerprints(V(_svc(1), _svc(2), masquerade_all=True))
+    assert c["ns/s1"] != a["ns/s1"]
