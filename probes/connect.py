@@ -26,6 +26,8 @@ from testbed.kernel import netns as _netns
 OUTCOMES = ("answered", "refused", "timeout", "unreachable", "error")
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH}
 _MAX_RESPONSE = 1 << 20
+SCTP = getattr(socket, "IPPROTO_SCTP", 132)
+PROTOCOLS = ("tcp", "udp", "sctp")
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,9 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _open(netns: str | None, host: str, kind: int, source_port: int | None) -> socket.socket:
+def _open(netns: str | None, host: str, kind: int, source_port: int | None, proto: int = 0) -> socket.socket:
     with _inside(netns):
-        sock = socket.socket(_family(host), kind)
+        sock = socket.socket(_family(host), kind, proto)
     try:
         if source_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -160,11 +162,24 @@ def _read_http(sock: socket.socket, deadline: float) -> tuple[int, bytes]:
 def tcp_request(netns: str | None, host: str, port: int, path: str = "/hostname",
                 timeout: float = 2.0, source_port: int | None = None) -> Result:
     """One HTTP GET over a fresh TCP connection from inside `netns`; `timeout` bounds it all."""
+    return _http_request(netns, host, port, path, timeout, source_port, socket.IPPROTO_TCP)
+
+
+def sctp_request(netns: str | None, host: str, port: int, path: str = "/hostname",
+                 timeout: float = 2.0, source_port: int | None = None) -> Result:
+    """tcp_request over a fresh one-to-one SCTP association (SOCK_STREAM, IPPROTO_SCTP), as
+    netexec's --sctp ports serve. An SCTP ABORT in answer to the INIT reads as "refused"; a kernel
+    without SCTP as "error" (EPROTONOSUPPORT, see `error`)."""
+    return _http_request(netns, host, port, path, timeout, source_port, SCTP)
+
+
+def _http_request(netns: str | None, host: str, port: int, path: str, timeout: float,
+                  source_port: int | None, proto: int) -> Result:
     start = time.monotonic()
     deadline = start + timeout
     local = ""
     try:
-        sock = _open(netns, host, socket.SOCK_STREAM, source_port)
+        sock = _open(netns, host, socket.SOCK_STREAM, source_port, proto)
     except OSError as e:
         return Result("error", elapsed=time.monotonic() - start, error=_describe(e))
     try:
@@ -185,6 +200,18 @@ def tcp_request(netns: str | None, host: str, port: int, path: str = "/hostname"
         sock.close()
     return Result("answered", body.decode("utf-8", "replace").strip(), time.monotonic() - start,
                   None, local, status)
+
+
+def request(netns: str | None, host: str, port: int, proto: str = "tcp", timeout: float = 2.0,
+            path: str = "/hostname", payload: str = "hostname") -> Result:
+    """One request over `proto` ("tcp" | "udp" | "sctp"): `path` for HTTP, `payload` for UDP."""
+    if proto == "udp":
+        return udp_request(netns, host, port, payload=payload, timeout=timeout)
+    if proto == "sctp":
+        return sctp_request(netns, host, port, path=path, timeout=timeout)
+    if proto == "tcp":
+        return tcp_request(netns, host, port, path=path, timeout=timeout)
+    raise ValueError(f"proto must be one of {', '.join(PROTOCOLS)}, not {proto!r}")
 
 
 def udp_request(netns: str | None, host: str, port: int, payload: str = "hostname",
@@ -224,15 +251,13 @@ def distribution(netns: str | None, host: str, port: int, count: int = 300, prot
     Each answered body counts as one backend. Up to `concurrency` threads each enter `netns`
     themselves (setns is per thread) and share the work. For UDP, `payload` is the datagram.
     """
-    if proto not in ("tcp", "udp"):
-        raise ValueError(f"proto must be 'tcp' or 'udp', not {proto!r}")
+    if proto not in PROTOCOLS:
+        raise ValueError(f"proto must be one of {', '.join(PROTOCOLS)}, not {proto!r}")
     if count < 0:
         raise ValueError("count must be >= 0")
 
     def one() -> Result:
-        if proto == "tcp":
-            return tcp_request(None, host, port, path=path, timeout=timeout)
-        return udp_request(None, host, port, payload=payload, timeout=timeout)
+        return request(None, host, port, proto, timeout=timeout, path=path, payload=payload)
 
     workers = max(1, min(concurrency, count))
     shares = [count // workers + (1 if i < count % workers else 0) for i in range(workers)]

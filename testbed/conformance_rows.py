@@ -3,7 +3,7 @@
 Read each row like kube-proxy's packet-flow tables. Every row runs in every proxy mode; where
 kube-proxy itself behaves differently per mode, `expect` says so per mode and `notes` say why.
 """
-from .conformance import Row
+from .conformance import NO_SCTP_IN_USERSPACE, Row
 
 # topologies/default.yaml: nodes node-1/node-2, Deployment web (4 pods) behind Service web
 # (80/TCP, 53/UDP) and web-nodeport (80 → NodePort 30080), Service empty (no endpoints),
@@ -92,6 +92,11 @@ SERVICE_TYPES = [
         backends="svc", source_seen=CLIENT_OR_PROXY),
     Row("one port number over TCP and UDP: TCP", "pod/client", "tcp", "svc/both:5353", backends="svc"),
     Row("one port number over TCP and UDP: UDP", "pod/client", "udp", "svc/both:5353", backends="svc"),
+    Row("ClusterIP SCTP from a pod: DNAT to a backend", "pod/client", "sctp", "svc/sctp:9000",
+        backends="svc", source_seen="client", needs=("sctp",), skip={"userspace": NO_SCTP_IN_USERSPACE},
+        notes={"iptables": "-m sctp -p sctp --dport 9000 in KUBE-SERVICES, DNAT in KUBE-SEP-",
+               "nftables": "service-ips element . sctp . 9000, meta l4proto sctp dnat in the endpoint chain",
+               "ipvs": "an SCTP virtual server (protocol 132) with masquerading real servers"}),
     Row("publishNotReadyAddresses: an unready pod still gets traffic", "pod/client", "tcp", "svc/nr-publish:80",
         backends="svc"),
     Row("the same unready pod behind a normal Service: no endpoints, refused", "pod/client", "tcp", "svc/nr:80",

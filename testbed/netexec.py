@@ -1,7 +1,7 @@
 """The pod workload: a tiny stdlib-only server shaped like Kubernetes' `agnhost netexec`.
 
     python -m testbed.netexec --hostname NAME [--netns PATH] [--tcp PORT]... [--udp PORT]...
-                              [--ready-fd FD]
+                              [--sctp PORT]... [--ready-fd FD]
 
 One process, one thread, one `selectors` loop; it starts in a few tens of milliseconds because it
 imports nothing heavy (from the testbed package only the stdlib-only `testbed.startup`).
@@ -17,6 +17,10 @@ bodies announced by Content-Length are read and discarded):
     GET /healthz       -> 200 "ok"
     GET /readyz        -> 200 "ok", or 503 "not ready" while readiness is toggled off
     anything else      -> 404 (a method other than GET/HEAD -> 405)
+
+SCTP ports speak the same HTTP over a one-to-one SCTP socket (SOCK_STREAM, IPPROTO_SCTP), as
+agnhost netexec's --sctp-port does. On a kernel without SCTP (no CONFIG_IP_SCTP: socket() fails
+with EPROTONOSUPPORT) such a port is skipped with one line on stderr and the others still serve.
 
 UDP ports answer the agnhost commands, one datagram each (surrounding whitespace ignored):
 
@@ -48,10 +52,12 @@ import sys
 from testbed.startup import ReadyFd, enter_netns  # stdlib-only: start-up stays light
 
 MAX_HEADER = 64 * 1024
+SCTP = getattr(socket, "IPPROTO_SCTP", 132)
+NO_SCTP = (errno.EPROTONOSUPPORT, errno.ESOCKTNOSUPPORT)  # the kernel has no SCTP
 RECV = 65536
 USAGE = (
     "usage: python -m testbed.netexec --hostname NAME [--netns PATH] [--tcp PORT]... "
-    "[--udp PORT]... [--ready-fd FD]"
+    "[--udp PORT]... [--sctp PORT]... [--ready-fd FD]"
 )
 
 _ready = True  # SIGUSR1 → False, SIGUSR2 → True
@@ -66,22 +72,22 @@ class UsageError(Exception):
 
 
 def parse_args(argv: list[str]) -> dict:
-    """Hand-rolled (argparse costs start-up time): repeated --tcp/--udp, `--opt=value` accepted."""
-    opts: dict = {"hostname": None, "netns": None, "tcp": [], "udp": [], "ready_fd": None}
+    """Hand-rolled (argparse costs start-up time): repeated --tcp/--udp/--sctp, `--opt=value` accepted."""
+    opts: dict = {"hostname": None, "netns": None, "tcp": [], "udp": [], "sctp": [], "ready_fd": None}
     it = iter(argv)
     for arg in it:
         if arg in ("-h", "--help"):
             sys.stdout.write(USAGE + "\n")
             raise SystemExit(0)
         key, eq, value = arg.partition("=")
-        if key not in ("--hostname", "--netns", "--tcp", "--udp", "--ready-fd"):
+        if key not in ("--hostname", "--netns", "--tcp", "--udp", "--sctp", "--ready-fd"):
             raise UsageError(f"unknown argument {arg!r}")
         if not eq:
             value = next(it, None)
             if value is None:
                 raise UsageError(f"{key} needs a value")
         name = key[2:].replace("-", "_")
-        if name in ("tcp", "udp"):
+        if name in ("tcp", "udp", "sctp"):
             try:
                 port = int(value)
             except ValueError:
@@ -144,13 +150,22 @@ class Server:
         self.conns: dict[int, _Conn] = {}
 
     # -- binding --------------------------------------------------------------------------
-    def bind_tcp(self, port: int) -> None:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", port))
-        s.listen(4096)
-        s.setblocking(False)
+    def bind_tcp(self, port: int, proto: int = socket.IPPROTO_TCP) -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", port))
+            s.listen(4096)
+            s.setblocking(False)
+        except OSError:
+            s.close()
+            raise
         self.sel.register(s, selectors.EVENT_READ, self._accept)
+
+    def bind_sctp(self, port: int) -> None:
+        """A one-to-one SCTP socket: accept() and the connections behave like TCP's, so the same
+        HTTP handler serves it. EPROTONOSUPPORT when the kernel has no SCTP."""
+        self.bind_tcp(port, SCTP)
 
     def bind_udp(self, port: int) -> None:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -386,6 +401,14 @@ def main(argv: list[str] | None = None) -> int:
                     server.bind_tcp(port)
                 for port in opts["udp"]:
                     server.bind_udp(port)
+                for port in opts["sctp"]:
+                    try:
+                        server.bind_sctp(port)
+                    except OSError as e:
+                        if e.errno not in NO_SCTP:
+                            raise
+                        sys.stderr.write(f"netexec: {opts['hostname']}: SCTP port {port} skipped: this kernel has "
+                                         f"no SCTP ({e.strerror})\n")
             except OSError as e:
                 sys.stderr.write(f"netexec: {opts['hostname']}: cannot start: {e}\n")
                 return 2

@@ -42,13 +42,15 @@ def addon_file(lab: str, workload: str) -> Path:
 
 
 def workload_spec(lab: str, pod) -> dict:
-    """What a pod runs: netexec on its container ports (9376/TCP when it declares none), or the
-    DNS server / ingress controller for the add-on pods."""
+    """What a pod runs: netexec on its container ports (9376/TCP when it declares none; SCTP ports
+    are skipped by netexec itself where the kernel has no SCTP), or the DNS server / ingress
+    controller for the add-on pods."""
     from .kernel import wiring
 
     spec = {"key": pod.key, "ns": wiring.pod_ns(lab, pod.namespace, pod.name), "hostname": pod.name,
             "tcp": sorted({c.port for c in pod.ports if c.protocol == "TCP"}) or [9376],
-            "udp": sorted({c.port for c in pod.ports if c.protocol == "UDP"}), "workload": getattr(pod, "workload", "netexec")}
+            "udp": sorted({c.port for c in pod.ports if c.protocol == "UDP"}),
+            "sctp": sorted({c.port for c in pod.ports if c.protocol == "SCTP"}), "workload": getattr(pod, "workload", "netexec")}
     if spec["workload"] == "dns":
         spec["argv"] = ["-m", "testbed.dns_server", "--zone", str(addon_file(lab, "dns"))]
     elif spec["workload"] == "ingress":
@@ -102,7 +104,7 @@ START_TIMEOUT = 90.0 if os.environ.get("TESTBED_IN_VM") == "1" else 10.0
 
 
 def start_workloads(lab: str, specs: list[dict], timeout: float = START_TIMEOUT) -> dict[str, dict]:
-    """Start netexec for each spec {key, ns, hostname, tcp, udp} in parallel; wait until all serve.
+    """Start netexec for each spec {key, ns, hostname, tcp, udp, sctp} in parallel; wait until all serve.
 
     Returns key → {pid, start}. Raises RuntimeError naming the pods that failed to come up.
     """
@@ -121,6 +123,8 @@ def start_workloads(lab: str, specs: list[dict], timeout: float = START_TIMEOUT)
                 argv += ["--tcp", str(p)]
             for p in spec.get("udp", ()):
                 argv += ["--udp", str(p)]
+            for p in spec.get("sctp", ()):
+                argv += ["--sctp", str(p)]
         log = open(logs / f"{spec['key'].replace('/', '_')}.log", "ab")
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent), PYTHONDONTWRITEBYTECODE="1")
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(w,),

@@ -1,4 +1,4 @@
-"""`testbed vm -- CMD…`: run a command inside a stock Debian kernel that has IPVS, dummy and netem.
+"""`testbed vm -- CMD…`: run a command inside a stock Debian kernel that has IPVS, dummy, netem and SCTP.
 
 The host kernel here has no modules (no IPVS, no dummy link, no netem). Debian's cloud kernel has
 them all, and boots under qemu's software emulation (TCG; KVM does not work here) in a few seconds:
@@ -84,7 +84,9 @@ GUEST_MODULES = (
     "nf_conntrack", "nf_conntrack_netlink", "nf_nat", "nf_tables", "nft_compat", "nft_chain_nat",
     # iptables (legacy tables) and the xt matches/targets kube-proxy's rules use
     "iptable_nat", "iptable_filter", "xt_comment", "xt_mark", "xt_conntrack", "xt_statistic", "xt_addrtype",
-    "xt_nat", "xt_MASQUERADE", "xt_tcpudp", "xt_multiport", "xt_set", "xt_physdev", "xt_recent",
+    "xt_nat", "xt_MASQUERADE", "xt_tcpudp", "xt_multiport", "xt_set", "xt_physdev", "xt_recent", "xt_sctp",
+    # SCTP sockets for pods' SCTP ports and the probes (libcrc32c comes as its dependency)
+    "sctp",
     # ipset (every ip_set_* hash/bitmap/list type the kernel has is added by guest_modules())
     "ip_set",
 )
