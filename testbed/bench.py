@@ -312,6 +312,7 @@ def fast_install(mode: str, ns: str, view: NodeView, rec: dict) -> None:
         if proc.returncode != 0:
             raise RuntimeError(f"iptables-restore in {ns} failed: {proc.stderr.strip()}")
         rec["chains"], rec["bootstrapped"] = sorted(riptables.active_chains(view)), True
+        rec["fingerprints"] = riptables.service_fingerprints(view)  # so the next sync is partial, as the proxier's
     elif mode == "nftables":
         from .render import nftables as rnftables
 
