@@ -976,7 +976,7 @@ def run(args, progress: Progress = _quiet, checkpoint: Callable[[dict], None] | 
                 doc["modes"][mode] = _guarded(lambda m=mode: measure_mode(r, m, plan, progress), mode)
             if checkpoint:
                 checkpoint(doc)
-        if plan.latency_repeat:
+        if plan.latency_repeat and plan.modes:  # `--modes none`: the lab build alone
             doc["programming"] = {}
             here = [m for m in (*plan.modes, "userspace") if m != "ipvs"] if not ipvs_only else []
             if "ipvs" in plan.modes and ipvs_here() is None:

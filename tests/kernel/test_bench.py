@@ -149,3 +149,10 @@ def test_programming_latency_part(tmp_path):
     assert all(r["n"] == 1 and r["observed_p50_ms"] is not None for r in rows.values()), rows
     assert set(doc["programming"]) == {"iptables", "userspace"}  # userspace: measured here even if not a bench mode
     assert doc["left_behind"]["namespaces"] == [] and not state.read(doc["run"] + "p")
+
+
+def test_modes_none_is_the_build_alone(tmp_path):
+    """`--modes none` (benchmarks/build.py): no Service part and no programming-latency lab either."""
+    doc = bench.run(_args(tmp_path, modes="none", pods="2", build_repeat=1, no_latency=False, latency_repeat=1))
+    assert doc["modes"] == {} and "programming" not in doc
+    assert doc["build"]["sizes"][0]["pods"] == 2
