@@ -304,14 +304,15 @@ def fast_install(mode: str, ns: str, view: NodeView, rec: dict) -> None:
     if mode == "iptables":
         from .render import iptables as riptables
 
-        text = p.render(view, {})
+        active: set[str] = set()
+        text = riptables.bootstrap(view, active_out=active)  # what the proxier's first sync writes
         # Without --noflush: the node is fresh (its tables hold nothing else), so flushing the two
         # tables first leaves exactly the state --noflush would; iptables-nft is ~10× faster so.
         proc = subprocess.run([kiptables._binary("iptables-restore")], input=text, text=True, capture_output=True,
                               preexec_fn=_preexec(ns), check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"iptables-restore in {ns} failed: {proc.stderr.strip()}")
-        rec["chains"], rec["bootstrapped"] = sorted(riptables.active_chains(view)), True
+        rec["chains"], rec["bootstrapped"] = sorted(active), True
         rec["fingerprints"] = riptables.service_fingerprints(view)  # so the next sync is partial, as the proxier's
     elif mode == "nftables":
         from .render import nftables as rnftables

@@ -39,17 +39,20 @@ class IptablesProxier:
     binary = "iptables-restore"
 
     def render(self, view: NodeView, rec: dict | None = None) -> str:
-        rec = rec or {}
-        previous = set(rec.get("chains", ()))
-        if not rec.get("bootstrapped"):
-            return riptables.bootstrap(view, previous_chains=previous)
-        return riptables.render_partial(view, previous, self._unchanged(view, rec))
+        return self._render(view, rec or {})
 
     @staticmethod
-    def _unchanged(view: NodeView, rec: dict, prints: dict[str, str] | None = None) -> set[str]:
+    def _render(view: NodeView, rec: dict, prints: dict[str, str] | None = None,
+                active_out: set[str] | None = None) -> str:
+        """The first sync in full (with the built-in-chain jumps); later ones partial: Services whose
+        fingerprint equals the one in `rec` are left out (none without fingerprints: a full sync)."""
+        previous = set(rec.get("chains", ()))
+        if not rec.get("bootstrapped"):
+            return riptables.bootstrap(view, previous_chains=previous, active_out=active_out)
         before = rec.get("fingerprints") or {}
         prints = prints if prints is not None else riptables.service_fingerprints(view)
-        return {k for k, v in prints.items() if before.get(k) == v}
+        unchanged = {k for k, v in prints.items() if before.get(k) == v}
+        return riptables.render_partial(view, previous, unchanged, active_out=active_out)
 
     def sync(self, ns: str, view: NodeView, rec: dict) -> SyncTiming:
         t0 = time.perf_counter()
@@ -57,11 +60,7 @@ class IptablesProxier:
         previous = set(rec.get("chains", ()))
         partial = bool(rec.get("bootstrapped") and rec.get("fingerprints"))
         active: set[str] = set()
-        if partial:
-            text = riptables.render_partial(view, previous, self._unchanged(view, rec, prints), active_out=active)
-        else:
-            text = self.render(view, {**rec, "fingerprints": None})
-            active = riptables.active_chains(view)
+        text = self._render(view, rec, prints, active)
         t1 = time.perf_counter()
         rec["fingerprints"] = None  # until this sync is known to be in: a failure means a full sync next
         try:

@@ -501,14 +501,15 @@ def jump_rules() -> dict[str, list[str]]:
     return out
 
 
-def bootstrap(view: NodeView, previous_chains: Iterable[str] | None = None, *, nfacct: bool = False) -> str:
+def bootstrap(view: NodeView, previous_chains: Iterable[str] | None = None, *, nfacct: bool = False,
+              active_out: set[str] | None = None) -> str:
     """render(view) plus the built-in-chain jumps, in one `iptables-restore --noflush` transaction.
 
     Meant for a node's first sync (jumps not present yet): the jumps are inserted at the top of each
     built-in chain (`-I CHAIN n`) so the saved order equals jump_rules(). Built-in chains are not
     declared, so other rules in them (and their policies) are kept.
     """
-    tables = _sync(view, previous_chains, nfacct)
+    tables = _sync(view, previous_chains, nfacct, active_out=active_out)
     builtins = {c for chains in _BUILTIN_ORDER.values() for c in chains}
     for table, rules in jump_rules().items():
         chains, body = tables[table]
