@@ -184,8 +184,7 @@ def _port_index(info, port: int, proto: str) -> int:
 
 
 def _backends(cluster: ClusterState, info, i: int) -> dict[str, PodInfo]:
-    ips = {e.ip for e in info.endpoints[i] if e.ready}
-    return {p.name: p for p in cluster.pods if p.ip in ips}
+    return {p.name: p for p in cluster.ready_backends(info, i)}
 
 
 def _resolve_source(lab: str, cluster: ClusterState, source: str) -> _Source:
@@ -269,7 +268,7 @@ def _run_failover(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
 
     src = _resolve_source(lab.name, cluster, row.source)
     ip, port, info, i = _resolve_target(cluster, row.target, row.proto.lower())
-    probed = any(pr.kind == "readiness" for p in cluster.pods if p.ip in {e.ip for e in info.endpoints[i]} for pr in p.probes)
+    probed = any(p.has_readiness_probe for p in cluster.pods if p.ip in {e.ip for e in info.endpoints[i]})
     if probed:  # pods with a readiness probe start unready: wait until all of them serve
         wait_until(lambda: all(e.ready for e in _target_endpoints(lab, info, i)), timeout=15,
                    message=f"every endpoint of {info.key} ready")
@@ -568,8 +567,7 @@ def derive_rows(cluster: ClusterState) -> list[Row]:
     pod replacement. SCTP ports' rows need SCTP in the kernel and skip in userspace mode. The
     default lab's hand-written table (testbed/conformance_rows.py) has the same shape."""
     rows: list[Row] = []
-    backing = {e.ip for s in cluster.services for eps in s.endpoints for e in eps}
-    free = [p for p in cluster.pods if p.ip not in backing] or list(cluster.pods)
+    free = cluster.pods_backing_nothing() or list(cluster.pods)
     if not free:
         return rows
     client = free[0]

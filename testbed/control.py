@@ -77,6 +77,10 @@ class PodInfo:
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    @property
+    def has_readiness_probe(self) -> bool:
+        return any(p.kind == "readiness" for p in self.probes)
+
     def snapshot(self) -> dict:
         """What a terminating pod keeps once its manifest or Deployment no longer produces it."""
         return {"labels": [list(x) for x in self.labels], "ports": [[c.port, c.protocol, c.name] for c in self.ports],
@@ -143,6 +147,16 @@ class ClusterState:
             if n.name == name:
                 return n
         raise KeyError(f"no node named {name!r} (nodes: {', '.join(n.name for n in self.nodes)})")
+
+    def ready_backends(self, info: ServiceInfo, port_index: int) -> list[PodInfo]:
+        """The pods behind the ready endpoints of one Service port, in pod order."""
+        ips = {e.ip for e in info.endpoints[port_index] if e.ready}
+        return [p for p in self.pods if p.ip in ips]
+
+    def pods_backing_nothing(self) -> list[PodInfo]:
+        """Pods that are no Service's endpoint: where probes send from (like the e2e exec pod)."""
+        backing = {e.ip for s in self.services for eps in s.endpoints for e in eps}
+        return [p for p in self.pods if p.ip not in backing]
 
     def proxy_config(self) -> ProxyConfig:
         return ProxyConfig(cluster_cidr=self.lab.cluster_cidr, service_cidrs=(self.lab.service_cidr,),

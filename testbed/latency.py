@@ -59,7 +59,7 @@ def pick_service(cluster: ClusterState, name: str | None = None) -> tuple[Servic
             continue
         for i, sp in enumerate(info.service.ports):
             if info.proxied and sp.protocol == "TCP" and sum(e.ready for e in info.endpoints[i]) >= 2:
-                probed = any(pr.kind == "readiness" for p in _backends(cluster, info, i) for pr in p.probes)
+                probed = any(p.has_readiness_probe for p in _backends(cluster, info, i))
                 found.append((probed, len(found), info, i))
                 break
         else:
@@ -73,13 +73,11 @@ def pick_service(cluster: ClusterState, name: str | None = None) -> tuple[Servic
 
 
 def _backends(cluster: ClusterState, info: ServiceInfo, i: int) -> list[PodInfo]:
-    ips = {e.ip for e in info.endpoints[i] if e.ready}
-    return sorted((p for p in cluster.pods if p.ip in ips and p.workload == "netexec"), key=lambda p: p.key)
+    return sorted((p for p in cluster.ready_backends(info, i) if p.workload == "netexec"), key=lambda p: p.key)
 
 
-def _prober(cluster: ClusterState, info: ServiceInfo) -> PodInfo:
-    backing = {e.ip for s in cluster.services for eps in s.endpoints for e in eps}
-    free = [p for p in cluster.pods if p.ip not in backing and not p.terminating]
+def _prober(cluster: ClusterState) -> PodInfo:
+    free = [p for p in cluster.pods_backing_nothing() if not p.terminating]
     if not free:
         raise TestbedError("no pod that backs nothing to send from: add one (like the default lab's `client`)")
     return free[0]
@@ -100,13 +98,13 @@ def measure(lab, service: str | None = None, changes=CHANGES, repeat: int = 1, p
         for change in changes:
             cluster = lab.cluster()
             info, i = pick_service(cluster, service)
-            src = _prober(cluster, info)
+            src = _prober(cluster)
             ns = wiring.pod_ns(lab.name, src.namespace, src.name)
             port = info.service.ports[i].port
             reports: list = []
             backends = _backends(cluster, info, i)
             if change in ("pod-unready", "pod-ready"):
-                plain = [p for p in backends if not any(pr.kind == "readiness" for pr in p.probes)]
+                plain = [p for p in backends if not p.has_readiness_probe]
                 if len(plain) < 2:
                     progress(f"{change}: skipped, {info.key} needs two ready backends without a readiness probe")
                     continue

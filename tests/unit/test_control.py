@@ -20,15 +20,16 @@ def load(*docs: str, base: model.Topology | None = None) -> model.Topology:
     return model.load_text("---\n".join(textwrap.dedent(d) for d in docs), file=FILE, base=base)
 
 
-def lab(nodes: str = "[{name: n1}, {name: n2}]", extra: str = "") -> str:
+def lab(nodes: str = "[{name: n1}, {name: n2}]", extra: str = "", dns: str | None = "{enabled: false}") -> str:
+    """A Lab document; `dns=None` keeps the kube-dns add-on (most tests count pods and Services)."""
+    dns_line = f"  clusterDNS: {dns}\n" if dns is not None else ""
     return f"""\
 apiVersion: testbed.dev/v1alpha1
 kind: Lab
 metadata: {{name: l}}
 spec:
   nodes: {nodes}
-  clusterDNS: {{enabled: false}}  # these tests count pods and Services: no kube-dns add-on
-{extra}"""
+{dns_line}{extra}"""
 
 
 def deployment(name: str = "web", replicas: int = 4, app: str = "web", ports: str = "[{containerPort: 9376, name: http}]") -> str:
@@ -470,14 +471,7 @@ def test_single_node_manual_slice_matches_its_comment():
 
 
 def test_cluster_dns_addon_by_default():
-    topo = model.load_text("""\
-apiVersion: testbed.dev/v1alpha1
-kind: Lab
-metadata: {name: l}
-spec:
-  nodes: [{name: n1}]
-""")
-    cluster, _ = reconcile(topo)
+    cluster, _ = reconcile(model.load_text(lab("[{name: n1}]", dns=None)))
     dns = next(s for s in cluster.services if s.key == "kube-system/kube-dns")
     assert dns.cluster_ip == "10.96.0.10"
     assert [(p.name, p.protocol, p.port) for p in dns.service.ports] == [("dns", "UDP", 53), ("dns-tcp", "TCP", 53)]
@@ -489,12 +483,13 @@ spec:
 def test_cluster_dns_addon_can_be_turned_off_or_moved():
     off = model.load_text(lab(extra=""))
     assert not [s for s in reconcile(off)[0].services if s.key == "kube-system/kube-dns"]
-    moved = model.load_text("""\
-apiVersion: testbed.dev/v1alpha1
-kind: Lab
-metadata: {name: l}
-spec:
-  nodes: [{name: n1}]
-  clusterDNS: {ip: 10.96.0.53}
-""")
+    moved = model.load_text(lab("[{name: n1}]", dns="{ip: 10.96.0.53}"))
     assert next(s for s in reconcile(moved)[0].services if s.key == "kube-system/kube-dns").cluster_ip == "10.96.0.53"
+
+
+def test_ready_backends_and_pods_backing_nothing():
+    cluster, _ = reconcile(load(lab(), deployment(replicas=3), service(), pod("client", labels="{app: client}")))
+    (web,) = [s for s in cluster.services if s.service.name == "web"]
+    backends = cluster.ready_backends(web, 0)
+    assert sorted(p.owner for p in backends) == ["default/web"] * 3
+    assert [p.name for p in cluster.pods_backing_nothing()] == ["client"]
