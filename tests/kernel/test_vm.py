@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -77,19 +76,8 @@ def _ours(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
-def test_timeout_raises_and_leaves_no_processes_or_temp_dirs(monkeypatch):
-    started: list[subprocess.Popen] = []
-    real_popen = subprocess.Popen
-
-    class Recording(real_popen):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            started.append(self)
-
-    made: list[str] = []
-    real_mkdtemp = vm.tempfile.mkdtemp
-    monkeypatch.setattr(vm.subprocess, "Popen", Recording)
-    monkeypatch.setattr(vm.tempfile, "mkdtemp", lambda **kw: made.append(real_mkdtemp(**kw)) or made[-1])
+def test_timeout_raises_and_leaves_no_processes_or_temp_dirs(vm_spawns):
+    started, made = vm_spawns
     timeout = 20
     t0 = time.monotonic()
     with pytest.raises(vm.VMError) as e:

@@ -550,7 +550,7 @@ def test_report_shows_console_up_to_the_panic_and_drops_virtiofsd_noise(tmp_path
 
 
 @pytest.fixture
-def stand_ins(tmp_path, monkeypatch):
+def stand_ins(tmp_path, monkeypatch, vm_spawns):
     """run() with qemu and virtiofsd replaced by shell scripts; records the processes it starts."""
     monkeypatch.setattr(vm, "available", lambda: None)
     monkeypatch.setattr(vm.os, "geteuid", lambda: 0)
@@ -558,18 +558,7 @@ def stand_ins(tmp_path, monkeypatch):
     monkeypatch.setattr(vm, "find_busybox", lambda: "/bin/busybox")
     monkeypatch.setattr(vm, "build_initramfs", lambda kernel, busybox: tmp_path / "initrd")
     monkeypatch.setattr(vm, "virtiofsd_argv", lambda fd, nofile=None: ["sleep", "300"])
-    started: list[subprocess.Popen] = []
-    real_popen = subprocess.Popen
-
-    class Recording(real_popen):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            started.append(self)
-
-    monkeypatch.setattr(vm.subprocess, "Popen", Recording)
-    made: list[str] = []
-    real_mkdtemp = vm.tempfile.mkdtemp
-    monkeypatch.setattr(vm.tempfile, "mkdtemp", lambda **kw: made.append(real_mkdtemp(**kw)) or made[-1])
+    started, made = vm_spawns
 
     def guest(script: str):
         def argv(kernel, initrd, cmdline, sock, console, out, err, status, **kw):
