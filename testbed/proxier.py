@@ -105,6 +105,12 @@ class NftablesProxier:
     mode = "nftables"
     binary = "nft"
 
+    def __init__(self) -> None:
+        # ns -> the state this process's last sync left (with its memo). The lab writes it to its
+        # state file and may read it back as JSON before the next sync: that JSON is recognised, so
+        # a long-lived process (the agent) keeps the fast path across its state reloads.
+        self._last: dict[str, rnftables.NftState] = {}
+
     def render(self, view: NodeView, rec: dict | None = None) -> str:
         rec = rec or {}
         if rec.get("nft"):
@@ -112,24 +118,16 @@ class NftablesProxier:
             return text
         return rnftables.render(view)
 
-    def __init__(self) -> None:
-        # ns -> (the state JSON this process last read, that state parsed), for a state that came
-        # back from the lab's state file unchanged.
-        self._parsed: dict[str, tuple[str, rnftables.NftState]] = {}
-
     def _previous(self, ns: str, rec: dict) -> rnftables.NftState | None:
         saved = rec.get("nft")
         if not saved:
             return None
         if isinstance(saved, rnftables.NftState):
             return saved
-        last = self._parsed.get(ns)
-        if last is not None and last[0] == saved:
-            return last[1]
-        state = rnftables.NftState.from_json(saved)
-        if ns:
-            self._parsed[ns] = (saved, state)
-        return state
+        last = self._last.get(ns)
+        if last is not None and last.serialised() == saved:
+            return last
+        return rnftables.NftState.from_json(saved)
 
     def sync(self, ns: str, view: NodeView, rec: dict) -> SyncTiming:
         t0 = time.perf_counter()
@@ -140,13 +138,13 @@ class NftablesProxier:
         t2 = time.perf_counter()
         # The state object itself, as kube-proxy keeps it in memory: the lab's state file turns it
         # into JSON when it is written (state.write), a long-lived process never has to.
-        rec["nft"] = state
+        rec["nft"] = self._last[ns] = state
         return SyncTiming(t1 - t0, t2 - t1, 1 if text else 0)
 
     def cleanup(self, ns: str, rec: dict) -> None:
         knft.delete_table(ns)
         rec.pop("nft", None)
-        self._parsed.pop(ns, None)
+        self._last.pop(ns, None)
 
 
 class UserspaceProxier:

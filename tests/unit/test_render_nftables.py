@@ -848,3 +848,19 @@ def test_partial_sync_from_memo_with_a_key_two_services_claim():
     shared = dataclasses.replace(REMOTE_ONLY, port=80, external_ips=("203.0.113.10",))  # LB's LB IP:80 too
     for seed, view, (_, fast), (_, slow) in _fast_and_general((WEB, LB, shared, EMPTY)):
         assert fast == slow == nft.desired(view), f"seed {seed}"
+
+
+def test_proxier_recognises_its_own_state_read_back_from_the_lab_file():
+    """The lab writes a sync's state as JSON and may read it back before the next sync: the proxier
+    then continues from its in-memory state (memo and all) instead of re-parsing it."""
+    from testbed.proxier import NftablesProxier
+
+    p = NftablesProxier()
+    _, state = nft.sync(None, V(*ALL4))
+    p._last["n"] = state
+    assert p._previous("n", {"nft": state}) is state
+    text = state.to_json()  # what state.write stores; made once
+    assert state.serialised() is text and state.to_json() is text
+    assert p._previous("n", {"nft": json.loads(json.dumps(text))}) is state
+    other = p._previous("n", {"nft": nft.desired(V(WEB)).to_json()})
+    assert other is not state and other.memo is None
