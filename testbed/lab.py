@@ -151,7 +151,7 @@ class Lab:
             lab._save()
             try:
                 lab._build(cluster)
-                report = lab._sync(cluster, alloc, started=time.perf_counter(), trigger="lab up")
+                report = lab._sync(cluster, alloc, started=time.perf_counter(), change="lab up")
                 lab.saved["agent"] = supervisor.start_agent(name)
                 lab._save()
             except BaseException:
@@ -201,11 +201,13 @@ class Lab:
 
     # ------------------------------------------------------------------ sync
 
-    def _sync(self, cluster: ClusterState, alloc: Allocations, started: float, trigger: str = "") -> SyncReport:
+    def _sync(self, cluster: ClusterState, alloc: Allocations, started: float, change: str = "",
+              detail: str = "") -> SyncReport:
         """Bring the kernel to `cluster`: add pods, one rules transaction per node, remove pods.
 
-        Each sync is logged with what triggered it and, like kube-proxy's
-        network_programming_duration_seconds, the time from the change to rules on every node."""
+        Each sync is logged with the kind of change that triggered it (`change`, what `get endpoints`
+        groups by), its `detail`, and, like kube-proxy's network_programming_duration_seconds, the
+        time from the change to rules on every node."""
         report = SyncReport()
         lab = self.name
         have: dict = self.saved["pods"]
@@ -265,7 +267,8 @@ class Lab:
                     report.removed_pods.append(k.split("#")[0])
         report.seconds_total = time.perf_counter() - started
         self.saved["syncs"] = (self.saved.get("syncs", []) + [{
-            "at": time.time(), "trigger": trigger, "mode": self.saved["mode"],
+            "at": time.time(), "change": change, "trigger": f"{change}: {detail}" if detail else change,
+            "mode": self.saved["mode"],
             "to_rules_ms": round(report.seconds_to_rules * 1000, 2),
             "total_ms": round(report.seconds_total * 1000, 2), "added": report.added_pods,
             "removed": report.removed_pods, "transactions": report.transactions,
@@ -369,7 +372,7 @@ class Lab:
             self.saved["mode"] = mode
             self._save()
             cluster, alloc = reconcile(self.topology(), Allocations.from_json(self.saved["alloc"]))
-            return self._sync(cluster, alloc, started, trigger=f"proxy mode → {mode}")
+            return self._sync(cluster, alloc, started, change="proxy mode", detail=f"→ {mode}")
 
     # ------------------------------------------------------------------ changes
 
@@ -399,7 +402,7 @@ class Lab:
             topo = model.parse_documents(docs, path, base=self.topology()).with_lab(name=self.name, proxy_mode=self.saved["mode"])
             cluster, alloc = reconcile(topo, Allocations.from_json(self.saved["alloc"]))
             self.saved["manifests"] = manifests
-            return self._sync(cluster, alloc, started, trigger="apply " + ", ".join(f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}" for d in docs))
+            return self._sync(cluster, alloc, started, change="apply", detail=", ".join(f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}" for d in docs))
 
     def delete(self, kind: str, name: str, namespace: str = "default", grace: int | None = None) -> SyncReport:
         """Delete a pod or another object, as the API server would.
@@ -438,7 +441,7 @@ class Lab:
             topo = model.parse_documents(manifests, self.saved.get("source", "<lab>")).with_lab(name=self.name, proxy_mode=self.saved["mode"])
             cluster, alloc = reconcile(topo, alloc)
             self.saved["manifests"] = manifests
-            return self._sync(cluster, alloc, started, trigger=f"delete {kind.lower()} {key}")
+            return self._sync(cluster, alloc, started, change=f"delete {kind.lower()}", detail=key)
 
     def cluster_from(self, alloc: Allocations) -> ClusterState:
         st, _ = reconcile(self.topology(), alloc)
@@ -467,7 +470,7 @@ class Lab:
             for k in done:
                 alloc.pods.pop(k)
             cluster, alloc = reconcile(self.topology(), alloc)
-            return self._sync(cluster, alloc, time.perf_counter(), trigger="grace period ended: " + ", ".join(done))
+            return self._sync(cluster, alloc, time.perf_counter(), change="grace period ended", detail=", ".join(done))
 
     def set_pod_state(self, ready: dict[str, bool] | None = None, restarted: dict[str, dict] | None = None) -> SyncReport | None:
         """Record readiness changes (from the prober) and restarted servers, then sync."""
@@ -488,9 +491,9 @@ class Lab:
             if not changed:
                 return None
             cluster, alloc = reconcile(self.topology(), alloc)
-            trigger = ", ".join([f"{k} ready={str(v).lower()}" for k, v in (ready or {}).items()]
-                                + [f"{k} restarted" for k in (restarted or {})])
-            return self._sync(cluster, alloc, started, trigger=trigger)
+            detail = ", ".join([f"{k} ready={str(v).lower()}" for k, v in (ready or {}).items()]
+                               + [f"{k} restarted" for k in (restarted or {})])
+            return self._sync(cluster, alloc, started, change="readiness" if ready else "restart", detail=detail)
 
     def record_latency(self, entries: list[dict]) -> None:
         """Keep programming latencies observed by traffic (testbed.latency) for `get endpoints`."""

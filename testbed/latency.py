@@ -213,20 +213,9 @@ def summary(entries: list[dict]) -> list[dict]:
 
 
 def sync_summary(syncs: list[dict]) -> list[dict]:
-    """kube-proxy's metric from the lab's sync log: per (mode, kind of trigger), median and max ms."""
+    """kube-proxy's metric from the lab's sync log: per (mode, kind of change), median and max ms."""
     groups: dict[tuple[str, str], list[float]] = {}
     for s in syncs:
-        kind = _trigger_kind(s.get("trigger", ""))
-        groups.setdefault((s.get("mode", "?"), kind), []).append(s["to_rules_ms"])
+        groups.setdefault((s.get("mode", "?"), s.get("change") or "other"), []).append(s["to_rules_ms"])
     return [{"mode": m, "trigger": k, "n": len(v), "p50_ms": statistics.median(v), "max_ms": max(v)}
             for (m, k), v in sorted(groups.items())]
-
-
-def _trigger_kind(trigger: str) -> str:
-    if not trigger:
-        return "other"
-    if "ready=" in trigger:
-        return "readiness"
-    head = trigger.split(":")[0].split(",")[0]
-    words = head.split()
-    return " ".join(words[:2]) if words and words[0] in ("delete", "apply") else head

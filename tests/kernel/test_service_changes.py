@@ -148,4 +148,4 @@ def test_programming_latency_is_seen_by_traffic_in_every_mode(lab_factory, proxy
     (target,) = [s for s in cluster.services if s.service.name == "target"]
     assert [p.port for p in target.service.ports] == [80], "the Service edit was not undone"
     assert len(after.saved["latency"]) == 4
-    assert {s["trigger"].split()[0] for s in after.saved["syncs"]} >= {"lab", "apply", "delete"}
+    assert {s["change"] for s in after.saved["syncs"]} >= {"lab up", "apply", "delete pod", "readiness"}

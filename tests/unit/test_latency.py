@@ -47,11 +47,12 @@ def test_summary_per_mode_and_change():
 
 
 def test_sync_summary_groups_by_kind_of_trigger():
-    syncs = [{"mode": "iptables", "trigger": "delete pod default/web-1", "to_rules_ms": 100.0},
-             {"mode": "iptables", "trigger": "delete pod default/web-2", "to_rules_ms": 140.0},
-             {"mode": "iptables", "trigger": "default/web-3 ready=false", "to_rules_ms": 90.0},
-             {"mode": "iptables", "trigger": "grace period ended: default/web-1", "to_rules_ms": 80.0},
-             {"to_rules_ms": 70.0}]  # a log written before triggers were recorded
+    syncs = [{"mode": "iptables", "change": "delete pod", "trigger": "delete pod: default/web-1", "to_rules_ms": 100.0},
+             {"mode": "iptables", "change": "delete pod", "trigger": "delete pod: default/web-2", "to_rules_ms": 140.0},
+             {"mode": "iptables", "change": "readiness", "trigger": "readiness: default/web-3 ready=false", "to_rules_ms": 90.0},
+             {"mode": "iptables", "change": "grace period ended", "trigger": "grace period ended: default/web-1",
+              "to_rules_ms": 80.0},
+             {"to_rules_ms": 70.0}]  # a log written before changes were recorded
     rows = {(r["mode"], r["trigger"]): r for r in latency.sync_summary(syncs)}
     assert rows[("iptables", "delete pod")]["p50_ms"] == 120.0 and rows[("iptables", "delete pod")]["n"] == 2
     assert rows[("iptables", "readiness")]["max_ms"] == 90.0
