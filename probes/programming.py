@@ -88,6 +88,10 @@ class _Conn:
         self.sock, self.at, self.deadline, self.buf, self.sent = sock, at, deadline, b"", False
 
 
+def _failed(err: int) -> str:
+    return "refused" if err == errno.ECONNREFUSED else "error"
+
+
 def _body(raw: bytes) -> str:
     head, _, body = raw.partition(b"\r\n\r\n")
     return body.decode(errors="replace").strip() if head.startswith(b"HTTP/1.") else ""
@@ -117,6 +121,7 @@ def observe(netns: str | None, host: str, port: int, change: Callable[[], object
         took.append(time.monotonic() - c0)
 
     def finish(c: _Conn, outcome: str, backend: str = "") -> None:
+        live.pop(id(c), None)
         sel.unregister(c.sock)
         try:
             c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
@@ -151,7 +156,7 @@ def observe(netns: str | None, host: str, port: int, change: Callable[[], object
                 c = _Conn(sock, now, now + deadline)
                 if err not in (0, errno.EINPROGRESS):
                     sock.close()
-                    samples.append(Sample(now - t0, "refused" if err == errno.ECONNREFUSED else "error"))
+                    samples.append(Sample(now - t0, _failed(err)))
                 else:
                     live[id(c)] = c
                     sel.register(sock, selectors.EVENT_WRITE, c)
@@ -161,13 +166,11 @@ def observe(netns: str | None, host: str, port: int, change: Callable[[], object
                 if not c.sent:
                     err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                     if err:
-                        live.pop(id(c), None)
-                        finish(c, "refused" if err == errno.ECONNREFUSED else "error")
+                        finish(c, _failed(err))
                         continue
                     try:
                         c.sock.send(_REQUEST)
                     except OSError:
-                        live.pop(id(c), None)
                         finish(c, "error")
                         continue
                     c.sent = True
@@ -180,16 +183,13 @@ def observe(netns: str | None, host: str, port: int, change: Callable[[], object
                 if chunk:
                     c.buf += chunk
                     continue
-                live.pop(id(c), None)
                 body = _body(c.buf)
                 finish(c, "answered" if body else "error", body)
             now = time.monotonic()
             for c in [c for c in live.values() if now > c.deadline]:
-                live.pop(id(c), None)
                 finish(c, "timeout")
     finally:
         for c in list(live.values()):
-            live.pop(id(c), None)
             finish(c, "timeout")
         sel.close()
         if changer.is_alive():
