@@ -260,9 +260,10 @@ def _wait_lb_healthy(lab, info) -> None:
 
 
 def _run_failover(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
-    """A backend's server dies (no readiness probe): a timeline of new connections, then the server
-    is started again. `expect` says what the client sees: `failures` (its share of new connections
-    is refused until something removes the endpoint) or `no-failure` (a proxy retries elsewhere)."""
+    """A backend's server dies: a timeline of new connections, then the server is started again
+    (and, with a readiness probe, made ready again). `expect` says what the client sees: `failures`
+    (its share of new connections is refused until something removes the endpoint), `no-failure`
+    (a proxy retries elsewhere) or `recovers` (the readiness probe removes it: time to recovery)."""
     from probes.failover import failover
     from probes.poll import wait_until
 
