@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from . import model, state
+from . import manifests, model, state
 from .errors import TestbedError
 
 console = Console()
@@ -51,12 +51,62 @@ class _ProgressView:
             self.task = self.p.add_task(info["what"], total=info.get("total") or 1)
         elif event == "advance" and self.task is not None:
             self.p.update(self.task, advance=1, description=info["what"])
-        elif event == "ignored":
-            self.p.console.print(f"[yellow]ignored (not modelled):[/] {info['field']}")
+        elif event == "notes":
+            print_notes(info["topology"], self.p.console)
         elif event == "check":
             if self.task is None or self.p.tasks[self.task].description.startswith("rules"):
                 self.task = self.p.add_task("checks", total=None)
             self.p.update(self.task, description=f"[{info['mode']}] {info['behaviour'][:70]}")
+
+
+def print_notes(topo, out: Console | None = None) -> None:
+    """What the file held that the lab does not model, each named once, and what was inferred:
+    a heading per kind of note, then its items, wrapped to the terminal with a hanging indent."""
+    import textwrap
+
+    out = out or err
+    width = max(40, min(out.width, 120))
+    prefix = f"{topo.source}: "
+
+    def block(head: str, items: list[str], style: str) -> None:
+        if not items:
+            return
+        out.print(Text(f"{topo.source}: {head}", style=style), soft_wrap=True)
+        for item in items:
+            item = item[len(prefix):] if item.startswith(prefix) else item
+            text = textwrap.fill(item, width, initial_indent="  ", subsequent_indent="      ",
+                                 break_on_hyphens=False, break_long_words=True)
+            out.print(Text(text), soft_wrap=True)
+
+    block("inferred (pin them in the Lab document for an exact replay):", list(topo.lab.inferred), "cyan")
+    block("not modelled (accepted):", topo.summary(), "yellow")
+    block("not modelled, and it changes behaviour:", list(topo.effects), "bold yellow")
+    block("ignored (not modelled; no effect on Service networking):",
+          [f"{kind}: {fields}" for kind, fields in _ignored_by_kind(topo.ignored)], "yellow")
+
+
+def _ignored_by_kind(ignored) -> list[tuple[str, str]]:
+    """`spec.template.spec.containers[].env` and friends, per kind, as `containers[].{env, resources}`."""
+    by_kind: dict[str, dict[str, None]] = {}
+    for kind, path, _n in ignored:
+        path = path.removeprefix("spec.template.spec.").removeprefix("spec.")
+        by_kind.setdefault(kind, {})[path] = None
+    out = []
+    for kind, paths in by_kind.items():
+        groups: dict[str, list[str]] = {}
+        for path in paths:
+            head, dot, leaf = path.rpartition(".")
+            groups.setdefault(head if dot else "", []).append(leaf)
+        parts = [(f"{head}." if head else "") + (leaves[0] if len(leaves) == 1 else "{" + ", ".join(sorted(leaves)) + "}")
+                 for head, leaves in sorted(groups.items())]
+        out.append((kind, ", ".join(parts)))
+    return out
+
+
+def _load(args, path: str | None = None):
+    """The topology of FILE (or `-`) as `render`/`verify` read it, with --strict and --rebuild-endpoints."""
+    return model.load_file(path or args.file or str(model.builtin("default")), strict=getattr(args, "strict", False),
+                           rebuild_endpoints=True if getattr(args, "rebuild_endpoints", False) else None)
 
 
 def _progress() -> Progress:
@@ -153,7 +203,8 @@ def _endpoints_json(info) -> dict:
 def cmd_up(args) -> int:
     from .lab import Lab
     with _progress() as p:
-        lab = Lab.up(args.file, name=args.name, mode=args.mode, progress=_ProgressView(p))
+        lab = Lab.up(args.file, name=args.name, mode=args.mode, progress=_ProgressView(p), strict=args.strict,
+                     rebuild_endpoints=True if args.rebuild_endpoints else None)
     report_sync = lab.saved["syncs"][-1] if lab.saved.get("syncs") else None
     _summary(lab)
     if report_sync:
@@ -346,11 +397,9 @@ def cmd_rules(args) -> int:
 def cmd_render(args) -> int:
     from .control import reconcile
     from .lab import render_for_mode
-    path = args.file or str(model.builtin("default"))
-    topo = model.load_file(path)
+    topo = _load(args)
     mode = args.mode or topo.lab.proxy_mode
-    for w in topo.warnings:
-        err.print(f"[yellow]ignored (not modelled):[/] {w}")
+    print_notes(topo)
     cluster, _ = reconcile(topo)
     nodes = [args.node] if args.node else [n.name for n in cluster.nodes]
     for n in nodes:
@@ -442,10 +491,22 @@ def cmd_verify(args) -> int:
     for m in modes:
         if m not in model.PROXY_MODES:
             raise TestbedError(f"--mode: expected one of {', '.join(model.PROXY_MODES)}, got {m!r}")
-    if args.file:
-        model.load_file(args.file)  # a bad file fails before anything is built
-    with _progress() as p:
-        matrix = verify(args.file, modes, progress=_ProgressView(p))
+    path = args.file
+    if path == "-":  # every mode builds from it (and the IPVS column inside the guest): keep a copy
+        import tempfile
+        text, _ = manifests.read_source("-")
+        fd, path = tempfile.mkstemp(prefix="testbed-stdin-", suffix=".yaml")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    try:
+        if path:
+            _load(args, path)  # a bad file fails before anything is built
+        options = {"strict": args.strict, "rebuild_endpoints": True if args.rebuild_endpoints else None}
+        with _progress() as p:
+            matrix = verify(path, modes, progress=_ProgressView(p), options=options)
+    finally:
+        if path and path != args.file:
+            os.unlink(path)
     human = err if args.json == "-" else console  # keep stdout pure JSON for machines
     print_matrix(matrix, human)
     if args.json:
@@ -460,12 +521,24 @@ def cmd_verify(args) -> int:
     return 1 if matrix.failed else 0
 
 
+FILE_HELP = ("what kubectl apply -f takes: a Lab document plus Kubernetes manifests, helm template or kubectl "
+             "kustomize output, a `kubectl get -o yaml` dump (YAML or JSON; - for standard input)")
+
+
+def _input_options(p) -> None:
+    p.add_argument("--strict", action="store_true",
+                   help="refuse kinds and fields testbed does not model (default: accept and name them once)")
+    p.add_argument("--rebuild-endpoints", action="store_true",
+                   help="a dump's EndpointSlices are rebuilt from its pods (default: used as dumped)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="testbed", description="Kubernetes Service networking from real kernel objects.")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("up", help="build a lab (the default lab when no FILE is given) and leave it running")
-    p.add_argument("file", nargs="?", help="topology file: a Lab document plus Kubernetes manifests")
+    p.add_argument("file", nargs="?", help=FILE_HELP)
+    _input_options(p)
     p.add_argument("--mode", choices=model.PROXY_MODES, help="proxy mode (default: the Lab's spec.proxyMode)")
     p.add_argument("--name", help="lab name (default: the Lab's metadata.name)")
     p.set_defaults(fn=cmd_up)
@@ -494,7 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_rules)
 
     p = sub.add_parser("render", help="print the rules `up` would install on a node (no root, no kernel)")
-    p.add_argument("file", nargs="?")
+    p.add_argument("file", nargs="?", help=FILE_HELP)
+    _input_options(p)
     p.add_argument("--mode", choices=model.PROXY_MODES)
     p.add_argument("--node", help="node name (default: every node)")
     p.add_argument("--bootstrap", action="store_true",
@@ -502,13 +576,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_render)
 
     p = sub.add_parser("apply", help="change a running lab from a file (scale, add or edit objects)")
-    p.add_argument("-f", "--file")
+    p.add_argument("-f", "--file", help="manifests (YAML or JSON, as kubectl apply -f takes them; - for standard input)")
     p.add_argument("--mode", choices=model.PROXY_MODES, help="switch the running lab to this proxy mode")
     p.add_argument("--lab")
     p.set_defaults(fn=cmd_apply)
 
     p = sub.add_parser("delete", help="delete a pod (a Deployment's pod comes back with a new name and IP) or another object")
-    p.add_argument("kind", help="pod | service | deployment | endpointslice")
+    p.add_argument("kind", help="pod | service | deployment | replicaset | statefulset | daemonset | job | "
+                                "replicationcontroller | endpointslice (kubectl's short names too)")
     p.add_argument("name", help="NAME or NAMESPACE/NAME")
     p.add_argument("-n", "--namespace", default="default")
     p.add_argument("--grace-period", type=int, default=None,
@@ -551,7 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_list)
 
     p = sub.add_parser("verify", help="build the lab in each proxy mode and check Service behaviour with real traffic")
-    p.add_argument("file", nargs="?")
+    p.add_argument("file", nargs="?", help=FILE_HELP)
+    _input_options(p)
     p.add_argument("--mode", action="append", help="restrict to this mode (repeatable)")
     p.add_argument("--json", metavar="PATH", help="write the matrix as JSON ('-' for standard output)")
     p.set_defaults(fn=cmd_verify)

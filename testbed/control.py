@@ -3,40 +3,31 @@
 - IPAM: node IPs on the node network, a pod CIDR per node, pod IPs from it (never reusing the IP a
   pod just released, like host-local's round-robin), ClusterIPs from the Service CIDR and NodePorts
   from the range (explicit ones honoured, others allocated and then kept across changes).
-- The Deployment controller: replicas → pods named `<deploy>-<hash>-<suffix>`; a deleted pod is
-  replaced by one with a new name and IP.
-- The scheduler: `nodeName` when given, otherwise the node with the fewest pods.
-- The EndpointSlice controller: selectors → endpoints (ready/serving/terminating, nodeName), named
-  targetPorts resolved per pod; Services without a selector take the hand-written EndpointSlices.
+- The workload controllers (testbed.workloads): Deployments, ReplicaSets, ReplicationControllers,
+  StatefulSets, DaemonSets and Jobs → pods; a deleted pod is replaced as its controller would.
+- The scheduler: `nodeName` when given, otherwise the node with the fewest pods among those whose
+  labels match the pod's nodeSelector and whose taints it tolerates (none: the pod stays Pending).
+  A dumped pod keeps its address (`status.podIP`).
+- The EndpointSlice controller: selectors → endpoints of pods in the Service's namespace
+  (ready/serving/terminating, nodeName, hostname), named targetPorts resolved per pod. Every slice
+  labelled with the Service's name is read, as kube-proxy does, endpoints merged by address; a
+  dump's controller-made slices are used as they are (`spec.replay.endpointSlices: rebuild`
+  computes them from the pods instead).
 - kube-proxy's view per node (`proxy.NodeView`).
 """
 from __future__ import annotations
 
 import copy
-import hashlib
 import ipaddress
 from dataclasses import asdict, dataclass, field
 
 from .errors import TopologyError
-from .model import ContainerPort, Pod, Service, Topology
+from .model import ContainerPort, Service, Topology
 from .proxy import Endpoint, NodeView, ProxyConfig, ServicePort
+from .workloads import _digest, desired_pods, schedulable
 
 # Labels that make kube-proxy ignore a Service (it is served by another proxy, or headless).
 IGNORED_SERVICE_LABELS = ("service.kubernetes.io/service-proxy-name", "service.kubernetes.io/headless")
-_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' utilrand alphabet (no vowels)
-
-
-def _digest(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
-
-
-def _suffix(seed: str, length: int) -> str:
-    n = _digest(seed)
-    out = []
-    for _ in range(length):
-        n, r = divmod(n, len(_SUFFIX_ALPHABET))
-        out.append(_SUFFIX_ALPHABET[r])
-    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -72,6 +63,9 @@ class PodInfo:
     probes: tuple = ()
     grace_period: int = 30
     workload: str = "netexec"
+    owner_kind: str | None = None
+    hostname: str | None = None  # spec.hostname (a StatefulSet's pods: their own name)
+    subdomain: str | None = None
 
     @property
     def key(self) -> str:
@@ -84,7 +78,7 @@ class PodInfo:
     def snapshot(self) -> dict:
         """What a terminating pod keeps once its manifest or Deployment no longer produces it."""
         return {"labels": [list(x) for x in self.labels], "ports": [[c.port, c.protocol, c.name] for c in self.ports],
-                "owner": self.owner}
+                "owner": self.owner, "owner_kind": self.owner_kind}
 
 
 @dataclass(frozen=True)
@@ -95,6 +89,7 @@ class ServiceInfo:
     endpoints: tuple[tuple[Endpoint, ...], ...]  # one tuple per service port
     load_balancer_ips: tuple[str, ...] = ()  # status.loadBalancer.ingress (allocated or kept)
     health_check_node_port: int | None = None
+    hostnames: tuple[tuple[str, str], ...] = ()  # endpoint IP → hostname (DNS names under a headless Service)
 
     @property
     def key(self) -> str:
@@ -137,6 +132,7 @@ class ClusterState:
     clients: tuple[ClientInfo, ...]
     pods: tuple[PodInfo, ...]
     services: tuple[ServiceInfo, ...]
+    pending: tuple[tuple[str, str], ...] = ()  # pods no node can take: (key, why), as the scheduler reports
 
     @property
     def lab(self):
@@ -262,6 +258,8 @@ def _allocate_cluster_ips(topo: Topology, alloc: Allocations) -> dict[str, str |
     size = net.num_addresses
     out: dict[str, str | None] = {}
     used = {s.cluster_ip for s in topo.services if s.cluster_ip and not s.headless}
+    if topo.lab.cluster_dns:
+        used.add(dns_ip(topo.lab))  # kube-dns' address, taken by the add-on (or the dump's own kube-dns)
     keep = {}
     for s in topo.services:
         if s.type == "ExternalName" or s.headless:
@@ -310,7 +308,7 @@ def _allocate_node_ports(topo: Topology, alloc: Allocations) -> dict[str, tuple[
     for s in sorted(topo.services, key=lambda s: s.key):
         ports = []
         for p in s.ports:
-            if s.type not in ("NodePort", "LoadBalancer"):
+            if s.type not in ("NodePort", "LoadBalancer") or (not s.allocate_node_ports and not p.node_port):
                 ports.append(None)
                 continue
             k = f"{s.key}|{p.port}|{p.protocol}"
@@ -358,7 +356,10 @@ def _allocate_load_balancers(topo: Topology, alloc: Allocations, hosts: set[str]
     A manifest that already carries status.loadBalancer.ingress keeps that address (as one dumped
     from a real cluster does); spec.loadBalancerIP is honoured; otherwise the next free pool
     address, kept across syncs. An exhausted pool leaves the Service pending, as a cloud would."""
-    lbs = sorted((s for s in topo.services if s.type == "LoadBalancer"), key=lambda s: s.key)
+    # A loadBalancerClass names another controller: the simulated cloud leaves it alone (pending),
+    # unless the object carries the address that controller gave it.
+    lbs = sorted((s for s in topo.services if s.type == "LoadBalancer"
+                  and (not s.load_balancer_class or s.load_balancer_ips)), key=lambda s: s.key)
     used = {ip for s in lbs for ip in s.load_balancer_ips} | {s.load_balancer_ip for s in lbs if s.load_balancer_ip}
     out: dict[str, tuple[str, ...]] = {}
     for s in lbs:
@@ -405,46 +406,18 @@ def _allocate_health_ports(topo: Topology, alloc: Allocations, node_ports: dict[
 # ----------------------------------------------------------------------------- controllers
 
 
-def _pod_template_hash(dep) -> str:
-    return _suffix(repr(dep.template), 10)
-
-
-def _desired_pods(topo: Topology, alloc: Allocations) -> list[tuple[Pod, str | None]]:
-    """(pod, owner) for standalone pods and every Deployment replica, keeping existing replicas."""
-    pods = [(p, None) for p in topo.pods]
-    existing_by_owner: dict[str, list[tuple[int, str]]] = {}
-    for key, rec in alloc.pods.items():
-        if rec.get("owner") and not rec.get("terminating"):  # terminating pods are not replicas any more
-            existing_by_owner.setdefault(rec["owner"], []).append((rec["serial"], key))
-    for dep in sorted(topo.deployments, key=lambda d: d.key):
-        thash = _pod_template_hash(dep)
-        mine = sorted(existing_by_owner.get(dep.key, []))
-        # A changed template rolls every pod (new hash in the name), as a Deployment rollout would.
-        mine = [(s, k) for s, k in mine if alloc.pods[k].get("hash") == thash]
-        kept = mine[: dep.replicas]
-        serial = alloc.serials.get(dep.key, 0)
-        names = [k.split("/", 1)[1] for _, k in kept]
-        while len(names) < dep.replicas:
-            # Like generateName: the base is cut to 58 characters so the pod name stays a DNS label.
-            names.append(f"{dep.name}-{thash}-"[:58] + _suffix(f"{dep.key}#{serial}", 5))
-            alloc.serials[dep.key] = serial = serial + 1
-            alloc.pods.setdefault(f"{dep.namespace}/{names[-1]}", {"serial": serial, "owner": dep.key, "hash": thash})
-        labels = tuple(sorted(dict(dep.template.labels, **{"pod-template-hash": thash}).items()))
-        for n in names:
-            pods.append((Pod(n, dep.namespace, labels, dep.template.ports, dep.template.node_name, owner=dep.key,
-                             probes=dep.template.probes, grace_period=dep.template.grace_period,
-                             workload=dep.template.workload), dep.key))
-    return pods
-
-
-def _schedule_and_address(topo: Topology, alloc: Allocations, nodes: tuple[NodeInfo, ...]) -> tuple[PodInfo, ...]:
+def _schedule_and_address(topo: Topology, alloc: Allocations, nodes: tuple[NodeInfo, ...]
+                          ) -> tuple[tuple[PodInfo, ...], tuple[tuple[str, str], ...]]:
+    """Place and address every desired pod: (pods, pending pods with the scheduler's reason)."""
     terminating = {k: r for k, r in alloc.pods.items() if r.get("terminating")}
-    desired = [(p, o) for p, o in _desired_pods(topo, alloc) if p.key not in terminating]
+    desired = [(p, o) for p, o in desired_pods(topo, alloc) if p.key not in terminating]
     by_node = {n.name: n for n in nodes}
+    specs = {n.name: n for n in topo.lab.nodes}
+    order = {n.name: i for i, n in enumerate(nodes)}
     load = {n.name: 0 for n in nodes}
     used: dict[str, set[str]] = {n.name: set() for n in nodes}
     placed: dict[str, dict] = {}
-    out = []
+    out, pending = [], []
     # Terminating pods keep their node and IP (and get no new traffic) until their grace period ends.
     for key, rec in terminating.items():
         if rec.get("node") not in by_node:
@@ -455,18 +428,33 @@ def _schedule_and_address(topo: Topology, alloc: Allocations, nodes: tuple[NodeI
         placed[key] = rec
         out.append(PodInfo(name, ns, rec["node"], rec["ip"], tuple(tuple(x) for x in snap.get("labels", ())),
                            tuple(ContainerPort(p, proto, n) for p, proto, n in snap.get("ports", ())), snap.get("owner"),
-                           ready=False, terminating=True, serving=rec.get("ready", True)))
+                           ready=False, terminating=True, serving=rec.get("ready", True), owner_kind=snap.get("owner_kind")))
+    # A dumped pod's address is its own: reserved before any other pod is addressed.
+    for pod, _owner in desired:
+        if pod.ip and pod.node_name in by_node:
+            used[pod.node_name].add(pod.ip)
     for pod, owner in desired:
         rec = alloc.pods.get(pod.key, {})
+        if pod.ip and pod.node_name in by_node:
+            if rec.get("ip") != pod.ip or rec.get("node") != pod.node_name:
+                rec = alloc.pods[pod.key] = {**rec, "node": pod.node_name, "ip": pod.ip}
         if rec.get("node") in by_node and rec.get("ip") and (not pod.node_name or pod.node_name == rec["node"]) \
-                and ipaddress.ip_address(rec["ip"]) in ipaddress.ip_network(by_node[rec["node"]].pod_cidr):
+                and ipaddress.ip_address(rec["ip"]) in ipaddress.ip_network(by_node[rec["node"]].pod_cidr) \
+                and (pod.ip or rec["ip"] not in {d.ip for d, _ in desired if d.ip and d.key != pod.key}):
             placed[pod.key] = rec
             load[rec["node"]] += 1
             used[rec["node"]].add(rec["ip"])
     for pod, owner in desired:
         rec = dict(alloc.pods.get(pod.key, {}))
         if pod.key not in placed:
-            node = pod.node_name or min(load, key=lambda n: (load[n], [x.name for x in nodes].index(n)))
+            node = pod.node_name
+            if node is None:
+                fits = [n for n in load if schedulable(specs[n], pod.tolerations, pod.node_selector)] if specs else list(load)
+                if not fits:
+                    pending.append((pod.key, f"0/{len(nodes)} nodes are available: none matches the pod's "
+                                             f"nodeSelector and tolerates its node's taints"))
+                    continue
+                node = min(fits, key=lambda n: (load[n], order[n]))
             load[node] += 1
             net = ipaddress.ip_network(by_node[node].pod_cidr)
             cursor = alloc.ip_cursor.get(node, 1)
@@ -487,11 +475,12 @@ def _schedule_and_address(topo: Topology, alloc: Allocations, nodes: tuple[NodeI
         placed[pod.key] = rec
         # Without a readiness probe a running pod is ready; with one, only once the probe passed.
         ready = rec.get("ready", not any(p.kind == "readiness" for p in pod.probes))
-        out.append(PodInfo(pod.name, pod.namespace, rec["node"], rec["ip"], pod.labels, pod.ports, owner,
+        out.append(PodInfo(pod.name, pod.namespace, rec["node"], rec["ip"], pod.labels, pod.ports, pod.owner,
                            ready=ready, serving=ready, probes=pod.probes, grace_period=pod.grace_period,
-                           workload=pod.workload))
+                           workload=pod.workload, owner_kind=pod.owner_kind, hostname=pod.hostname,
+                           subdomain=pod.subdomain))
     alloc.pods = placed
-    return tuple(sorted(out, key=lambda p: p.key))
+    return tuple(sorted(out, key=lambda p: p.key)), tuple(pending)
 
 
 def _resolve_target(sp, pod: PodInfo) -> int | None:
@@ -509,38 +498,65 @@ def _resolve_target(sp, pod: PodInfo) -> int | None:
     return None
 
 
-def _service_endpoints(svc: Service, pods: tuple[PodInfo, ...], topo: Topology) -> tuple[tuple[Endpoint, ...], ...]:
-    per_port: list[tuple[Endpoint, ...]] = []
-    if svc.selector is not None:
-        sel = dict(svc.selector)
-        members = [p for p in pods if all(dict(p.labels).get(k) == v for k, v in sel.items())]
-        for sp in svc.ports:
-            eps = []
-            for p in members:
-                port = _resolve_target(sp, p)
-                if port is None:
-                    continue
-                # publishNotReadyAddresses: the controller publishes every pod as ready.
-                ready = (p.ready or svc.publish_not_ready) and not p.terminating
-                serving = p.serving or svc.publish_not_ready
-                eps.append(Endpoint(p.ip, port, p.node, ready=ready, serving=serving, terminating=p.terminating))
-            per_port.append(tuple(eps))
-        return tuple(per_port)
-    slices = [s for s in topo.slices if s.namespace == svc.namespace and s.service_name == svc.name]
+def _from_pods(svc: Service, members: list[PodInfo], sp) -> list[tuple[Endpoint, str | None]]:
+    """The EndpointSlice controller's endpoints for one Service port, with each pod's hostname."""
+    eps = []
+    for p in members:
+        port = _resolve_target(sp, p)
+        if port is None:
+            continue
+        # publishNotReadyAddresses: the controller publishes every pod as ready.
+        ready = (p.ready or svc.publish_not_ready) and not p.terminating
+        serving = p.serving or svc.publish_not_ready
+        hostname = p.hostname if p.hostname and p.subdomain == svc.name else None
+        eps.append((Endpoint(p.ip, port, p.node, ready=ready, serving=serving, terminating=p.terminating), hostname))
+    return eps
+
+
+def _from_slices(slices: list, sp) -> list[tuple[Endpoint, str | None]]:
+    """What kube-proxy reads from EndpointSlices for one Service port (pkg/proxy/endpointslicecache.go):
+    the slice port of the same name and protocol, the first address of each endpoint, a missing ready
+    or serving condition taken as true."""
+    eps = []
+    for sl in slices:
+        for port in sl.ports:
+            if port.name != sp.name or port.protocol != sp.protocol or not port.port:
+                continue
+            for e in sl.endpoints:
+                ready = e.ready is not False
+                serving = e.serving is not False
+                eps.append((Endpoint(e.addresses[0], port.port, e.node_name, ready=ready, serving=serving,
+                                     terminating=bool(e.terminating)), e.hostname))
+    return eps
+
+
+def _select(index: dict[tuple[str, str, str], list[PodInfo]], namespace: str, selector) -> list[PodInfo]:
+    """The pods of `namespace` whose labels hold every pair of a Service's selector (pod order kept)."""
+    lists = [index.get((namespace, k, v), []) for k, v in selector]
+    if not lists:
+        return []
+    lists.sort(key=len)
+    keep = set.intersection(*(set(map(id, ps)) for ps in lists[1:])) if len(lists) > 1 else None
+    return [p for p in lists[0] if keep is None or id(p) in keep]
+
+
+def _service_endpoints(svc: Service, pod_index: dict, slices: list, rebuild: bool
+                       ) -> tuple[tuple[tuple[Endpoint, ...], ...], tuple[tuple[str, str], ...]]:
+    """Per Service port, the endpoints every node's kube-proxy sees; and endpoint IP → hostname."""
+    slices = sorted(slices, key=lambda sl: sl.name)
+    computed = svc.selector is not None and (rebuild or not any(sl.from_controller for sl in slices))
+    read = [sl for sl in slices if not (computed and sl.from_controller)]
+    members = _select(pod_index, svc.namespace, svc.selector) if computed else []
+    per_port, hostnames = [], {}
     for sp in svc.ports:
-        eps = []
-        for sl in slices:
-            for port in sl.ports:
-                if port.name != sp.name or port.protocol != sp.protocol:
-                    continue
-                for e in sl.endpoints:
-                    ready = True if e.ready is None else e.ready
-                    serving = ready if e.serving is None else e.serving
-                    terminating = bool(e.terminating)
-                    for a in e.addresses[:1]:  # kube-proxy uses the first address only
-                        eps.append(Endpoint(a, port.port, e.node_name, ready=ready, serving=serving, terminating=terminating))
-        per_port.append(tuple(eps))
-    return tuple(per_port)
+        merged: dict[str, Endpoint] = {}
+        # Endpoints are keyed by ip:port across slices, as kube-proxy does: the first one wins.
+        for e, hostname in (_from_pods(svc, members, sp) if computed else []) + _from_slices(read, sp):
+            merged.setdefault(e.address, e)
+            if hostname:
+                hostnames.setdefault(e.ip, hostname)
+        per_port.append(tuple(merged.values()))
+    return tuple(per_port), tuple(sorted(hostnames.items()))
 
 
 DNS_LABELS = (("k8s-app", "kube-dns"),)
@@ -598,11 +614,19 @@ def reconcile(topo: Topology, alloc: Allocations | None = None) -> tuple[Cluster
     nodes, clients = _allocate_hosts(topo, alloc)
     cips = _allocate_cluster_ips(topo, alloc)
     nps = _allocate_node_ports(topo, alloc)
-    pods = _schedule_and_address(topo, alloc, nodes)
+    pods, pending = _schedule_and_address(topo, alloc, nodes)
     lbs = _allocate_load_balancers(topo, alloc, {n.ip for n in nodes} | {c.ip for c in clients})
     health = _allocate_health_ports(topo, alloc, nps)
-    services = tuple(
-        ServiceInfo(s, cips.get(s.key), nps.get(s.key, tuple(None for _ in s.ports)), _service_endpoints(s, pods, topo),
-                    lbs.get(s.key, ()), health.get(s.key))
-        for s in sorted(topo.services, key=lambda s: s.key))
-    return ClusterState(topo, nodes, clients, pods, services), alloc
+    pod_index: dict[tuple[str, str, str], list[PodInfo]] = {}  # (namespace, label, value) → pods
+    for p in pods:
+        for k, v in p.labels:
+            pod_index.setdefault((p.namespace, k, v), []).append(p)
+    slices_by_svc: dict[str, list] = {}
+    for sl in topo.slices:
+        slices_by_svc.setdefault(f"{sl.namespace}/{sl.service_name}", []).append(sl)
+    services = []
+    for s in sorted(topo.services, key=lambda s: s.key):
+        eps, hostnames = _service_endpoints(s, pod_index, slices_by_svc.get(s.key, []), topo.lab.rebuild_endpoints)
+        services.append(ServiceInfo(s, cips.get(s.key), nps.get(s.key, tuple(None for _ in s.ports)), eps,
+                                    lbs.get(s.key, ()), health.get(s.key), hostnames))
+    return ClusterState(topo, nodes, clients, pods, tuple(services), pending), alloc

@@ -263,8 +263,8 @@ def parse_ingress(doc: _Doc) -> Ingress:
         doc.string(f"{tp}.secretName", t.get("secretName"))
         tls_hosts.extend(_host(doc, f"{tp}.hosts[{j}]", h) for j, h in enumerate(doc.seq(f"{tp}.hosts", t.get("hosts"))))
     if raw_tls:  # TLS is not terminated: report it the way every unmodelled field is reported
-        doc.ignored.append(f"{doc.file}: {doc.obj}: spec.tls (not terminated; "
-                           f"{', '.join(tls_hosts) or 'no hosts'} served over plain HTTP)")
+        doc.notes.effect(doc.file, doc.obj, "spec.tls", f"not terminated: {', '.join(tls_hosts) or 'no hosts'} "
+                         "served over plain HTTP")
     return Ingress(name, ns, cls, default, tuple(rules), tuple(dict.fromkeys(tls_hosts)), annotated)
 
 

@@ -15,10 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import yaml
-
 from . import loadbalancer as lbmod
-from . import model, state, supervisor
+from . import manifests, model, state, supervisor
 from .control import Allocations, ClusterState, PodInfo, lb_address, reconcile
 from .errors import KernelFeatureError, LabNotFound, PrivilegeError, TestbedError, TopologyError
 from .kernel import conntrack as kconntrack
@@ -71,21 +69,34 @@ def check_kernel(mode: str) -> None:
                                  "testbed verify --mode ipvs`), or in the Vagrant VM (see the README)")
 
 
+DELETE_KINDS = {
+    "pod": "Pod", "pods": "Pod", "po": "Pod", "service": "Service", "services": "Service", "svc": "Service",
+    "deployment": "Deployment", "deployments": "Deployment", "deploy": "Deployment",
+    "replicaset": "ReplicaSet", "replicasets": "ReplicaSet", "rs": "ReplicaSet",
+    "replicationcontroller": "ReplicationController", "replicationcontrollers": "ReplicationController",
+    "rc": "ReplicationController", "statefulset": "StatefulSet", "statefulsets": "StatefulSet", "sts": "StatefulSet",
+    "daemonset": "DaemonSet", "daemonsets": "DaemonSet", "ds": "DaemonSet", "job": "Job", "jobs": "Job",
+    "endpointslice": "EndpointSlice", "endpointslices": "EndpointSlice",
+}
+
+
+def _owned_by(doc: dict, kind: str, name: str) -> bool:
+    refs = (doc.get("metadata") or {}).get("ownerReferences") or []
+    return any(isinstance(r, dict) and r.get("kind") == kind and r.get("name") == name for r in refs)
+
+
 def _doc_key(doc: dict) -> tuple[str, str, str]:
     meta = doc.get("metadata") or {}
     ns = meta.get("namespace") or "default" if doc.get("kind") != "Lab" else ""
     return (doc.get("kind", ""), ns, meta.get("name", ""))
 
 
-def _read_docs(path: str) -> list[dict]:
-    try:
-        text = open(path).read()
-    except OSError as e:
-        raise TopologyError(path, None, None, f"cannot read the file: {e.strerror}") from None
-    try:
-        return [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as e:
-        raise TopologyError(path, None, None, f"expected valid YAML: {e}") from None
+def _read_docs(path: str) -> tuple[list, str]:
+    """The documents of a file (or `-`), Lists flattened; an empty file is refused as kubectl does."""
+    docs, name = manifests.load_documents(path)
+    if not docs:
+        raise TopologyError(name, None, None, "holds no objects (expected a Lab document and/or Kubernetes manifests)")
+    return docs, name
 
 
 class Lab:
@@ -126,11 +137,10 @@ class Lab:
 
     @classmethod
     def up(cls, topo_path: str | None = None, name: str | None = None, mode: str | None = None,
-           progress: Progress = _quiet) -> "Lab":
+           progress: Progress = _quiet, strict: bool = False, rebuild_endpoints: bool | None = None) -> "Lab":
         require_root()
-        path = str(topo_path or model.builtin("default"))
-        docs = _read_docs(path)
-        topo = model.parse_documents(docs, path)
+        docs, path = _read_docs(str(topo_path or model.builtin("default")))
+        topo = model.parse_documents(docs, path, strict=strict, rebuild_endpoints=rebuild_endpoints)
         name = name or topo.lab.name
         mode = mode or topo.lab.proxy_mode
         if not model.LAB_NAME.match(name):
@@ -142,11 +152,11 @@ class Lab:
         lab = cls(name, progress)
         if state.read(name) is not None or state.read_journal(name) or any(n.startswith(f"{name}-") and wiring.ns_owner(n) and wiring.ns_owner(n).startswith(f"{wiring.ALIAS_PREFIX}{name}:") for n in netns.list_names()):
             raise TestbedError(f"a lab named {name!r} already exists: `testbed down {name}` first, or pick another --name")
-        for w in topo.warnings:
-            progress("ignored", {"field": w})
+        progress("notes", {"topology": topo})
         cluster, alloc = reconcile(topo)
         with state.locked(name):
-            lab._state = {"lab": name, "mode": mode, "source": path, "manifests": docs, "alloc": alloc.to_json(),
+            lab._state = {"lab": name, "mode": mode, "source": path, "manifests": model.kept_documents(docs, topo.lab),
+                          "alloc": alloc.to_json(),
                           "pods": {}, "nodes": {}, "created": time.time(), "syncs": []}
             lab._save()
             try:
@@ -380,29 +390,30 @@ class Lab:
         """Merge the objects of FILE into the lab (replacing ones of the same kind and name) and sync."""
         require_root()
         started = time.perf_counter()
-        docs = _read_docs(path)
+        docs, path = _read_docs(path)
+        for d in docs:
+            if isinstance(d.data, dict) and d.data.get("kind") == "Lab":
+                raise TopologyError(path, f"Lab {(d.data.get('metadata') or {}).get('name')} ({d.where})", None,
+                                    "a running lab's Lab document cannot be changed: `testbed down` and `up` again")
         with state.locked(self.name):
             self._state = None
-            manifests = copy.deepcopy(self.saved["manifests"])
-            index = {_doc_key(d): i for i, d in enumerate(manifests)}
-            for d in docs:
-                if not isinstance(d, dict):
-                    raise TopologyError(path, None, None, "expected mappings with apiVersion and kind")
-                if d.get("kind") == "Lab":
-                    raise TopologyError(path, f"Lab {(d.get('metadata') or {}).get('name')}", None,
-                                        "a running lab's Lab document cannot be changed: `testbed down` and `up` again")
-                k = _doc_key(d)
-                if k in index:
-                    manifests[index[k]] = d
-                else:
-                    index[k] = len(manifests)
-                    manifests.append(d)
+            stored = copy.deepcopy(self.saved["manifests"])
+            index = {_doc_key(d): i for i, d in enumerate(stored)}
             # Validate the file's objects over the running ones (errors point into FILE) before
             # touching the kernel.
             topo = model.parse_documents(docs, path, base=self.topology()).with_lab(name=self.name, proxy_mode=self.saved["mode"])
+            for d in model.kept_documents(docs, topo.lab)[1:]:
+                k = _doc_key(d)
+                if k in index:
+                    stored[index[k]] = d
+                else:
+                    index[k] = len(stored)
+                    stored.append(d)
             cluster, alloc = reconcile(topo, Allocations.from_json(self.saved["alloc"]))
-            self.saved["manifests"] = manifests
-            return self._sync(cluster, alloc, started, change="apply", detail=", ".join(f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}" for d in docs))
+            self.saved["manifests"] = stored
+            detail = ", ".join(f"{d.data.get('kind')}/{(d.data.get('metadata') or {}).get('name')}" for d in docs
+                               if isinstance(d.data, dict))
+            return self._sync(cluster, alloc, started, change="apply", detail=detail)
 
     def delete(self, kind: str, name: str, namespace: str = "default", grace: int | None = None) -> SyncReport:
         """Delete a pod or another object, as the API server would.
@@ -414,17 +425,15 @@ class Lab:
         """
         require_root()
         started = time.perf_counter()
-        kind = {"pod": "Pod", "pods": "Pod", "po": "Pod", "service": "Service", "services": "Service", "svc": "Service",
-                "deployment": "Deployment", "deployments": "Deployment", "deploy": "Deployment",
-                "endpointslice": "EndpointSlice", "endpointslices": "EndpointSlice"}.get(kind.lower())
+        kind = DELETE_KINDS.get(kind.lower())
         if kind is None:
-            raise TestbedError("expected one of: pod, service, deployment, endpointslice")
+            raise TestbedError(f"expected one of: {', '.join(sorted(set(DELETE_KINDS.values()), key=str.lower))}")
         with state.locked(self.name):
             self._state = None
             alloc = Allocations.from_json(self.saved["alloc"])
             key = f"{namespace}/{name}"
-            manifests = self.saved["manifests"]
-            idx = [i for i, d in enumerate(manifests) if _doc_key(d) == (kind, namespace, name)]
+            stored = self.saved["manifests"]
+            idx = [i for i, d in enumerate(stored) if _doc_key(d) == (kind, namespace, name)]
             current = {p.key: p for p in self.cluster_from(alloc).pods}
             if kind == "Pod":
                 pod = current.get(key)
@@ -435,12 +444,18 @@ class Lab:
                 self._terminate(alloc, [pod], grace)
             elif not idx:
                 raise TestbedError(f"no {kind} {key} in lab {self.name}")
-            if kind == "Deployment":
-                self._terminate(alloc, [p for p in current.values() if p.owner == key and not p.terminating], grace)
-            manifests = [d for i, d in enumerate(manifests) if i not in idx]
-            topo = model.parse_documents(manifests, self.saved.get("source", "<lab>")).with_lab(name=self.name, proxy_mode=self.saved["mode"])
+            if kind in model.WORKLOAD_KINDS:
+                # Cascading deletion, as the garbage collector does: its ReplicaSets and pods go too.
+                owned = {(kind, name)} | {("ReplicaSet", _doc_key(d)[2]) for d in stored
+                                          if _doc_key(d)[:2] == ("ReplicaSet", namespace) and _owned_by(d, kind, name)}
+                idx += [i for i, d in enumerate(stored) if _doc_key(d)[1] == namespace and i not in idx
+                        and (_doc_key(d)[0] in ("ReplicaSet", "Pod")) and any(_owned_by(d, k, n) for k, n in owned)]
+                self._terminate(alloc, [p for p in current.values() if p.owner == key and not p.terminating
+                                        and (p.owner_kind == kind or p.owner_kind is None)], grace)
+            stored = [d for i, d in enumerate(stored) if i not in idx]
+            topo = model.parse_documents(stored, self.saved.get("source", "<lab>")).with_lab(name=self.name, proxy_mode=self.saved["mode"])
             cluster, alloc = reconcile(topo, alloc)
-            self.saved["manifests"] = manifests
+            self.saved["manifests"] = stored
             return self._sync(cluster, alloc, started, change=f"delete {kind.lower()}", detail=key)
 
     def cluster_from(self, alloc: Allocations) -> ClusterState:

@@ -38,7 +38,8 @@ def table_for(topo_path: str | None) -> list[Row] | None:
     return TABLES.get(path.name)
 
 
-def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda e, i: None) -> bool:
+def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda e, i: None,
+              options: dict | None = None) -> bool:
     """Run this mode's column inside `testbed vm` (a guest kernel that has IPVS), one boot.
 
     Returns False when the runner is not installed (the caller then reports why it skipped)."""
@@ -53,6 +54,8 @@ def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda 
     argv = [vm.guest_python(), "-m", "testbed.cli", "verify", "--mode", mode, "--json", "-"]
     if topo_path:
         argv.insert(4, os.path.abspath(topo_path))
+    argv += [flag for flag, on in (("--strict", (options or {}).get("strict")),
+                                   ("--rebuild-endpoints", (options or {}).get("rebuild_endpoints"))) if on]
     try:
         code = vm.run(argv, timeout=1800, cwd=str(Path(__file__).resolve().parent.parent), stdout=out, stderr=err)
     except Exception as e:  # a failed boot is a failed column, with the reason
@@ -71,12 +74,13 @@ def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda 
     return True
 
 
-def run_mode(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda e, i: None, name: str | None = None) -> None:
+def run_mode(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda e, i: None, name: str | None = None,
+             options: dict | None = None) -> None:
     """Build the lab in `mode`, run every row into `matrix`, always tear down."""
     from .lab import Lab  # the kernel side only when verifying for real
 
     reason = unavailable(mode)
-    if reason and mode == "ipvs" and run_in_vm(topo_path, mode, matrix, progress):
+    if reason and mode == "ipvs" and run_in_vm(topo_path, mode, matrix, progress, options):
         return
     if reason:
         matrix.put(BUILD_ROW, mode, Cell("skip", reason))
@@ -88,7 +92,7 @@ def run_mode(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda e
     if name is None and state.read(lab_name) is not None:  # another verify is running: don't collide
         lab_name = f"v{os.getpid() % 100000}-{mode}"[:16]
     try:
-        lab = Lab.up(topo_path, name=lab_name, mode=mode, progress=progress)
+        lab = Lab.up(topo_path, name=lab_name, mode=mode, progress=progress, **(options or {}))
     except Exception as e:  # the whole column fails with the reason
         matrix.put(BUILD_ROW, mode, Cell("fail", str(e)))
         return
@@ -108,9 +112,10 @@ def run_mode(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda e
         lab.down()
 
 
-def verify(topo_path: str | None, modes: list[str], progress=lambda e, i: None) -> Matrix:
+def verify(topo_path: str | None, modes: list[str], progress=lambda e, i: None, options: dict | None = None) -> Matrix:
+    """`options`: Lab.up's strict and rebuild_endpoints."""
     matrix = Matrix(modes)
     # Available modes first, so the rows exist when unavailable columns are filled with skips.
     for m in sorted(modes, key=lambda m: unavailable(m) is not None):
-        run_mode(topo_path, m, matrix, progress=progress)
+        run_mode(topo_path, m, matrix, progress=progress, options=options)
     return matrix

@@ -429,7 +429,7 @@ def test_down_without_state_file_finds_namespaces_by_owner(lab_factory):
 # ----------------------------------------------------------------------------- the CLI on bad input
 
 BAD = {
-    "unknown-kind": ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n", "kind"),
+    "misspelt-kind": ("apiVersion: v1\nkind: Servce\nmetadata: {name: cm}\n", "kind"),
     "node-port": ("apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec:\n  type: NodePort\n"
                   "  ports: [{port: 80, nodePort: 29999}]\n", "spec.ports[0].nodePort"),
     "long-name": (f"apiVersion: v1\nkind: Service\nmetadata: {{name: {'a' * 64}}}\nspec:\n  ports: [{{port: 80}}]\n",

@@ -133,14 +133,14 @@ def test_pod_ips_inside_their_node_cidr_and_unique():
 
 def test_explicit_cluster_ip_and_node_port_honoured():
     topo = load(lab(), deployment(),
-                service(extra="  clusterIP: 10.96.0.10\n"),
+                service(extra="  clusterIP: 10.96.0.20\n"),
                 service("np", ports="[{port: 80, targetPort: 9376, nodePort: 30080}]", extra="  type: NodePort\n"))
     cluster, _ = reconcile(topo)
     by = {s.key: s for s in cluster.services}
-    assert by["default/web"].cluster_ip == "10.96.0.10"
+    assert by["default/web"].cluster_ip == "10.96.0.20"
     assert by["default/web"].node_ports == (None,)
     assert by["default/np"].node_ports == (30080,)
-    assert by["default/np"].cluster_ip != "10.96.0.10"
+    assert by["default/np"].cluster_ip != "10.96.0.20"
     assert ipaddress.ip_address(by["default/np"].cluster_ip) in ipaddress.ip_network("10.96.0.0/12")
 
 
@@ -361,8 +361,8 @@ endpoints:
     (eps,) = svc.endpoints
     got = {e.ip: (e.port, e.node, e.ready, e.serving, e.terminating) for e in eps}
     assert got == {
-        "10.244.0.50": (8080, "n1", True, True, False),  # no conditions: ready, serving = ready
-        "10.244.0.51": (8080, None, False, False, False),  # serving defaults to ready (false)
+        "10.244.0.50": (8080, "n1", True, True, False),  # no conditions: ready and serving
+        "10.244.0.51": (8080, None, False, True, False),  # a missing serving is serving, as kube-proxy reads it
         "10.244.0.52": (8080, None, True, False, False),  # only the first address is used
         "10.244.0.54": (8080, None, False, True, True),
     }

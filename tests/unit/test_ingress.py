@@ -35,10 +35,10 @@ FILE = "ing.yaml"
 CONTROLLER = "testbed.dev/ingress-controller"
 
 
-def doc(text: str, ignored: list[str] | None = None) -> model._Doc:
+def doc(text: str, notes: model.Notes | None = None) -> model._Doc:
     data = yaml.safe_load(textwrap.dedent(text))
     name = (data.get("metadata") or {}).get("name", "?")
-    return model._Doc(FILE, f"{data.get('kind')} {name} (document 1)", data, [] if ignored is None else ignored)
+    return model._Doc(FILE, f"{data.get('kind')} {name} (document 1)", data, notes or model.Notes(), data.get("kind", ""))
 
 
 def ingress_doc(spec: str, name: str = "web", meta: str = "") -> str:
@@ -73,7 +73,7 @@ rules:
 
 
 def test_parse_full_ingress():
-    ignored: list[str] = []
+    notes = model.Notes()
     i = parse_ingress(doc(ingress_doc("""\
         ingressClassName: lab
         defaultBackend: {service: {name: fallback, port: {name: http}}}
@@ -91,7 +91,7 @@ def test_parse_full_ingress():
         - http:
             paths:
             - {path: /, pathType: Prefix, backend: {service: {name: any, port: {number: 80}}}}
-        """, meta="namespace: shop\n"), ignored))
+        """, meta="namespace: shop\n"), notes))
     assert i.key == "shop/web" and i.ingress_class_name == "lab"
     assert i.default_backend == IngressBackend("fallback", "http")
     assert i.tls_hosts == ("foo.example.com",)
@@ -99,13 +99,13 @@ def test_parse_full_ingress():
     assert i.rules[0].paths == (IngressPath("/api", "Prefix", IngressBackend("api", 8080)),
                                 IngressPath("/exact", "Exact", IngressBackend("api", "web")))
     assert i.rules[1].paths[0] == IngressPath("", "ImplementationSpecific", IngressBackend("wild", 80))
-    assert any("spec.tls" in w and "plain HTTP" in w for w in ignored), ignored
+    assert any("spec.tls" in w and "plain HTTP" in w for w in notes.effect_lines()), notes.effect_lines()
 
 
 def test_unmodelled_fields_are_reported_once_as_ignored():
-    ignored: list[str] = []
-    parse_ingress(doc(ingress_doc(ONE_PATH + "futureField: 1\n"), ignored))
-    assert ignored == [f"{FILE}: Ingress web (document 1): spec.futureField"]
+    notes = model.Notes()
+    parse_ingress(doc(ingress_doc(ONE_PATH + "futureField: 1\n"), notes))
+    assert notes.ignored_lines() == [f"{FILE}: Ingress web (document 1): spec.futureField"]
 
 
 def test_rule_without_http_is_allowed_and_empty_host_is_unset():
@@ -216,11 +216,9 @@ def test_parse_ingress_class():
     assert c.is_default
     c = parse_ingress_class(ingress_class_doc("lab", annotations='{ingressclass.kubernetes.io/is-default-class: "false"}'))
     assert not c.is_default
-    ignored: list[str] = []
     d = ingress_class_doc("lab", extra=", parameters: {kind: X, name: y}")
-    d.ignored = ignored
     parse_ingress_class(d)
-    assert ignored == [f"{FILE}: IngressClass lab (document 1): spec.parameters"]
+    assert d.notes.ignored_lines() == [f"{FILE}: IngressClass lab (document 1): spec.parameters"]
 
 
 @pytest.mark.parametrize("controller, problem", [
@@ -251,7 +249,7 @@ SERVICES = """\
 apiVersion: v1
 kind: Service
 metadata: {name: a}
-spec: {clusterIP: 10.96.0.10, ports: [{port: 80, targetPort: 9376}]}
+spec: {clusterIP: 10.96.0.30, ports: [{port: 80, targetPort: 9376}]}
 ---
 apiVersion: v1
 kind: Service
@@ -311,7 +309,7 @@ def test_backend_resolves_to_cluster_ip_and_service_port(services):
     t = table_for(services, rule("foo.example.com", ("/", "Prefix", "a:80"), ("/c", "Prefix", "c:web")))
     b = match(t, "foo.example.com", "/x")
     assert (b.address, b.target, b.service, b.namespace, b.port, b.ingress, b.problem) == \
-        ("10.96.0.10", 80, "a", "default", 80, "default/i0", None)
+        ("10.96.0.30", 80, "a", "default", 80, "default/i0", None)
     b = match(t, "foo.example.com", "/c/d")
     assert (b.address, b.target, b.port) == ("10.96.0.12", 8080, "web")  # a named port is the Service port's name
 

@@ -64,15 +64,35 @@ def deployment(selector: str, labels: str = "{app: a}", name: str = "d", replica
 # ----------------------------------------------------------------------------- bad inputs
 
 
-def test_unknown_kind():
-    e = bad("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n")
-    assert_names(e, "ConfigMap cm", "kind")
-    assert "ConfigMap" in e.problem
+def test_a_kind_that_is_not_modelled_is_accepted_and_summarised():
+    topo = load("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n")
+    assert topo.not_modelled == (("ConfigMap", 1),)
+    assert topo.summary() == ["1 ConfigMap"]
+
+
+def test_strict_refuses_a_kind_that_is_not_modelled():
+    with pytest.raises(TopologyError) as ei:
+        model.load_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n", file=FILE, strict=True)
+    assert_names(ei.value, "ConfigMap cm", "kind")
+    assert "--strict" in ei.value.problem
+
+
+def test_a_misspelt_kind_is_refused_with_the_kind_it_resembles():
+    e = bad("apiVersion: v1\nkind: Servce\nmetadata: {name: s}\n")
+    assert_names(e, "Servce s", "kind")
+    assert "Service" in e.problem
 
 
 def test_known_kind_with_wrong_api_version():
     e = bad("apiVersion: v1\nkind: Deployment\nmetadata: {name: d}\n")
-    assert_names(e, "Deployment d", "kind")
+    assert_names(e, "Deployment d", "apiVersion")
+    assert "apps/v1" in e.problem
+
+
+def test_a_removed_api_version_says_which_to_use():
+    e = bad("apiVersion: extensions/v1beta1\nkind: Deployment\nmetadata: {name: d}\n")
+    assert_names(e, "Deployment d", "apiVersion")
+    assert "apps/v1" in e.problem and "1.16" in e.problem
 
 
 def test_selector_unknown_operator():
@@ -172,7 +192,7 @@ def test_same_node_port_other_protocol_is_fine():
 
 
 def test_cluster_ip_outside_service_cidr():
-    e = bad(service("x", extra="clusterIP: 10.0.0.5\n"))
+    e = bad(LAB_TWO_NODES.replace("spec: {", "spec: {serviceCIDR: 10.96.0.0/12, ") + service("x", extra="clusterIP: 10.0.0.5\n"))
     assert_names(e, "Service default/x", "spec.clusterIP")
     assert "10.96.0.0/12" in e.problem
 
@@ -220,27 +240,49 @@ def test_document_that_is_not_a_mapping():
     assert e.file == FILE and "document 1" in str(e)
 
 
+LAB_TWO_NODES = textwrap.dedent("""\
+    apiVersion: testbed.dev/v1alpha1
+    kind: Lab
+    metadata: {name: l}
+    spec: {nodes: [{name: node-1}, {name: node-2}]}
+    ---
+    """)
+
+
 def test_pod_on_unknown_node():
-    e = bad("""\
+    e = bad(LAB_TWO_NODES + textwrap.dedent("""\
         apiVersion: v1
         kind: Pod
         metadata: {name: p}
         spec:
           nodeName: node-9
           containers: [{name: c}]
-        """)
+        """))
     assert_names(e, "Pod default/p", "spec.nodeName")
     assert "node-9" in e.problem and "node-1" in e.problem
 
 
 def test_deployment_on_unknown_node():
     text = deployment("{matchLabels: {app: a}}").replace("spec: {containers:", "spec: {nodeName: nope, containers:")
-    e = bad(text)
+    e = bad(LAB_TWO_NODES + text)
     assert_names(e, "Deployment default/d", "spec.template.spec.nodeName")
 
 
-def test_endpointslice_for_service_with_selector():
-    e = bad(service("x", extra="selector: {app: a}\n") + textwrap.dedent("""\
+def test_without_a_lab_document_the_nodes_pods_name_are_the_lab_nodes():
+    topo = load("""\
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: p}
+        spec:
+          nodeName: minikube
+          containers: [{name: c}]
+        """)
+    assert [n.name for n in topo.lab.nodes] == ["minikube"]
+    assert any("minikube" in line for line in topo.lab.inferred)
+
+
+def test_endpointslice_for_service_with_selector_is_used_beside_the_controllers():
+    topo = load(service("x", extra="selector: {app: a}\n") + textwrap.dedent("""\
         ---
         apiVersion: discovery.k8s.io/v1
         kind: EndpointSlice
@@ -251,12 +293,13 @@ def test_endpointslice_for_service_with_selector():
         endpoints: [{addresses: [10.1.2.3]}]
         ports: [{port: 80}]
         """))
-    assert_names(e, "EndpointSlice default/x-1", "metadata.labels")
-    assert "selector" in e.problem
+    cluster, _ = reconcile(topo)
+    (info,) = [s for s in cluster.services if s.key == "default/x"]
+    assert [e.ip for e in info.endpoints[0]] == ["10.1.2.3"]  # kube-proxy reads every slice of the Service
 
 
-def test_endpointslice_without_service_name_label():
-    e = bad("""\
+def test_endpointslice_without_service_name_label_is_named_as_unused():
+    topo = load("""\
         apiVersion: discovery.k8s.io/v1
         kind: EndpointSlice
         metadata: {name: s}
@@ -264,7 +307,8 @@ def test_endpointslice_without_service_name_label():
         endpoints: []
         ports: []
         """)
-    assert_names(e, "EndpointSlice s", "metadata.labels")
+    assert topo.slices == ()
+    assert any("EndpointSlice s" in e and "kubernetes.io/service-name" in e for e in topo.effects), topo.effects
 
 
 def test_pinned_node_ip_outside_node_network():
@@ -273,9 +317,21 @@ def test_pinned_node_ip_outside_node_network():
         kind: Lab
         metadata: {name: l}
         spec:
+          nodeNetwork: 172.18.0.0/24
           nodes: [{name: a, ip: 10.0.0.5}]
         """)
     assert_names(e, "Lab l", "spec.nodes[0].ip")
+
+
+def test_pinned_node_ips_without_a_node_network_infer_it():
+    topo = load("""\
+        apiVersion: testbed.dev/v1alpha1
+        kind: Lab
+        metadata: {name: l}
+        spec:
+          nodes: [{name: a, ip: 10.0.0.5}]
+        """)
+    assert topo.lab.node_network == "10.0.0.0/24"
 
 
 def test_multi_port_service_needs_names():
@@ -296,16 +352,29 @@ def test_selector_matching_nothing_is_fine():
 
 
 def test_unmodelled_field_warned_once():
-    topo = load(service("x", extra="foo: bar\n"))
-    hits = [w for w in topo.warnings if w.endswith("spec.foo")]
-    assert len(hits) == 1, topo.warnings
-    assert FILE in hits[0] and "Service x" in hits[0]
+    topo = load(service("x", extra="trafficDistribution: PreferClose\n"))
+    hits = [w for w in topo.effects if "spec.trafficDistribution" in w]
+    assert len(hits) == 1, topo.effects
+    assert FILE in hits[0] and "Service x" in hits[0] and "zone" in hits[0]
+
+
+def test_a_field_not_in_kubernetes_schema_is_named_as_unknown():
+    topo = load(service("x", extra="selectr: {app: a}\n"))
+    (hit,) = [w for w in topo.effects if "spec.selectr" in w]
+    assert "unknown field" in hit and "Service x" in hit
+
+
+def test_a_known_field_without_effect_is_listed_once_per_kind_and_path():
+    two = deployment("{matchLabels: {app: a}}", name="a") + "---\n" + deployment("{matchLabels: {app: a}}", name="b")
+    topo = load(two.replace("{name: c, ports", "{name: c, env: [{name: A, value: b}], ports"))
+    (hit,) = [w for w in topo.warnings if "env" in w]
+    assert hit.endswith("spec.template.spec.containers[0].env") and "(+1 more)" in hit, topo.warnings
 
 
 def test_unmodelled_field_warned_once_when_merged_over_a_base():
-    base = load(service("x", extra="foo: bar\n"))
+    base = load(service("x", extra="selectr: bar\n"))
     topo = model.load_text(service("y"), file=FILE, base=base)
-    assert len([w for w in topo.warnings if w.endswith("spec.foo")]) == 1, topo.warnings
+    assert len([w for w in topo.effects if "spec.selectr" in w]) == 1, topo.effects
 
 
 def test_unmodelled_fields_in_a_list_warned_once():
@@ -320,7 +389,8 @@ def test_unmodelled_fields_in_a_list_warned_once():
         """)
     topo = model.load_text(text, file=FILE)
     assert [s.key for s in topo.services] == ["default/x"]
-    assert len([w for w in topo.warnings if w.endswith("spec.foo")]) == 1, topo.warnings
+    (hit,) = [w for w in topo.effects if "spec.foo" in w]
+    assert "document 1, items[0]" in hit, hit
 
 
 def test_known_fields_are_not_warned():
