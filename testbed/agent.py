@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -51,6 +52,8 @@ def run_probe(lab: str, pod, probe) -> bool:
     from probes.connect import tcp_request
 
     if probe.action == "exec":
+        if not shutil.which(probe.command[0]):
+            return True  # the container image's own command, absent here: named at load, taken as passing
         try:
             r = subprocess.run(list(probe.command), preexec_fn=netns.preexec(wiring.pod_ns(lab, pod.namespace, pod.name)),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=probe.timeout)
@@ -61,7 +64,7 @@ def run_probe(lab: str, pod, probe) -> bool:
     if port is None:
         return False
     node_ns = wiring.host_ns(lab, pod.node)
-    if probe.action == "tcp":
+    if probe.action in ("tcp", "grpc"):  # gRPC: the connection only (the health protocol is not spoken)
         r = tcp_request(node_ns, pod.ip, port, path="/healthz", timeout=probe.timeout)
         return r.outcome == "answered" or r.outcome == "error"  # connected is enough
     r = tcp_request(node_ns, pod.ip, port, path=probe.path, timeout=probe.timeout)

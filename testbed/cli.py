@@ -138,16 +138,30 @@ def _print_nodes(cluster) -> None:
     console.print(t)
 
 
-def _print_pods(cluster, pods_state: dict | None = None) -> None:
+def _in(namespaces, ns: str) -> bool:
+    return namespaces is None or ns in namespaces
+
+
+def _print_pods(cluster, pods_state: dict | None = None, namespaces=None) -> None:
     t = Table(title="pods", title_justify="left")
     for c in ("NAMESPACE", "NAME", "NODE", "IP", "PORTS", "OWNER", "READY", "STATUS", "RESTARTS"):
         t.add_column(c)
     for p in cluster.pods:
+        if not _in(namespaces, p.namespace):
+            continue
         status = "Terminating" if p.terminating else "Running"
         restarts = str((pods_state or {}).get(p.key, {}).get("restarts", 0))
+        owner = f"{p.owner_kind}/{p.owner.split('/', 1)[1]}" if p.owner and p.owner_kind else (p.owner or "-")
         t.add_row(p.namespace, p.name, p.node, p.ip, ",".join(f"{c.port}/{c.protocol}" for c in p.ports),
-                  p.owner or "-", "yes" if p.ready else "no", status, restarts)
+                  owner, "yes" if p.ready else "no", status, restarts)
+    for key, why in cluster.pending:
+        ns, name = key.split("/", 1)
+        if _in(namespaces, ns):
+            t.add_row(ns, name, "<none>", "<none>", "", "", "no", "Pending", "0")
     console.print(t)
+    for key, why in cluster.pending:
+        if _in(namespaces, key.split("/", 1)[0]):
+            err.print(Text(f"pod {key} is Pending: {why}"), soft_wrap=True)
 
 
 def _ports(info) -> str:
@@ -167,11 +181,13 @@ def _external(info) -> str:
     return ",".join(ips) or "<none>"
 
 
-def _print_services(cluster) -> None:
+def _print_services(cluster, namespaces=None) -> None:
     t = Table(title="services", title_justify="left")
     for c in ("NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "ENDPOINTS"):
         t.add_column(c)
     for info in cluster.services:
+        if not _in(namespaces, info.service.namespace):
+            continue
         eps = sorted({e.address for eps in info.endpoints for e in eps if e.ready})
         t.add_row(info.service.namespace, info.service.name, info.service.type, info.cluster_ip or "None",
                   _external(info), _ports(info), ", ".join(eps) or "[red]<none>[/]")
@@ -231,31 +247,38 @@ def cmd_get(args) -> int:
     lab = Lab(_lab_name(args))
     cluster = lab.cluster()
     what = args.what
+    # As kubectl: one namespace (-n, default "default"), or every namespace with -A.
+    namespaces = None if args.all_namespaces else {args.namespace}
     if args.output == "json":
         if what == "nodes":
             data = [{"name": n.name, "ip": n.ip, "podCIDR": n.pod_cidr, "role": "node"} for n in cluster.nodes] + \
                    [{"name": c.name, "ip": c.ip, "role": "client"} for c in cluster.clients]
         elif what == "pods":
             data = [{"namespace": p.namespace, "name": p.name, "node": p.node, "ip": p.ip, "owner": p.owner,
-                     "labels": dict(p.labels), "ready": p.ready, "terminating": p.terminating,
-                     "restarts": lab.saved.get("pods", {}).get(p.key, {}).get("restarts", 0)} for p in cluster.pods]
+                     "ownerKind": p.owner_kind, "labels": dict(p.labels), "ready": p.ready, "terminating": p.terminating,
+                     "restarts": lab.saved.get("pods", {}).get(p.key, {}).get("restarts", 0)}
+                    for p in cluster.pods if _in(namespaces, p.namespace)]
+            data += [{"namespace": k.split("/", 1)[0], "name": k.split("/", 1)[1], "node": None, "ip": None,
+                      "phase": "Pending", "reason": why} for k, why in cluster.pending if _in(namespaces, k.split("/", 1)[0])]
         elif what == "services":
-            data = [_service_json(i) for i in cluster.services]
+            data = [_service_json(i) for i in cluster.services if _in(namespaces, i.service.namespace)]
         else:
-            data = [_endpoints_json(i) for i in cluster.services]
+            data = [_endpoints_json(i) for i in cluster.services if _in(namespaces, i.service.namespace)]
         print(json.dumps(data, indent=2))
         return 0
     if what == "nodes":
         _print_nodes(cluster)
     elif what == "pods":
-        _print_pods(cluster, lab.saved.get("pods"))
+        _print_pods(cluster, lab.saved.get("pods"), namespaces)
     elif what == "services":
-        _print_services(cluster)
+        _print_services(cluster, namespaces)
     else:
         t = Table(title="endpoints", title_justify="left")
         for c in ("SERVICE", "PORT", "ENDPOINT", "NODE", "READY", "SERVING", "TERMINATING"):
             t.add_column(c)
         for info in cluster.services:
+            if not _in(namespaces, info.service.namespace):
+                continue
             for sp, eps in zip(info.service.ports, info.endpoints):
                 for e in eps or []:
                     t.add_row(info.key, f"{sp.name or sp.port}/{sp.protocol}", e.address, e.node or "-",
@@ -344,8 +367,10 @@ def _pod_resolv_conf(lab, ns: str) -> None:
     as `ip netns exec` does with /etc/netns/NAME/. The host's file is never touched."""
     import ctypes
 
+    from .kernel import wiring
+
     cluster = lab.cluster()
-    pod = next((p for p in cluster.pods if f"{lab.name}-{p.namespace}.{p.name}" == ns), None)
+    pod = next((p for p in cluster.pods if wiring.pod_ns(lab.name, p.namespace, p.name) == ns), None)
     conf = state.lab_dir(lab.name) / "resolv" / f"{pod.namespace}.conf" if pod else None
     if conf is None or not conf.exists():
         return
@@ -550,6 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("get", help="show nodes, pods, services or endpoints")
     p.add_argument("what", choices=("nodes", "pods", "services", "endpoints", "node", "pod", "service", "svc", "ep"))
+    p.add_argument("-n", "--namespace", default="default", help="the namespace to show (default: default, as kubectl)")
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
     p.add_argument("--lab")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.set_defaults(fn=cmd_get)

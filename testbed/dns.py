@@ -9,7 +9,7 @@ specification (github.com/kubernetes/dns, docs/specification.md; schema version 
   the PTR `<d>.<c>.<b>.<a>.in-addr.arpa` → `<svc>.<ns>.svc.<zone>.`.
 - A headless Service (clusterIP: None): `<svc>.<ns>.svc.<zone>` A → every ready endpoint IP (every endpoint when
   publishNotReadyAddresses is set), `<host>.<svc>.<ns>.svc.<zone>` A → that IP, where `<host>` is the endpoint's IP
-  with dashes (CoreDNS's choice when an endpoint has no `hostname`; the model keeps no endpoint hostnames);
+  with dashes, or the endpoint's `hostname` when it has one (a StatefulSet's pods: `web-0.<svc>.<ns>.svc.<zone>`);
   per named port one SRV per endpoint, priority 0, weight 100/N (as CoreDNS), the endpoint's port (the targetPort:
   there is no proxy in front of a headless Service), target `<host>.<svc>.<ns>.svc.<zone>.`; a PTR per endpoint.
   No ready endpoints → the Service's name does not exist (NXDOMAIN), as the specification asks.
@@ -324,8 +324,11 @@ def records(cluster: ClusterState, domain: str = DOMAIN, *, nameserver: str | No
                     add(f"_{sp.name}._{sp.protocol.lower()}.{base}", "SRV", 0, 100, sp.port, base)
             continue
         published = [[e for e in eps if e.ready or s.publish_not_ready] for eps in info.endpoints]
+        # An endpoint with a hostname (a StatefulSet's pod, or spec.hostname with spec.subdomain set to
+        # this Service) is named by it, as CoreDNS does; the others by their dashed address.
+        hostnames = dict(info.hostnames)
         for ip in sorted({e.ip for eps in published for e in eps}, key=ipaddress.ip_address):
-            host = f"{dashed(ip)}.{base}"
+            host = f"{hostnames.get(ip) or dashed(ip)}.{base}"
             add(base, _addr_type(ip), ip)
             add(host, _addr_type(ip), ip)
             add(reverse_name(ip), "PTR", host)
@@ -335,7 +338,8 @@ def records(cluster: ClusterState, domain: str = DOMAIN, *, nameserver: str | No
             targets = sorted({(e.ip, e.port) for e in eps}, key=lambda t: (ipaddress.ip_address(t[0]), t[1]))
             weight = max(1, 100 // len(targets)) if targets else 100
             for ip, port in targets:
-                add(f"_{sp.name}._{sp.protocol.lower()}.{base}", "SRV", 0, weight, port, f"{dashed(ip)}.{base}")
+                add(f"_{sp.name}._{sp.protocol.lower()}.{base}", "SRV", 0, weight, port,
+                    f"{hostnames.get(ip) or dashed(ip)}.{base}")
     if pods != "disabled":
         for p in cluster.pods:
             namespaces.add(p.namespace)

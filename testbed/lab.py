@@ -344,6 +344,20 @@ class Lab:
         if text != rec.get("applied"):
             knft.apply(rec["ns"], text)
             rec["applied"] = text
+        # Addresses a dump's Services kept outside the pool (a real cloud's or MetalLB's): the clients
+        # reach them through the LB, like the pool itself.
+        pool = [ipaddress.ip_network(p) for p in lbmod.pool_prefixes(cluster.lab)]
+        want_lb = sorted(ip for ip in want if not any(ipaddress.ip_address(ip) in n for n in pool))
+        have_lb = rec.get("kept_routes", [])
+        if want_lb != have_lb and cluster.clients:
+            with wiring.Netlink() as ipr_of:
+                for c in cluster.clients:
+                    ipr = ipr_of(wiring.host_ns(self.name, c.name))
+                    for ip in sorted(set(have_lb) - set(want_lb)):
+                        ipr.route("del", dst=f"{ip}/32")
+                    for ip in sorted(set(want_lb) - set(have_lb)):
+                        ipr.route("add", dst=f"{ip}/32", gateway=lb_address(cluster.lab))
+            rec["kept_routes"] = want_lb
         # externalIPs: the network routes them to a node (the first), as an admin's router would.
         want_ext = sorted({ip for info in cluster.services if info.proxied for ip in info.service.external_ips})
         have_ext = rec.get("external_routes", [])

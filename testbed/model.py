@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -630,6 +631,9 @@ def _probe(doc: _Doc, path: str, kind: str, raw) -> ProbeSpec:
         cmd = doc.seq(f"{path}.exec.command", body.get("command"))
         if not cmd or not all(isinstance(x, str) for x in cmd):
             doc.fail(f"{path}.exec.command", "expected a non-empty list of strings")
+        if not shutil.which(cmd[0]):
+            doc.notes.effect(doc.file, doc.obj, f"{path}.exec", f"{cmd[0]} is the container's own command, not on this "
+                             "machine: the probe is taken as passing")
         kw["command"] = tuple(cmd)
     ints = {k: doc.integer(f"{path}.{f}", p.get(f), lo, 3600, default=d) for k, f, lo, d in (
         ("period", "periodSeconds", 1, 10), ("timeout", "timeoutSeconds", 1, 1),
@@ -1248,6 +1252,7 @@ class _Draft:
     kube_proxy: dict | None = None  # kube-system/kube-proxy's KubeProxyConfiguration
     service_cidrs: list[str] = field(default_factory=list)  # networking.k8s.io ServiceCIDR objects
     positions: dict[str, str] = field(default_factory=dict)
+    dumped: bool = False  # an object carries what only a cluster writes (uid, resourceVersion): a replay
 
 
 def _identity(raw: dict, where: str) -> tuple[str | None, str | None, str]:
@@ -1338,6 +1343,9 @@ def parse_documents(docs: list, file: str, base: Topology | None = None, require
         if cls in ("not-modelled", "custom"):
             _not_modelled(draft, obj, raw, api, kind, file, notes, custom=cls == "custom")
             continue
+        meta = raw.get("metadata")
+        if isinstance(meta, dict) and ("uid" in meta or "resourceVersion" in meta):
+            draft.dumped = True
         doc = _Doc(file, obj, raw, notes, kind)
         top = {"apiVersion", "kind", "metadata", "spec", "status"} | {
             "EndpointSlice": {"addressType", "endpoints", "ports"}, "Endpoints": {"subsets"}}.get(kind, set())
@@ -1374,7 +1382,7 @@ def parse_documents(docs: list, file: str, base: Topology | None = None, require
     topo = Topology(draft.lab, **{f: tuple(v.values()) for f, v in draft.objs.items()},
                     namespaces=tuple(draft.namespaces), source=file, positions=tuple(draft.positions.items()))
     if base is None:  # a change to a running lab keeps the lab it runs on
-        topo = replay.complete(topo, draft.nodes, draft.kube_proxy, draft.service_cidrs, notes)
+        topo = replay.complete(topo, draft.nodes, draft.kube_proxy, draft.service_cidrs, notes, draft.dumped)
     warnings = (base.warnings if base else ()) + tuple(notes.ignored_lines())
     effects = (base.effects if base else ()) + tuple(notes.effect_lines())
     counts = Counter(dict(base.not_modelled)) if base else Counter()

@@ -35,8 +35,12 @@ PROXY_MODE_NAMES = {"": "iptables", "iptables": "iptables", "ipvs": "ipvs", "nft
                     "userspace": "userspace"}
 
 
-def complete(topo, node_objects, kube_proxy: dict | None, service_cidrs: list[str], notes):
-    """The topology with its Lab completed from the objects (a no-op for a topology without any)."""
+def complete(topo, node_objects, kube_proxy: dict | None, service_cidrs: list[str], notes, dumped: bool = False):
+    """The topology with its Lab completed from the objects (a no-op for a topology without any).
+
+    The Service CIDR and the NodePort range are inferred only from a dump (`dumped`: objects with a
+    uid or resourceVersion, which only an API server writes): a cluster's values are valid by
+    construction, while a hand-written ClusterIP outside the range is a mistake worth an error."""
     from .model import NodeSpec
 
     lab = topo.lab
@@ -64,7 +68,7 @@ def complete(topo, node_objects, kube_proxy: dict | None, service_cidrs: list[st
         nodes += [NodeSpec(n) for n in extra]
     if nodes != list(lab.nodes):
         changes["nodes"] = tuple(nodes)
-        if node_objects or extra:
+        if (node_objects or extra) and "nodes" not in pinned:
             inferred.append(f"nodes {_short([n.name for n in nodes])} (from the "
                             f"{'Node objects' if node_objects else 'pods'})")
 
@@ -83,10 +87,13 @@ def complete(topo, node_objects, kube_proxy: dict | None, service_cidrs: list[st
         how = ""
         if service_cidrs:
             cidr, how = ipaddress.ip_network(service_cidrs[0]), "the ServiceCIDR object"
-        elif cips:
-            cidr = next((ipaddress.ip_network(c) for c in SERVICE_CIDR_DEFAULTS
-                         if all(ip in ipaddress.ip_network(c) for ip in cips)), None)
-            how = "a well-known default that holds every ClusterIP"
+        elif cips and dumped:
+            # The smallest default that fits: kind's /16 inside kubeadm's /12 is kind's (a kubeadm
+            # cluster with more than a handful of Services has ClusterIPs all over its /12).
+            fits = [ipaddress.ip_network(c) for c in SERVICE_CIDR_DEFAULTS
+                    if all(ip in ipaddress.ip_network(c) for ip in cips)]
+            cidr = max(fits, key=lambda n: n.prefixlen) if fits else None
+            how = "the smallest well-known default that holds every ClusterIP"
             if cidr is None:
                 api = next((ipaddress.ip_address(s.cluster_ip) for s in topo.services
                             if s.key == "default/kubernetes" and s.cluster_ip and not s.headless), None)
@@ -134,6 +141,25 @@ def complete(topo, node_objects, kube_proxy: dict | None, service_cidrs: list[st
     if len(masks) == 1 and "nodeCIDRMaskSize" not in pinned:
         changes["node_cidr_mask"] = masks.pop()
 
+    # The API server's --service-node-port-range, widened to hold every NodePort the objects have.
+    ports = [p.node_port for s in topo.services for p in s.ports if p.node_port]
+    ports += [s.health_check_node_port for s in topo.services if s.health_check_node_port]
+    lo, hi = lab.node_port_range
+    if ports and dumped and "serviceNodePortRange" not in pinned and (min(ports) < lo or max(ports) > hi):
+        changes["node_port_range"] = (min(lo, min(ports)), max(hi, max(ports)))
+        inferred.append(f"serviceNodePortRange {changes['node_port_range'][0]}-{changes['node_port_range'][1]} "
+                        "(widened to hold every NodePort)")
+
+    # A dump is the whole cluster: the DNS add-on is its own kube-dns (its CoreDNS pods run testbed's
+    # DNS server), or none if it had none, so that the rules are the cluster's.
+    kube_dns = next((s for s in topo.services if s.key == "kube-system/kube-dns" and s.cluster_ip and not s.headless), None)
+    if kube_dns and "clusterDNS" not in pinned:
+        changes["cluster_dns_ip"] = kube_dns.cluster_ip  # what the pods' resolv.conf names
+    if node_objects and "clusterDNS" not in pinned and lab.cluster_dns:
+        if not any(s.key == "kube-system/kube-dns" for s in topo.services):
+            changes["cluster_dns"] = False
+            inferred.append("clusterDNS off (the dump has no kube-system/kube-dns Service)")
+
     if changes:
         topo = replace(topo, lab=replace(lab, **changes, inferred=tuple(inferred)))
     return _pod_addresses(topo, notes) if any(p.ip for p in topo.pods) else topo
@@ -151,7 +177,7 @@ def _pod_addresses(topo, notes):
     nodes = []
     taken = [ipaddress.ip_network(n.pod_cidr) for n in lab.nodes if n.pod_cidr]
     for n in lab.nodes:
-        if not n.pod_cidr and by_node.get(n.name) and "nodes" not in lab.pinned:
+        if not n.pod_cidr and by_node.get(n.name):
             net = _covering(by_node[n.name], longest=lab.node_cidr_mask, max_prefix=lab.node_cidr_mask)
             if net.subnet_of(cluster) and not any(net.overlaps(t) for t in taken):
                 n = replace(n, pod_cidr=str(net))

@@ -47,7 +47,9 @@ def workload_spec(lab: str, pod) -> dict:
     controller for the add-on pods."""
     from .kernel import wiring
 
-    spec = {"key": pod.key, "ns": wiring.pod_ns(lab, pod.namespace, pod.name), "hostname": pod.name,
+    # The kubelet's hostname: spec.hostname, else the pod's name cut to a DNS label's 63 characters.
+    hostname = (getattr(pod, "hostname", None) or pod.name)[:63].rstrip("-.")
+    spec = {"key": pod.key, "ns": wiring.pod_ns(lab, pod.namespace, pod.name), "hostname": hostname,
             "tcp": sorted({c.port for c in pod.ports if c.protocol == "TCP"}) or [9376],
             "udp": sorted({c.port for c in pod.ports if c.protocol == "UDP"}),
             "sctp": sorted({c.port for c in pod.ports if c.protocol == "SCTP"}), "workload": getattr(pod, "workload", "netexec")}
@@ -108,6 +110,8 @@ def start_workloads(lab: str, specs: list[dict], timeout: float = START_TIMEOUT)
 
     Returns key → {pid, start}. Raises RuntimeError naming the pods that failed to come up.
     """
+    from .kernel import wiring
+
     logs = state.lab_dir(lab) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     pending: dict[int, tuple[dict, subprocess.Popen, int]] = {}
@@ -125,7 +129,7 @@ def start_workloads(lab: str, specs: list[dict], timeout: float = START_TIMEOUT)
                 argv += ["--udp", str(p)]
             for p in spec.get("sctp", ()):
                 argv += ["--sctp", str(p)]
-        log = open(logs / f"{spec['key'].replace('/', '_')}.log", "ab")
+        log = open(logs / f"{wiring.fit_name(spec['key'].replace('/', '_'))}.log", "ab")
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent), PYTHONDONTWRITEBYTECODE="1")
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(w,),
                                 start_new_session=True, env=env, close_fds=True)

@@ -19,6 +19,7 @@ Suffixes are deterministic (a hash of the workload and a serial), drawn from Kub
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 from .model import Pod, Taint, Toleration, Topology, Workload
 
@@ -88,8 +89,15 @@ def desired_pods(topo: Topology, alloc) -> list[tuple[Pod, str | None]]:
     """(pod, the ref of the workload that owns it) for the file's pods and every workload's replicas,
     keeping the replicas that exist (`alloc.pods`)."""
     adopted = _adopted(topo)
+    by_ref = {w.ref: w for w in topo.deployments}
     owned_by_adopter = {p.key: ref for ref, ps in adopted.items() for p in ps}
-    out: list[tuple[Pod, str | None]] = [(p, owned_by_adopter.get(p.key)) for p in topo.pods]
+    out: list[tuple[Pod, str | None]] = []
+    for p in topo.pods:
+        ref = owned_by_adopter.get(p.key)
+        if ref:  # owned as the pods its workload makes are: a ReplicaSet's Deployment is the owner shown
+            owner, kind = _owner_of(by_ref[ref])
+            p = replace(p, owner=owner, owner_kind=kind)
+        out.append((p, ref))
     existing: dict[str, list[tuple[int, str]]] = {}
     concrete = {p.key for p in topo.pods}
     for key, rec in alloc.pods.items():
@@ -110,11 +118,16 @@ def desired_pods(topo: Topology, alloc) -> list[tuple[Pod, str | None]]:
     return out
 
 
+def _owner_of(w: Workload) -> tuple[str, str]:
+    """The owner a workload's pods show: a Deployment's ReplicaSet stands for its Deployment."""
+    return (w.owner, "Deployment") if w.kind == "ReplicaSet" and w.owner else (w.key, w.kind)
+
+
 def _pod(w: Workload, name: str, labels: tuple, **kw) -> Pod:
     t = w.template
-    owner = w.owner if w.kind == "ReplicaSet" and w.owner else w.key
+    owner, owner_kind = _owner_of(w)
     return Pod(name, w.namespace, labels, t.ports, kw.pop("node_name", t.node_name), owner=owner,
-               owner_kind="Deployment" if w.kind == "ReplicaSet" and w.owner else w.kind, probes=t.probes,
+               owner_kind=owner_kind, probes=t.probes,
                grace_period=t.grace_period, workload=t.workload, node_selector=t.node_selector,
                tolerations=t.tolerations, hostname=kw.pop("hostname", t.hostname),
                subdomain=kw.pop("subdomain", t.subdomain))

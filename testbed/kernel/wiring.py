@@ -29,7 +29,7 @@ ALIAS_PREFIX = "testbed:"
 
 
 def owner_alias(lab: str, role: str, name: str) -> str:
-    return f"{ALIAS_PREFIX}{lab}:{role}:{name}"
+    return fit_name(f"{ALIAS_PREFIX}{lab}:{role}:{name}", 250)  # IFALIASZ is 256 with its NUL
 
 
 def fabric_ns(lab: str) -> str:
@@ -41,7 +41,15 @@ def host_ns(lab: str, host: str) -> str:
 
 
 def pod_ns(lab: str, namespace: str, pod: str) -> str:
-    return f"{lab}-{namespace}.{pod}"
+    return fit_name(f"{lab}-{namespace}.{pod}")
+
+
+def fit_name(name: str, limit: int = 200) -> str:
+    """A name that fits in a file name (a netns under /run/netns, a log): Kubernetes allows 253-character
+    pod names in 63-character namespaces, more than NAME_MAX; a long one keeps its start and a hash."""
+    if len(name) <= limit:
+        return name
+    return f"{name[:limit - 13]}~{hashlib.sha1(name.encode()).hexdigest()[:12]}"
 
 
 def short_link(prefix: str, key: str) -> str:
