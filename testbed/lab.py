@@ -347,30 +347,25 @@ class Lab:
         # Addresses a dump's Services kept outside the pool (a real cloud's or MetalLB's): the clients
         # reach them through the LB, like the pool itself.
         pool = [ipaddress.ip_network(p) for p in lbmod.pool_prefixes(cluster.lab)]
-        want_lb = sorted(ip for ip in want if not any(ipaddress.ip_address(ip) in n for n in pool))
-        have_lb = rec.get("kept_routes", [])
-        if want_lb != have_lb and cluster.clients:
-            with wiring.Netlink() as ipr_of:
-                for c in cluster.clients:
-                    ipr = ipr_of(wiring.host_ns(self.name, c.name))
-                    for ip in sorted(set(have_lb) - set(want_lb)):
-                        ipr.route("del", dst=f"{ip}/32")
-                    for ip in sorted(set(want_lb) - set(have_lb)):
-                        ipr.route("add", dst=f"{ip}/32", gateway=lb_address(cluster.lab))
-            rec["kept_routes"] = want_lb
+        self._client_routes(cluster, rec, "kept_routes", lb_address(cluster.lab),
+                            [ip for ip in want if not any(ipaddress.ip_address(ip) in n for n in pool)])
         # externalIPs: the network routes them to a node (the first), as an admin's router would.
-        want_ext = sorted({ip for info in cluster.services if info.proxied for ip in info.service.external_ips})
-        have_ext = rec.get("external_routes", [])
-        if want_ext != have_ext and cluster.clients:
-            via = cluster.nodes[0].ip
-            with wiring.Netlink() as ipr_of:
-                for c in cluster.clients:
-                    ipr = ipr_of(wiring.host_ns(self.name, c.name))
-                    for ip in sorted(set(have_ext) - set(want_ext)):
-                        ipr.route("del", dst=f"{ip}/32")
-                    for ip in sorted(set(want_ext) - set(have_ext)):
-                        ipr.route("add", dst=f"{ip}/32", gateway=via)
-            rec["external_routes"] = want_ext
+        self._client_routes(cluster, rec, "external_routes", cluster.nodes[0].ip,
+                            [ip for info in cluster.services if info.proxied for ip in info.service.external_ips])
+
+    def _client_routes(self, cluster: ClusterState, rec: dict, key: str, via: str, addresses: list[str]) -> None:
+        """/32 routes on every outside client to `addresses` via `via`, kept in rec[key] to change by difference."""
+        want, have = sorted(set(addresses)), rec.get(key, [])
+        if want == have or not cluster.clients:
+            return
+        with wiring.Netlink() as ipr_of:
+            for c in cluster.clients:
+                ipr = ipr_of(wiring.host_ns(self.name, c.name))
+                for ip in sorted(set(have) - set(want)):
+                    ipr.route("del", dst=f"{ip}/32")
+                for ip in sorted(set(want) - set(have)):
+                    ipr.route("add", dst=f"{ip}/32", gateway=via)
+        rec[key] = want
 
     def set_lb_health(self, healthy: dict[str, list[str]]) -> None:
         """Record the cloud LB's health-check results (service → healthy nodes) and re-apply its rules."""
