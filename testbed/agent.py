@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import shutil
 import subprocess
 import sys
 import time
@@ -51,8 +50,10 @@ def run_probe(lab: str, pod, probe) -> bool:
     """One attempt of one probe; True on success."""
     from probes.connect import tcp_request
 
+    from .model import foreign_command
+
     if probe.action == "exec":
-        if not shutil.which(probe.command[0]):
+        if foreign_command(probe.command):
             return True  # the container image's own command, absent here: named at load, taken as passing
         try:
             r = subprocess.run(list(probe.command), preexec_fn=netns.preexec(wiring.pod_ns(lab, pod.namespace, pod.name)),

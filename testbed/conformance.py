@@ -578,6 +578,14 @@ def derive_rows(cluster: ClusterState) -> list[Row]:
         if not info.proxied:
             continue
         name = info.service.name
+        servers = {p.workload for i in range(len(info.service.ports)) for p in _backends(cluster, info, i).values()}
+        if servers and "netexec" not in servers:
+            # The DNS and ingress add-ons do not speak netexec's protocol: kube-dns is checked with a query.
+            if "dns" in servers:
+                rows.append(Row(f"cluster DNS ({info.key}) answers through its ClusterIP", f"pod/{client.name}", "udp",
+                                f"dns/{name}.{info.service.namespace}.svc.{cluster.lab.cluster_domain}", check="dns",
+                                answer=("A", f"svc/{name}")))
+            continue
         for i, sp in enumerate(info.service.ports):
             proto = sp.protocol.lower()
             guard = {"needs": ("sctp",), "skip": {"userspace": NO_SCTP_IN_USERSPACE}} if proto == "sctp" else {}

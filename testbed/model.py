@@ -626,13 +626,20 @@ def _probe(doc: _Doc, path: str, kind: str, raw) -> ProbeSpec:
         kw["port"] = port
         if a == "httpGet":
             kw["path"] = doc.string(f"{path}.httpGet.path", body.get("path"), default="/")
+            if kw["path"].split("?", 1)[0] not in NETEXEC_PATHS:
+                # The application's own health path: testbed's server stands in for it, and its
+                # /readyz is what `testbed pod unready` turns off.
+                doc.notes.effect(doc.file, doc.obj, f"{path}.httpGet.path", f"the application's own path "
+                                 f"{_show(kw['path'], 40)} is checked as netexec's /readyz")
+                kw["path"] = "/readyz"
     else:
         doc.check_keys(f"{path}.exec", body, {"command"}, "exec")
         cmd = doc.seq(f"{path}.exec.command", body.get("command"))
         if not cmd or not all(isinstance(x, str) for x in cmd):
             doc.fail(f"{path}.exec.command", "expected a non-empty list of strings")
-        if not shutil.which(cmd[0]):
-            doc.notes.effect(doc.file, doc.obj, f"{path}.exec", f"{cmd[0]} is the container's own command, not on this "
+        foreign = foreign_command(cmd)
+        if foreign:
+            doc.notes.effect(doc.file, doc.obj, f"{path}.exec", f"{foreign} is the container's own command, not on this "
                              "machine: the probe is taken as passing")
         kw["command"] = tuple(cmd)
     ints = {k: doc.integer(f"{path}.{f}", p.get(f), lo, 3600, default=d) for k, f, lo, d in (
@@ -643,6 +650,20 @@ def _probe(doc: _Doc, path: str, kind: str, raw) -> ProbeSpec:
         doc.fail(f"{path}.successThreshold", "must be 1 for a liveness probe")
     action = {"httpGet": "http", "tcpSocket": "tcp", "exec": "exec", "grpc": "grpc"}[a]
     return ProbeSpec(kind, action, **kw, **ints)
+
+
+SHELLS = {"sh", "bash", "ash", "dash", "zsh"}
+NETEXEC_PATHS = {"/healthz", "/readyz", "/hostname", "/clientip", "/echo", "/whoami"}
+
+
+def foreign_command(cmd) -> str | None:
+    """The program of an exec probe when this machine does not have it (the container image's own,
+    like `/ready-probe.sh`, also behind `sh -c`); None when it can run here."""
+    program = cmd[0]
+    if program.rsplit("/", 1)[-1] in SHELLS and len(cmd) >= 3 and cmd[1] == "-c":
+        words = cmd[2].split()
+        program = words[0] if words else program
+    return None if shutil.which(program) else program
 
 
 def _tolerations(doc: _Doc, path: str, raw) -> tuple[Toleration, ...]:
