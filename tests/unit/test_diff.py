@@ -67,6 +67,24 @@ def test_a_node_that_fell_behind(files):
     assert report.exit_code == 1
 
 
+def test_counters_and_handles_are_not_rules(tmp_path):
+    """`iptables-save -c` puts [packets:bytes] before every rule; `nft -a` adds `# handle N`."""
+    counted = tmp_path / "counted.save"
+    counted.write_text("".join(f"[7:420] {line}\n" if line.startswith("-A ") else line + "\n"
+                               for line in (FIX / "iptables-legacy.save").read_text().splitlines()))
+    handles = tmp_path / "handles.txt"
+
+    def is_rule_or_opener(line):  # where `nft -a` puts a handle: tables, chains, sets, rules
+        body = line.strip()
+        return line.endswith("{") or (line.startswith("\t\t") and not line.startswith("\t\t\t")
+                                      and not body.startswith(("type ", "comment ", "elements ", "flags ", "size ")))
+
+    handles.write_text("".join(f"{line} # handle {n}\n" if is_rule_or_opener(line) else line + "\n"
+                               for n, line in enumerate((FIX / "nft-ruleset.txt").read_text().splitlines())))
+    for path in (counted, handles):
+        assert diff.run(NOW, "node-1", [str(path)]).exit_code == 0
+
+
 def test_probabilities_follow_the_endpoints():
     web = _groups(_run(BEHIND["iptables"]))["default/web:http"]
     assert web.facets["probabilities"] == (("0.5000000000", "rest"), ("0.3333333333", "0.5000000000", "rest"))
