@@ -439,6 +439,16 @@ def cmd_render(args) -> int:
     return 0
 
 
+def cmd_diff(args) -> int:
+    from . import diff
+    report = diff.run(args.file or str(model.builtin("default")), args.node, args.rules, args.mode)
+    if args.output == "json":
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        sys.stdout.write(diff.format_text(report, verbose=args.verbose))
+    return report.exit_code
+
+
 def cmd_apply(args) -> int:
     from .lab import Lab
     lab = Lab(_lab_name(args))
@@ -601,6 +611,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", action="store_true",
                    help="include the jumps from the built-in chains, as the first sync installs them")
     p.set_defaults(fn=cmd_render)
+
+    p = sub.add_parser("diff", help="compare a real node's rules with what kube-proxy should have installed there "
+                                    "(exit 0 same, 1 differences, 2 error)")
+    p.add_argument("file", nargs="?", help="topology or dump file, as `render` takes it (default: the default lab)")
+    p.add_argument("--node", required=True, help="the node the rules were dumped on")
+    p.add_argument("--rules", action="append", required=True, metavar="FILE",
+                   help="the node's iptables-save, nft list ruleset, nft -j list ruleset, or ipvsadm-save -n "
+                        "and ipset save output (repeatable: IPVS mode's parts may come in separate files)")
+    p.add_argument("--mode", choices=("iptables", "nftables", "ipvs"), help="proxy mode (default: from the rules' format)")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    p.add_argument("-v", "--verbose", action="store_true", help="list every rule that differs")
+    p.set_defaults(fn=cmd_diff)
 
     p = sub.add_parser("apply", help="change a running lab from a file (scale, add or edit objects)")
     p.add_argument("-f", "--file", help="manifests (YAML or JSON, as kubectl apply -f takes them; - for standard input)")
