@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from .kernel import iptables as kiptables
 from .kernel import nft as knft
+from .kernel.transaction import TransactionError
 from .proxy import NodeView
 from .render import iptables as riptables
 from .render import nftables as rnftables
@@ -65,7 +66,7 @@ class IptablesProxier:
         rec["fingerprints"] = None  # until this sync is known to be in: a failure means a full sync next
         try:
             kiptables.restore(ns, text)
-        except RuntimeError:
+        except TransactionError:
             if not partial:
                 raise
             # Upstream sets needFullSync after a failed partial restore; here the full one follows at once.
