@@ -283,20 +283,20 @@ class Lab:
 
         zone = supervisor.addon_file(self.name, "dns")
         zone.parent.mkdir(parents=True, exist_ok=True)
-        dns.records(cluster, cluster.lab.cluster_domain).write(str(zone))
+        with state.writing(zone):
+            dns.records(cluster, cluster.lab.cluster_domain).write(str(zone))
         topo = cluster.topology
         if topo.ingresses:
             routes = supervisor.addon_file(self.name, "ingress")
             routes.parent.mkdir(parents=True, exist_ok=True)
             table = ingress.routes(topo.ingresses, topo.ingress_classes, cluster.services, controller=INGRESS_CONTROLLER)
-            tmp = routes.with_suffix(".tmp")
-            tmp.write_text(json.dumps(table.to_json()))
-            os.replace(tmp, routes)
+            state.replace_file(routes, json.dumps(table.to_json()))
         if cluster.lab.cluster_dns:
             resolv = state.lab_dir(self.name) / "resolv"
             resolv.mkdir(parents=True, exist_ok=True)
             for ns in {p.namespace for p in cluster.pods}:
-                (resolv / f"{ns}.conf").write_text(dns.resolv_conf(ns, dns_ip(cluster.lab), cluster.lab.cluster_domain))
+                text = dns.resolv_conf(ns, dns_ip(cluster.lab), cluster.lab.cluster_domain)
+                state.replace_file(resolv / f"{ns}.conf", text)
 
     def _reload_addons(self, cluster: ClusterState, skip: set[str]) -> None:
         """SIGHUP the DNS and ingress pods so they serve the files just written."""

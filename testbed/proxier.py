@@ -170,9 +170,7 @@ class UserspaceProxier:
         # The proxy listens on new ports before any rule redirects traffic to them.
         table = state.lab_dir(rec["lab"]) / "userspace" / f"{view.node_name}.json"
         table.parent.mkdir(parents=True, exist_ok=True)
-        tmp = table.with_suffix(".tmp")
-        tmp.write_text(plan.to_json())
-        os.replace(tmp, table)
+        state.replace_file(table, plan.to_json())
         proc = rec.get("proxy")
         if proc and supervisor.alive(proc["pid"], proc["start"]):
             os.kill(proc["pid"], signal.SIGHUP)
