@@ -67,7 +67,7 @@ def _progress() -> Progress:
 def _summary(lab, report=None) -> None:
     cluster = lab.cluster()
     console.print(f"[bold]lab[/] {lab.name}  [bold]mode[/] {lab.saved['mode']} ({MODE_NOTES[lab.saved['mode']]})")
-    _print_nodes(cluster)
+    _print_nodes(cluster, lab.out_of_date())
     _print_pods(cluster)
     _print_services(cluster)
     if report:
@@ -77,15 +77,22 @@ def _summary(lab, report=None) -> None:
                       f"total {report.seconds_total * 1000:.1f} ms")
 
 
-def _print_nodes(cluster) -> None:
+def _print_nodes(cluster, out_of_date: dict[str, str] | None = None) -> None:
     t = Table(title="nodes", title_justify="left")
-    for c in ("NAME", "ROLE", "IP", "POD CIDR", "PODS"):
+    for c in ("NAME", "ROLE", "IP", "POD CIDR", "PODS", "RULES"):
         t.add_column(c)
+    stale = out_of_date or {}
     for n in cluster.nodes:
-        t.add_row(n.name, "node", n.ip, n.pod_cidr, str(sum(p.node == n.name for p in cluster.pods)))
+        why = stale.get(n.name)
+        rules = Text("up to date") if not why else Text("syncing", style="yellow") if why == "syncing" else \
+            Text("OUT OF DATE", style="bold red")
+        t.add_row(n.name, "node", n.ip, n.pod_cidr, str(sum(p.node == n.name for p in cluster.pods)), rules)
     for c in cluster.clients:
-        t.add_row(c.name, "client (outside the cluster)", c.ip, "-", "-")
+        t.add_row(c.name, "client (outside the cluster)", c.ip, "-", "-", "-")
     console.print(t)
+    for name, why in stale.items():
+        if why != "syncing":
+            console.print(Text(f"{name}: out of date: {why}; its next sync is a full one"), soft_wrap=False)
 
 
 def _print_pods(cluster, pods_state: dict | None = None) -> None:
@@ -182,7 +189,9 @@ def cmd_get(args) -> int:
     what = args.what
     if args.output == "json":
         if what == "nodes":
-            data = [{"name": n.name, "ip": n.ip, "podCIDR": n.pod_cidr, "role": "node"} for n in cluster.nodes] + \
+            stale = lab.out_of_date()
+            data = [{"name": n.name, "ip": n.ip, "podCIDR": n.pod_cidr, "role": "node",
+                     "rulesUpToDate": n.name not in stale, "outOfDate": stale.get(n.name)} for n in cluster.nodes] + \
                    [{"name": c.name, "ip": c.ip, "role": "client"} for c in cluster.clients]
         elif what == "pods":
             data = [{"namespace": p.namespace, "name": p.name, "node": p.node, "ip": p.ip, "owner": p.owner,
@@ -195,7 +204,7 @@ def cmd_get(args) -> int:
         print(json.dumps(data, indent=2))
         return 0
     if what == "nodes":
-        _print_nodes(cluster)
+        _print_nodes(cluster, lab.out_of_date())
     elif what == "pods":
         _print_pods(cluster, lab.saved.get("pods"))
     elif what == "services":

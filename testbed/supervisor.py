@@ -208,6 +208,17 @@ def _reap(pid: int) -> None:
         pass
 
 
+def pids_in_named(names) -> list[tuple[int, str]]:
+    """Processes inside any of the named network namespaces (names that no longer exist are skipped)."""
+    inodes = set()
+    for n in names:
+        try:
+            inodes.add(os.stat(netns.path(n)).st_ino)
+        except OSError:
+            pass
+    return pids_in_namespaces(inodes)
+
+
 def pids_in_namespaces(inodes: set[int]) -> list[tuple[int, str]]:
     """Processes whose network namespace is one of ours (for `down` after a crash lost the PIDs)."""
     out = []

@@ -1,11 +1,12 @@
 """The lab state's own fault handling, without root: a full file system named (a write to
-/dev/full fails with ENOSPC like a full /run), the lock."""
+/dev/full fails with ENOSPC like a full /run), the lock, the out-of-date marks."""
 import errno
 from pathlib import Path
 
 import pytest
 
 from testbed import errors, state
+from testbed.lab import SYNCING, Lab
 
 
 @pytest.fixture
@@ -64,3 +65,14 @@ def test_lock_busy_and_is_locked(run_dir):
                 pass
         assert isinstance(ei.value, errors.TestbedError) and "lab lab is busy" in str(ei.value)
     assert state.is_locked("lab") is False
+
+
+def test_out_of_date_nodes_and_why(run_dir):
+    state.write("lab", {"nodes": {
+        "node-1": {"ns": "lab-node-1"},
+        "node-2": {"ns": "lab-node-2", "out_of_date": {"since": 1.0, "reason": SYNCING}},
+        "node-3": {"ns": "lab-node-3", "out_of_date": {"since": 1.0, "reason": "nft failed at line 3: x"}}}})
+    assert Lab("lab").out_of_date() == {"node-2": "a sync was interrupted (its process died)",
+                                        "node-3": "nft failed at line 3: x"}
+    with state.locked("lab"):
+        assert Lab("lab").out_of_date() == {"node-2": "syncing", "node-3": "nft failed at line 3: x"}
