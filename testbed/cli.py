@@ -37,6 +37,26 @@ def _lab_name(args) -> str:
     raise TestbedError(f"several labs are running ({', '.join(labs)}): pick one with --lab")
 
 
+def _notice(event: str, info: dict) -> None:
+    """What the library reports about a lab as it opens or syncs it, one line each on stderr."""
+    lines = {
+        "agent-restarted": f"notice: the lab's agent (pid {info.get('old')}) was not running: "
+                           f"restarted it (pid {info.get('new')})",
+        "agent-down": f"notice: the lab's agent (pid {info.get('old')}) is not running: any testbed "
+                      f"command run as root restarts it",
+        "orphans": f"notice: removed {len(info.get('namespaces', ()))} pod namespaces an interrupted "
+                   f"command left unrecorded",
+    }
+    if event in lines:
+        err.print(lines[event], markup=False, highlight=False, soft_wrap=True)
+
+
+def _open(args):
+    """The lab a command works on (--lab, or the only one), its agent running again if it died."""
+    from .lab import Lab
+    return Lab.open(_lab_name(args), progress=_notice)
+
+
 class _ProgressView:
     """Turns the library's progress events into a rich progress bar."""
 
@@ -183,8 +203,7 @@ def cmd_down(args) -> int:
 
 
 def cmd_get(args) -> int:
-    from .lab import Lab
-    lab = Lab(_lab_name(args))
+    lab = _open(args)
     cluster = lab.cluster()
     what = args.what
     if args.output == "json":
@@ -262,7 +281,7 @@ def cmd_latency(args) -> int:
     from .lab import Lab, require_root
 
     require_root()
-    lab = Lab(_lab_name(args))
+    lab = _open(args)
     console.print(f"lab [bold]{lab.name}[/] ({lab.saved['mode']} mode): "
                   f"{args.repeat} × {', '.join(args.change or latency.CHANGES)}")
     with console.status("measuring") as status:
@@ -276,12 +295,12 @@ def cmd_latency(args) -> int:
 
 def cmd_exec(args) -> int:
     from .kernel import netns
-    from .lab import Lab, require_root, target_namespace
+    from .lab import require_root, target_namespace
     require_root()
     cmd = list(args.command)
     while cmd and cmd[0] == "--lab" and len(cmd) > 1:  # `exec POD --lab L -- CMD`: REMAINDER took it
         args.lab, cmd = cmd[1], cmd[2:]
-    lab = Lab(_lab_name(args))
+    lab = _open(args)  # before setns: a restarted agent must run in the host's namespaces
     ns = target_namespace(lab.name, lab.cluster(), args.target)
     cmd = cmd[1:] if cmd and cmd[0] == "--" else cmd
     if not cmd:
@@ -338,9 +357,9 @@ def _highlight_rules(text: str) -> Text:
 def cmd_rules(args) -> int:
     from .kernel import iptables as kipt
     from .kernel import nft as knft
-    from .lab import Lab, require_root
+    from .lab import require_root
     require_root()
-    lab = Lab(_lab_name(args))
+    lab = _open(args)
     if args.node not in lab.saved["nodes"]:
         raise TestbedError(f"no node {args.node!r} in lab {lab.name} (nodes: {', '.join(lab.saved['nodes'])})")
     ns = lab.saved["nodes"][args.node]["ns"]
@@ -375,8 +394,7 @@ def cmd_render(args) -> int:
 
 
 def cmd_apply(args) -> int:
-    from .lab import Lab
-    lab = Lab(_lab_name(args))
+    lab = _open(args)
     if not args.file and not args.mode:
         raise TestbedError("expected -f FILE and/or --mode MODE")
     if args.mode and args.mode != lab.saved["mode"]:
@@ -390,8 +408,7 @@ def cmd_apply(args) -> int:
 
 
 def cmd_delete(args) -> int:
-    from .lab import Lab
-    lab = Lab(_lab_name(args))
+    lab = _open(args)
     ns, _, name = args.name.rpartition("/")
     report = lab.delete(args.kind, name, ns or args.namespace, grace=args.grace_period)
     _report(report)
@@ -410,8 +427,7 @@ def _report(report) -> None:
 
 
 def cmd_pod(args) -> int:
-    from .lab import Lab
-    lab = Lab(_lab_name(args))
+    lab = _open(args)
     console.print(lab.stage(args.name, args.action))
     return 0
 

@@ -158,6 +158,35 @@ class Lab:
             nodes = {n: now if r == SYNCING else r for n, r in nodes.items()}
         return nodes
 
+    @classmethod
+    def open(cls, name: str, progress: Progress = _quiet) -> "Lab":
+        """A handle on a running lab for a command: its agent is restarted if it is not running."""
+        lab = cls(name, progress)
+        lab.ensure_agent()
+        return lab
+
+    def ensure_agent(self) -> dict | None:
+        """The lab's agent (prober, grace-period clock) runs, or is started again: a killed agent
+        would leave readiness unfollowed. Returns {"old": pid, "new": pid} and reports the event
+        "agent-restarted" when it restarted one; None when it was running (or the lab never got
+        one: `up` did not finish) or when not root (then "agent-down" is reported)."""
+        rec = self.saved.get("agent")
+        if not rec or supervisor.alive(rec["pid"], rec["start"]):
+            return None
+        if os.geteuid() != 0:
+            self.progress("agent-down", {"old": rec["pid"]})
+            return None
+        with state.locked(self.name):
+            self._state = None
+            rec = self.saved.get("agent")
+            if not rec or supervisor.alive(rec["pid"], rec["start"]):
+                return None  # another command restarted it meanwhile
+            self.saved["agent"] = supervisor.start_agent(self.name)
+            self._save()
+        info = {"old": rec["pid"], "new": self.saved["agent"]["pid"]}
+        self.progress("agent-restarted", info)
+        return info
+
     # ------------------------------------------------------------------ up
 
     @classmethod
@@ -453,6 +482,7 @@ class Lab:
     def switch_mode(self, mode: str) -> SyncReport:
         """Remove the current mode's rules from every node completely, then sync in `mode`."""
         require_root()
+        self.ensure_agent()
         check_kernel(mode)
         started = time.perf_counter()
         with state.locked(self.name):
@@ -474,6 +504,7 @@ class Lab:
     def apply(self, path: str) -> SyncReport:
         """Merge the objects of FILE into the lab (replacing ones of the same kind and name) and sync."""
         require_root()
+        self.ensure_agent()
         started = time.perf_counter()
         docs = _read_docs(path)
         with state.locked(self.name):
@@ -508,6 +539,7 @@ class Lab:
         one with a new name and IP. `grace=0` removes the pod immediately.
         """
         require_root()
+        self.ensure_agent()
         started = time.perf_counter()
         kind = {"pod": "Pod", "pods": "Pod", "po": "Pod", "service": "Service", "services": "Service", "svc": "Service",
                 "deployment": "Deployment", "deployments": "Deployment", "deploy": "Deployment",
@@ -609,6 +641,7 @@ class Lab:
         import signal as _signal
 
         require_root()
+        self.ensure_agent()
         cluster = self.cluster()
         pod = find_pod(cluster, pod_name)
         rec = self.saved["pods"].get(pod.key)
