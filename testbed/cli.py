@@ -40,12 +40,12 @@ def _lab_name(args) -> str:
 def _notice(event: str, info: dict) -> None:
     """What the library reports about a lab as it opens or syncs it, one line each on stderr."""
     lines = {
-        "agent-restarted": f"notice: the lab's agent (pid {info.get('old')}) was not running: "
-                           f"restarted it (pid {info.get('new')})",
-        "agent-down": f"notice: the lab's agent (pid {info.get('old')}) is not running: any testbed "
-                      f"command run as root restarts it",
-        "orphans": f"notice: removed {len(info.get('namespaces', ()))} pod namespaces an interrupted "
-                   f"command left unrecorded",
+        "agent-restarted": f"notice: the lab's agent (pid {info.get('old')}) had died: restarted it "
+                           f"(pid {info.get('new')})",
+        "agent-down": f"notice: the lab's agent (pid {info.get('old')}) has died: a command run as root "
+                      f"restarts it",
+        "orphans": f"notice: removed {len(info.get('namespaces', ()))} pod namespaces that an interrupted "
+                   f"command left",
     }
     if event in lines:
         err.print(lines[event], markup=False, highlight=False, soft_wrap=True)

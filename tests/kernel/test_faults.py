@@ -291,7 +291,7 @@ def test_apply_killed_at_each_point_leaves_a_consistent_lab(lab_factory, tmp_pat
         ok(run_cli("delete", "service", "extra", "--lab", lab.name))
     else:
         res = ok(run_cli("apply", "-f", change, "--lab", lab.name))
-        assert "unrecorded" in res.stderr, res.stderr  # the killed apply's pods, removed first
+        assert "interrupted command left" in res.stderr, res.stderr  # the killed apply's pods, removed first
     assert_consistent(lab.name)
     down_leaves_nothing(lab.name)
 
@@ -440,7 +440,7 @@ def test_full_state_file_system_is_a_clear_error_and_the_state_stays(small_run, 
         assert "state.json.tmp failed" in refused()
         (seen / "filler").unlink()
         res = ok(run_cli("apply", "-f", change, "--lab", name, prefix=prefix, env=env))
-        assert "unrecorded" in res.stderr, res.stderr
+        assert "interrupted command left" in res.stderr, res.stderr
         monkeypatch.setattr(state, "RUN_DIR", seen)  # read the lab's state through the holder's root
         assert_consistent(name)
         assert len([p for p in Lab(name).cluster().pods if p.owner == "default/web"]) == 3
