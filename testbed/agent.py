@@ -11,6 +11,9 @@
 - kube-proxy's health server on every node (healthCheckNodePort: 200 with local ready endpoints,
   503 otherwise) and the cloud load balancer's health checks of it, every second.
 Every change goes through the lab's normal sync (endpoints, then one rules transaction per node).
+A sync that fails (a node's rules refused, a full /run) does not end the agent: the lab records
+which nodes are out of date, the agent logs the error and goes on after a pause. Killed, it is
+started again by the next testbed command that opens the lab (Lab.ensure_agent).
 """
 from __future__ import annotations
 
@@ -23,10 +26,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import state, supervisor
+from .errors import LabNotFound, TestbedError
 from .healthserver import HealthServers
 from .kernel import netns, wiring
 
 TICK = 0.05
+ERROR_PAUSE = 1.0  # after a failed step, before the next
 
 
 @dataclass
@@ -174,9 +179,23 @@ class Agent:
 
     def run(self) -> None:
         while True:
-            delay = self.step()
+            try:
+                delay = self.step()
+            except LabNotFound:
+                return  # `down` removed the lab under us
+            except (TestbedError, RuntimeError, OSError) as e:
+                _log(f"step failed, again in {ERROR_PAUSE:.0f} s: {e}")
+                delay = ERROR_PAUSE
             if delay:
                 time.sleep(delay)
+
+
+def _log(message: str) -> None:
+    """A line in the agent's log (its stderr); a full file system must not end the agent."""
+    try:
+        print(f"{time.strftime('%H:%M:%S')} agent: {message}", file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:

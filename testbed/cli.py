@@ -37,6 +37,26 @@ def _lab_name(args) -> str:
     raise TestbedError(f"several labs are running ({', '.join(labs)}): pick one with --lab")
 
 
+def _notice(event: str, info: dict) -> None:
+    """What the library reports about a lab as it opens or syncs it, one line each on stderr."""
+    lines = {
+        "agent-restarted": f"notice: the lab's agent (pid {info.get('old')}) had died: restarted it "
+                           f"(pid {info.get('new')})",
+        "agent-down": f"notice: the lab's agent (pid {info.get('old')}) has died: a command run as root "
+                      f"restarts it",
+        "orphans": f"notice: removed {len(info.get('namespaces', ()))} pod namespaces that an interrupted "
+                   f"command left",
+    }
+    if event in lines:
+        err.print(lines[event], markup=False, highlight=False, soft_wrap=True)
+
+
+def _open(args):
+    """The lab a command works on (--lab, or the only one), its agent running again if it died."""
+    from .lab import Lab
+    return Lab.open(_lab_name(args), progress=_notice)
+
+
 class _ProgressView:
     """Turns the library's progress events into a rich progress bar."""
 
@@ -117,7 +137,7 @@ def _progress() -> Progress:
 def _summary(lab, report=None) -> None:
     cluster = lab.cluster()
     console.print(f"[bold]lab[/] {lab.name}  [bold]mode[/] {lab.saved['mode']} ({MODE_NOTES[lab.saved['mode']]})")
-    _print_nodes(cluster)
+    _print_nodes(cluster, lab.out_of_date())
     _print_pods(cluster)
     _print_services(cluster)
     if report:
@@ -127,15 +147,22 @@ def _summary(lab, report=None) -> None:
                       f"total {report.seconds_total * 1000:.1f} ms")
 
 
-def _print_nodes(cluster) -> None:
+def _print_nodes(cluster, out_of_date: dict[str, str] | None = None) -> None:
     t = Table(title="nodes", title_justify="left")
-    for c in ("NAME", "ROLE", "IP", "POD CIDR", "PODS"):
+    for c in ("NAME", "ROLE", "IP", "POD CIDR", "PODS", "RULES"):
         t.add_column(c)
+    stale = out_of_date or {}
     for n in cluster.nodes:
-        t.add_row(n.name, "node", n.ip, n.pod_cidr, str(sum(p.node == n.name for p in cluster.pods)))
+        why = stale.get(n.name)
+        rules = Text("up to date") if not why else Text("syncing", style="yellow") if why == "syncing" else \
+            Text("OUT OF DATE", style="bold red")
+        t.add_row(n.name, "node", n.ip, n.pod_cidr, str(sum(p.node == n.name for p in cluster.pods)), rules)
     for c in cluster.clients:
-        t.add_row(c.name, "client (outside the cluster)", c.ip, "-", "-")
+        t.add_row(c.name, "client (outside the cluster)", c.ip, "-", "-", "-")
     console.print(t)
+    for name, why in stale.items():
+        if why != "syncing":
+            console.print(Text(f"{name}: out of date: {why}; its next sync is a full one"), soft_wrap=False)
 
 
 def _in(namespaces, ns: str) -> bool:
@@ -243,15 +270,16 @@ def cmd_down(args) -> int:
 
 
 def cmd_get(args) -> int:
-    from .lab import Lab
-    lab = Lab(_lab_name(args))
+    lab = _open(args)
     cluster = lab.cluster()
     what = args.what
     # As kubectl: one namespace (-n, default "default"), or every namespace with -A.
     namespaces = None if args.all_namespaces else {args.namespace}
     if args.output == "json":
         if what == "nodes":
-            data = [{"name": n.name, "ip": n.ip, "podCIDR": n.pod_cidr, "role": "node"} for n in cluster.nodes] + \
+            stale = lab.out_of_date()
+            data = [{"name": n.name, "ip": n.ip, "podCIDR": n.pod_cidr, "role": "node",
+                     "rulesUpToDate": n.name not in stale, "outOfDate": stale.get(n.name)} for n in cluster.nodes] + \
                    [{"name": c.name, "ip": c.ip, "role": "client"} for c in cluster.clients]
         elif what == "pods":
             data = [{"namespace": p.namespace, "name": p.name, "node": p.node, "ip": p.ip, "owner": p.owner,
@@ -267,7 +295,7 @@ def cmd_get(args) -> int:
         print(json.dumps(data, indent=2))
         return 0
     if what == "nodes":
-        _print_nodes(cluster)
+        _print_nodes(cluster, lab.out_of_date())
     elif what == "pods":
         _print_pods(cluster, lab.saved.get("pods"), namespaces)
     elif what == "services":
@@ -327,7 +355,7 @@ def cmd_latency(args) -> int:
     from .lab import Lab, require_root
 
     require_root()
-    lab = Lab(_lab_name(args))
+    lab = _open(args)
     console.print(f"lab [bold]{lab.name}[/] ({lab.saved['mode']} mode): "
                   f"{args.repeat} × {', '.join(args.change or latency.CHANGES)}")
     with console.status("measuring") as status:
@@ -341,12 +369,12 @@ def cmd_latency(args) -> int:
 
 def cmd_exec(args) -> int:
     from .kernel import netns
-    from .lab import Lab, require_root, target_namespace
+    from .lab import require_root, target_namespace
     require_root()
     cmd = list(args.command)
     while cmd and cmd[0] == "--lab" and len(cmd) > 1:  # `exec POD --lab L -- CMD`: REMAINDER took it
         args.lab, cmd = cmd[1], cmd[2:]
-    lab = Lab(_lab_name(args))
+    lab = _open(args)  # before setns: a restarted agent must run in the host's namespaces
     ns = target_namespace(lab.name, lab.cluster(), args.target)
     cmd = cmd[1:] if cmd and cmd[0] == "--" else cmd
     if not cmd:
@@ -405,9 +433,9 @@ def _highlight_rules(text: str) -> Text:
 def cmd_rules(args) -> int:
     from .kernel import iptables as kipt
     from .kernel import nft as knft
-    from .lab import Lab, require_root
+    from .lab import require_root
     require_root()
-    lab = Lab(_lab_name(args))
+    lab = _open(args)
     if args.node not in lab.saved["nodes"]:
         raise TestbedError(f"no node {args.node!r} in lab {lab.name} (nodes: {', '.join(lab.saved['nodes'])})")
     ns = lab.saved["nodes"][args.node]["ns"]
@@ -450,8 +478,7 @@ def cmd_diff(args) -> int:
 
 
 def cmd_apply(args) -> int:
-    from .lab import Lab
-    lab = Lab(_lab_name(args))
+    lab = _open(args)
     if not args.file and not args.mode:
         raise TestbedError("expected -f FILE and/or --mode MODE")
     if args.mode and args.mode != lab.saved["mode"]:
@@ -465,8 +492,7 @@ def cmd_apply(args) -> int:
 
 
 def cmd_delete(args) -> int:
-    from .lab import Lab
-    lab = Lab(_lab_name(args))
+    lab = _open(args)
     ns, _, name = args.name.rpartition("/")
     report = lab.delete(args.kind, name, ns or args.namespace, grace=args.grace_period)
     _report(report)
@@ -485,8 +511,7 @@ def _report(report) -> None:
 
 
 def cmd_pod(args) -> int:
-    from .lab import Lab
-    lab = Lab(_lab_name(args))
+    lab = _open(args)
     console.print(lab.stage(args.name, args.action))
     return 0
 

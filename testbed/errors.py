@@ -1,6 +1,13 @@
 """Errors that reach the user: each says where (file, object, field) and what was expected."""
 from __future__ import annotations
 
+import textwrap
+
+
+def fill(text: str, width: int = 80) -> str:
+    """A long message in 80 columns, never breaking a path or a name across lines."""
+    return textwrap.fill(text, width, break_long_words=False, break_on_hyphens=False)
+
 
 class TestbedError(Exception):
     """Base class: a message meant for the user, shown without a traceback by the CLI."""

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import loadbalancer as lbmod
-from . import manifests, model, state, supervisor
+from . import faultpoint, manifests, model, state, supervisor
 from .control import Allocations, ClusterState, PodInfo, lb_address, reconcile
-from .errors import KernelFeatureError, LabNotFound, PrivilegeError, TestbedError, TopologyError
+from .errors import KernelFeatureError, LabNotFound, PrivilegeError, TestbedError, TopologyError, fill
 from .kernel import conntrack as kconntrack
 from .kernel import iptables as kiptables
 from .kernel import nft as knft
 from .kernel import netns, wiring
+from .kernel.transaction import TransactionError
 from .proxier import for_mode
 
 Progress = Callable[[str, dict], None]
@@ -46,6 +47,32 @@ class SyncReport:
     render_seconds: float = 0.0
     apply_seconds: float = 0.0
     conntrack_deleted: int = 0
+    failed_nodes: list[str] = field(default_factory=list)  # out of date: their transaction failed
+
+
+SYNCING = "sync in progress"  # a node's mark while its transaction runs (left by a killed sync)
+
+
+def _one_line(e: Exception) -> str:
+    """What a node's record says about why its sync failed."""
+    if isinstance(e, TransactionError):
+        return e.summary()
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+class SyncError(TestbedError):
+    """Rules on some nodes were not applied. The change is recorded and the other nodes have it;
+    those nodes are out of date (`testbed get nodes`) until their next sync, a full one."""
+
+    def __init__(self, failures: dict[str, Exception], report: SyncReport, tail: str | None = None):
+        self.failures, self.report = failures, report
+        names = ", ".join(failures)
+        parts = [e.describe(f"on node {node}") if isinstance(e, TransactionError) else f"node {node}: {e}"
+                 for node, e in failures.items()]
+        tail = tail or (f"{names} {'is' if len(failures) == 1 else 'are'} out of date (testbed get nodes); "
+                        f"the change is recorded and the other nodes have it. The next sync (any "
+                        f"change, or the same command again) gives {names} a full sync")
+        super().__init__(f"rules were not applied on {names}:\n" + "\n".join(parts) + "\n" + fill(tail))
 
 
 def require_root() -> None:
@@ -133,6 +160,44 @@ class Lab:
     def _save(self) -> None:
         state.write(self.name, self._state)
 
+    def out_of_date(self) -> dict[str, str]:
+        """Nodes whose rules may not match the lab's state, and why: "syncing" while a command
+        holds the lock; a mark left by a sync that is no longer running was left by a killed one."""
+        nodes = {n: r["out_of_date"]["reason"] for n, r in self.saved.get("nodes", {}).items() if r.get("out_of_date")}
+        if SYNCING in nodes.values():
+            now = "syncing" if state.is_locked(self.name) else "a sync was interrupted (its process died)"
+            nodes = {n: now if r == SYNCING else r for n, r in nodes.items()}
+        return nodes
+
+    @classmethod
+    def open(cls, name: str, progress: Progress = _quiet) -> "Lab":
+        """A handle on a running lab for a command: its agent is restarted if it is not running."""
+        lab = cls(name, progress)
+        lab.ensure_agent()
+        return lab
+
+    def ensure_agent(self) -> dict | None:
+        """The lab's agent (prober, grace-period clock) runs, or is started again: a killed agent
+        would leave readiness unfollowed. Returns {"old": pid, "new": pid} and reports the event
+        "agent-restarted" when it restarted one; None when it was running (or the lab never got
+        one: `up` did not finish) or when not root (then "agent-down" is reported)."""
+        rec = self.saved.get("agent")
+        if not rec or supervisor.alive(rec["pid"], rec["start"]):
+            return None
+        if os.geteuid() != 0:
+            self.progress("agent-down", {"old": rec["pid"]})
+            return None
+        with state.locked(self.name):
+            self._state = None
+            rec = self.saved.get("agent")
+            if not rec or supervisor.alive(rec["pid"], rec["start"]):
+                return None  # another command restarted it meanwhile
+            self.saved["agent"] = supervisor.start_agent(self.name)
+            self._save()
+        info = {"old": rec["pid"], "new": self.saved["agent"]["pid"]}
+        self.progress("agent-restarted", info)
+        return info
+
     # ------------------------------------------------------------------ up
 
     @classmethod
@@ -164,9 +229,12 @@ class Lab:
                 report = lab._sync(cluster, alloc, started=time.perf_counter(), change="lab up")
                 lab.saved["agent"] = supervisor.start_agent(name)
                 lab._save()
-            except BaseException:
+            except BaseException as e:
                 progress("rollback", {})
                 lab._teardown()
+                if isinstance(e, SyncError):
+                    raise SyncError(e.failures, e.report, tail=f"lab {name} was not built: everything it made "
+                                                                f"is removed") from None
                 raise
         progress("ready", {"report": report})
         return lab
@@ -217,11 +285,17 @@ class Lab:
 
         Each sync is logged with the kind of change that triggered it (`change`, what `get endpoints`
         groups by), its `detail`, and, like kube-proxy's network_programming_duration_seconds, the
-        time from the change to rules on every node."""
+        time from the change to rules on every node.
+
+        Each node is its own kube-proxy: one whose transaction fails is marked out of date and
+        the others go on; the change stays recorded, SyncError says what failed where, and the
+        node's next sync is a full one. Every node is marked before its transaction and unmarked
+        after it, so a process killed in between leaves the mark too."""
         report = SyncReport()
         lab = self.name
         have: dict = self.saved["pods"]
         want = {p.key: p for p in cluster.pods}
+        self._remove_orphans(cluster)
         new = [p for k, p in want.items() if k not in have]
         gone = [k for k in have if k not in want or have[k]["ip"] != want[k].ip or have[k]["node"] != want[k].node]
         by_node = {n.name: n for n in cluster.nodes}
@@ -235,8 +309,10 @@ class Lab:
                     state.journal(lab, "ns", ns)
                     wiring.add_pod(lab, p.node, p.namespace, p.name, p.ip,
                                    ipaddress.ip_network(node.pod_cidr).prefixlen, node.gateway, ipr_of)
+                    faultpoint.reach("pod-wired")
                     self.progress("advance", {"what": f"pod {p.key}"})
             procs = supervisor.start_workloads(lab, [supervisor.workload_spec(lab, p) for p in new])
+            faultpoint.reach("workloads-started")
             for p in new:
                 have_entry = {"ns": wiring.pod_ns(lab, p.namespace, p.name), "node": p.node, "ip": p.ip,
                               "proc": procs[p.key]}
@@ -245,14 +321,31 @@ class Lab:
                     gone = [g if g != p.key else p.key + "#old" for g in gone]
                 have[p.key] = have_entry
                 report.added_pods.append(p.key)
-        self._save()  # the new pods' processes are recorded before anything else can fail
+        # Nodes already out of date get a full sync; all are marked until their transaction is in.
+        nodes = self.saved["nodes"]
+        stale = {n.name for n in cluster.nodes if nodes[n.name].get("out_of_date")}
+        for n in cluster.nodes:
+            nodes[n.name].setdefault("out_of_date", {"since": time.time(), "reason": SYNCING})
+        self._save()  # the new pods' processes and the marks are recorded before any rule changes
+        faultpoint.reach("pods-recorded")
         # Rules: one transaction per node, every node.
         self.progress("step", {"what": "rules", "total": len(cluster.nodes)})
         proxier = for_mode(self.saved["mode"])
+        failed: dict[str, Exception] = {}
         for n in cluster.nodes:
-            rec = self.saved["nodes"][n.name]
+            rec = nodes[n.name]
             view = cluster.node_view(n.name)
-            timing = proxier.sync(rec["ns"], view, rec)
+            try:
+                timing = proxier.sync(rec["ns"], view, rec, full=n.name in stale)
+            except (TestbedError, RuntimeError, OSError) as e:
+                if isinstance(e, state.StateWriteError) or (isinstance(e, OSError) and state.full_error(e)):
+                    raise
+                rec["out_of_date"] = {"since": time.time(), "reason": _one_line(e)}
+                failed[n.name] = e
+                self.progress("failed", {"what": f"rules on {n.name}", "error": _one_line(e)})
+                continue
+            del rec["out_of_date"]
+            faultpoint.reach("rules-applied")
             report.render_seconds += timing.render
             report.apply_seconds += timing.kernel
             if cluster.lab.conntrack_cleanup:  # kube-proxy's reconciler runs after each successful sync
@@ -260,14 +353,17 @@ class Lab:
             report.transactions += timing.transactions
             report.nodes_synced.append(n.name)
             self.progress("advance", {"what": f"rules on {n.name}"})
+        faultpoint.reach("rules-done")
         self._sync_load_balancer(cluster)
         self._reload_addons(cluster, skip=set(report.added_pods))
         report.seconds_to_rules = time.perf_counter() - started
         # Published only now, so what `get endpoints` shows is what the rules already do.
         self.saved["alloc"] = alloc.to_json()
         self._save()
-        # Only now that no rule points at them, remove the pods that went away.
-        victims = [(k, have.pop(k)) for k in gone if k in have]
+        faultpoint.reach("published")
+        # Only now that no rule points at them, remove the pods that went away (while a node is
+        # out of date its rules may still: they go with the next sync that reaches every node).
+        victims = [(k, have.pop(k)) for k in gone if k in have] if not failed else []
         if victims:
             supervisor.stop_many([(v["proc"]["pid"], v["proc"]["start"]) for _, v in victims if v.get("proc")])
             with wiring.Netlink() as ipr_of:
@@ -276,15 +372,39 @@ class Lab:
                     wiring.remove_pod(lab, v["node"], ns_name, pod, ipr_of)
                     report.removed_pods.append(k.split("#")[0])
         report.seconds_total = time.perf_counter() - started
+        report.failed_nodes = sorted(failed)
         self.saved["syncs"] = (self.saved.get("syncs", []) + [{
             "at": time.time(), "change": change, "trigger": f"{change}: {detail}" if detail else change,
             "mode": self.saved["mode"],
             "to_rules_ms": round(report.seconds_to_rules * 1000, 2),
             "total_ms": round(report.seconds_total * 1000, 2), "added": report.added_pods,
             "removed": report.removed_pods, "transactions": report.transactions,
-            "conntrack_deleted": report.conntrack_deleted}])[-SYNC_LOG:]
+            "conntrack_deleted": report.conntrack_deleted, "failed": report.failed_nodes}])[-SYNC_LOG:]
         self._save()
+        if failed:
+            raise SyncError(failed, report)
         return report
+
+    def _remove_orphans(self, cluster: ClusterState) -> list[str]:
+        """Pod namespaces that a sync journaled and made but never recorded (it was killed, or
+        failed before the record was written): their processes are stopped and they are removed,
+        so nothing unrecorded keeps serving and the pod can be made again."""
+        lab = self.name
+        hosts = {wiring.fabric_ns(lab), wiring.host_ns(lab, "lb")}
+        hosts |= {wiring.host_ns(lab, h) for h in [*self.saved["nodes"], *(h.name for h in (*cluster.nodes, *cluster.clients))]}
+        recorded = {v["ns"] for v in self.saved["pods"].values()}
+        journaled = {e[1] for e in state.read_journal(lab) if e[0] == "ns" and len(e) > 1}
+        orphans = sorted(n for n in journaled - hosts - recorded if "." in n and netns.exists(n))
+        if not orphans:
+            return []
+        supervisor.stop_many(supervisor.pids_in_named(orphans))
+        with wiring.Netlink() as ipr_of:
+            for n in orphans:
+                ns_name, pod = n[len(lab) + 1:].split(".", 1)
+                for node in cluster.nodes:  # its veth is on one of them
+                    wiring.remove_pod(lab, node.name, ns_name, pod, ipr_of)
+        self.progress("orphans", {"namespaces": orphans})
+        return orphans
 
     def _write_addon_files(self, cluster: ClusterState) -> None:
         """The cluster DNS zone, the ingress route table, and each namespace's resolv.conf."""
@@ -293,20 +413,20 @@ class Lab:
 
         zone = supervisor.addon_file(self.name, "dns")
         zone.parent.mkdir(parents=True, exist_ok=True)
-        dns.records(cluster, cluster.lab.cluster_domain).write(str(zone))
+        with state.writing(zone):
+            dns.records(cluster, cluster.lab.cluster_domain).write(str(zone))
         topo = cluster.topology
         if topo.ingresses:
             routes = supervisor.addon_file(self.name, "ingress")
             routes.parent.mkdir(parents=True, exist_ok=True)
             table = ingress.routes(topo.ingresses, topo.ingress_classes, cluster.services, controller=INGRESS_CONTROLLER)
-            tmp = routes.with_suffix(".tmp")
-            tmp.write_text(json.dumps(table.to_json()))
-            os.replace(tmp, routes)
+            state.replace_file(routes, json.dumps(table.to_json()))
         if cluster.lab.cluster_dns:
             resolv = state.lab_dir(self.name) / "resolv"
             resolv.mkdir(parents=True, exist_ok=True)
             for ns in {p.namespace for p in cluster.pods}:
-                (resolv / f"{ns}.conf").write_text(dns.resolv_conf(ns, dns_ip(cluster.lab), cluster.lab.cluster_domain))
+                text = dns.resolv_conf(ns, dns_ip(cluster.lab), cluster.lab.cluster_domain)
+                state.replace_file(resolv / f"{ns}.conf", text)
 
     def _reload_addons(self, cluster: ClusterState, skip: set[str]) -> None:
         """SIGHUP the DNS and ingress pods so they serve the files just written."""
@@ -381,13 +501,18 @@ class Lab:
     def switch_mode(self, mode: str) -> SyncReport:
         """Remove the current mode's rules from every node completely, then sync in `mode`."""
         require_root()
+        self.ensure_agent()
         check_kernel(mode)
         started = time.perf_counter()
         with state.locked(self.name):
             self._state = None
             old = for_mode(self.saved["mode"])
+            for rec in self.saved["nodes"].values():  # from here each node's rules are in flux
+                rec.setdefault("out_of_date", {"since": time.time(), "reason": SYNCING})
+            self._save()
             for rec in self.saved["nodes"].values():
                 old.cleanup(rec["ns"], rec)
+                faultpoint.reach("cleaned")
             self.saved["mode"] = mode
             self._save()
             cluster, alloc = reconcile(self.topology(), Allocations.from_json(self.saved["alloc"]))
@@ -398,6 +523,7 @@ class Lab:
     def apply(self, path: str) -> SyncReport:
         """Merge the objects of FILE into the lab (replacing ones of the same kind and name) and sync."""
         require_root()
+        self.ensure_agent()
         started = time.perf_counter()
         docs, path = _read_docs(path)
         for d in docs:
@@ -433,6 +559,7 @@ class Lab:
         one with a new name and IP. `grace=0` removes the pod immediately.
         """
         require_root()
+        self.ensure_agent()
         started = time.perf_counter()
         kind = DELETE_KINDS.get(kind.lower())
         if kind is None:
@@ -538,6 +665,7 @@ class Lab:
         import signal as _signal
 
         require_root()
+        self.ensure_agent()
         cluster = self.cluster()
         pod = find_pod(cluster, pod_name)
         rec = self.saved["pods"].get(pod.key)
@@ -583,13 +711,7 @@ class Lab:
                     names.add(n)
         procs = {(int(e[1]), e[2]) for e in state.read_journal(lab) if e[0] == "pid" and len(e) > 2}
         procs |= {(v["proc"]["pid"], v["proc"]["start"]) for v in saved.get("pods", {}).values() if v.get("proc")}
-        inodes = set()
-        for n in names:
-            try:
-                inodes.add(os.stat(netns.path(n)).st_ino)
-            except OSError:
-                pass
-        procs |= set(supervisor.pids_in_namespaces(inodes))
+        procs |= set(supervisor.pids_in_named(names))
         stopped = supervisor.stop_many(sorted(procs))
         removed = 0
         for n in sorted(names):

@@ -5,6 +5,10 @@ dict), as kube-proxy keeps it in memory: the iptables proxier the per-service ch
 stale ones get `-X`) and whether the jumps from the built-in chains are in; the nftables proxier
 the table's last state (so later syncs send only the difference). `cleanup` removes the mode's
 rules completely, like `kube-proxy --cleanup`, for switching a running lab to another mode.
+
+`sync(..., full=True)` is for a node whose record may not match its kernel (a sync there failed or
+was killed): like kube-proxy's full sync it trusts only the kernel, listing what the mode's table
+holds so that every stale per-service chain goes, whatever left it.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 
 from .kernel import iptables as kiptables
 from .kernel import nft as knft
+from .kernel.transaction import TransactionError
 from .proxy import NodeView
 from .render import iptables as riptables
 from .render import nftables as rnftables
@@ -54,18 +59,18 @@ class IptablesProxier:
         unchanged = {k for k, v in prints.items() if before.get(k) == v}
         return riptables.render_partial(view, previous, unchanged, active_out=active_out)
 
-    def sync(self, ns: str, view: NodeView, rec: dict) -> SyncTiming:
+    def sync(self, ns: str, view: NodeView, rec: dict, full: bool = False) -> SyncTiming:
         t0 = time.perf_counter()
         prints = riptables.service_fingerprints(view)
         previous = set(rec.get("chains", ()))
-        partial = bool(rec.get("bootstrapped") and rec.get("fingerprints"))
+        partial = bool(rec.get("bootstrapped") and rec.get("fingerprints")) and not full
         active: set[str] = set()
-        text = self._render(view, rec, prints, active)
+        text = self._full_text(ns, view, previous, active) if full else self._render(view, rec, prints, active)
         t1 = time.perf_counter()
         rec["fingerprints"] = None  # until this sync is known to be in: a failure means a full sync next
         try:
             kiptables.restore(ns, text)
-        except RuntimeError:
+        except TransactionError:
             if not partial:
                 raise
             # Upstream sets needFullSync after a failed partial restore; here the full one follows at once.
@@ -74,18 +79,40 @@ class IptablesProxier:
         rec["chains"], rec["bootstrapped"], rec["fingerprints"] = sorted(active), True, prints
         return SyncTiming(t1 - t0, t2 - t1, 1)
 
+    @staticmethod
+    def _full_text(ns: str, view: NodeView, previous: set[str], active: set[str]) -> str:
+        """Upstream's full sync: every chain written, stale ones among those the kernel has (not
+        only those the record knows) deleted; the built-in-chain jumps inserted again, in the same
+        transaction, when any is missing (a cleanup or a first sync was cut short)."""
+        saved = kiptables.save(ns)
+        previous = previous | riptables.nat_chains(saved)
+        have = set(riptables.normalize_saved(saved))
+        jumps = riptables.jump_rules()
+        wanted = riptables.normalize_rendered("".join(f"*{t}\n" + "".join(r + "\n" for r in rules) + "COMMIT\n"
+                                                      for t, rules in jumps.items()))
+        if all(r in have for r in wanted):
+            return riptables.render_partial(view, previous, (), active_out=active)
+        text = riptables.bootstrap(view, previous_chains=previous, active_out=active)
+        left = _kube_jumps(saved)  # the jumps still there go first, so none is doubled
+        out = []
+        for line in text.splitlines():
+            out.append(line)
+            if line.startswith("*"):
+                out += left.get(line[1:], [])
+        return "\n".join(out) + "\n"
+
     def cleanup(self, ns: str, rec: dict) -> None:
         """Delete every KUBE-* chain and the jumps to them, in one iptables-restore."""
         saved = kiptables.save(ns)
-        lines, table, chains, jumps = [], None, {}, {}
+        lines, table, chains = [], None, {}
+        jumps = _kube_jumps(saved)
         for line in saved.splitlines():
             if line.startswith("*"):
                 table = line[1:]
-                chains[table], jumps[table] = [], []
+                chains[table] = []
+                jumps.setdefault(table, [])
             elif line.startswith(":KUBE-"):
                 chains[table].append(line[1:].split()[0])
-            elif re.match(r"-A (PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) .*-j KUBE-", line):
-                jumps[table].append("-D" + line[2:])
         for t in chains:
             if not chains[t] and not jumps[t]:
                 continue
@@ -99,6 +126,18 @@ class IptablesProxier:
         rec.pop("chains", None)
         rec.pop("bootstrapped", None)
         rec.pop("fingerprints", None)
+
+
+def _kube_jumps(saved: str) -> dict[str, list[str]]:
+    """table -> `-D` lines for the jumps from built-in chains to KUBE-* chains in iptables-save output."""
+    out: dict[str, list[str]] = {}
+    table = ""
+    for line in saved.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif re.match(r"-A (PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) .*-j KUBE-", line):
+            out.setdefault(table, []).append("-D" + line[2:])
+    return out
 
 
 class NftablesProxier:
@@ -129,9 +168,12 @@ class NftablesProxier:
             return last
         return rnftables.NftState.from_json(saved)
 
-    def sync(self, ns: str, view: NodeView, rec: dict) -> SyncTiming:
+    def sync(self, ns: str, view: NodeView, rec: dict, full: bool = False) -> SyncTiming:
         t0 = time.perf_counter()
-        text, state = rnftables.sync(self._previous(ns, rec), view)
+        # Full: the previous state is what the kernel's table holds, by name, so the sync is a full
+        # one (its base differs) followed by the removal of every per-service chain not wanted.
+        previous = _kernel_table(ns) if full else self._previous(ns, rec)
+        text, state = rnftables.sync(previous, view)
         t1 = time.perf_counter()
         if text:
             knft.apply(ns, text)
@@ -147,6 +189,20 @@ class NftablesProxier:
         self._last.pop(ns, None)
 
 
+_NFT_OBJECT = re.compile(r"^\s*(chain|set|map) (\S+) \{", re.M)
+
+
+def _kernel_table(ns: str) -> rnftables.NftState:
+    """The chains and sets `ip kube-proxy` has in the kernel now, by name (empty bodies)."""
+    chains, sets = {}, {}
+    for kind, name in _NFT_OBJECT.findall(knft.list_table(ns)):
+        if kind == "chain":
+            chains[name] = ()
+        else:
+            sets[name] = (kind, "")
+    return rnftables.NftState(chains=chains, sets=sets)
+
+
 class UserspaceProxier:
     """kube-proxy's original mode (removed upstream in 1.26): a proxy process per node, iptables
     REDIRECT/DNAT of Service traffic to its ports. The process reloads its table on SIGHUP."""
@@ -159,7 +215,7 @@ class UserspaceProxier:
         plan = rus.plan(view, rec.get("ports"))
         return rus.iptables_restore(plan, view.node_ips[0], jumps=not rec.get("bootstrapped"))
 
-    def sync(self, ns: str, view: NodeView, rec: dict) -> SyncTiming:
+    def sync(self, ns: str, view: NodeView, rec: dict, full: bool = False) -> SyncTiming:
         from . import state, supervisor
 
         t0 = time.perf_counter()
@@ -169,9 +225,7 @@ class UserspaceProxier:
         # The proxy listens on new ports before any rule redirects traffic to them.
         table = state.lab_dir(rec["lab"]) / "userspace" / f"{view.node_name}.json"
         table.parent.mkdir(parents=True, exist_ok=True)
-        tmp = table.with_suffix(".tmp")
-        tmp.write_text(plan.to_json())
-        os.replace(tmp, table)
+        state.replace_file(table, plan.to_json())
         proc = rec.get("proxy")
         if proc and supervisor.alive(proc["pid"], proc["start"]):
             os.kill(proc["pid"], signal.SIGHUP)
@@ -224,12 +278,13 @@ class IpvsProxier:
     def render(self, view: NodeView, rec: dict | None = None) -> str:
         return ripvs.render_text(ripvs.plan(view))
 
-    def sync(self, ns: str, view: NodeView, rec: dict) -> SyncTiming:
+    def sync(self, ns: str, view: NodeView, rec: dict, full: bool = False) -> SyncTiming:
         from .kernel import ipvs as kipvs
 
         t0 = time.perf_counter()
         plan = ripvs.plan(view)
-        previous = ripvs.IpvsPlan.from_json(rec["ipvs"]) if rec.get("ipvs") else None
+        # previous=None makes kipvs.apply read the live state first (kube-proxy after a restart).
+        previous = ripvs.IpvsPlan.from_json(rec["ipvs"]) if rec.get("ipvs") and not full else None
         t1 = time.perf_counter()
         kipvs.apply(ns, previous, plan)
         t2 = time.perf_counter()

@@ -61,11 +61,12 @@ def workload_spec(lab: str, pod) -> dict:
     return spec
 
 
-def start_agent(lab: str) -> dict:
-    """The lab's agent (prober and grace-period clock), recorded like every process we start."""
+def start_agent(lab: str, env: dict[str, str] | None = None) -> dict:
+    """The lab's agent (prober and grace-period clock), recorded like every process we start.
+    `env`: variables added to its environment (a test's fault hook, testbed.faultpoint)."""
     logs = state.lab_dir(lab) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent), PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, **(env or {}), PYTHONPATH=str(Path(__file__).resolve().parent.parent), PYTHONDONTWRITEBYTECODE="1")
     with open(logs / "agent.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "testbed.agent", "--lab", lab], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=log, start_new_session=True, env=env, close_fds=True)
@@ -210,6 +211,17 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def pids_in_named(names) -> list[tuple[int, str]]:
+    """Processes inside any of the named network namespaces (names that no longer exist are skipped)."""
+    inodes = set()
+    for n in names:
+        try:
+            inodes.add(os.stat(netns.path(n)).st_ino)
+        except OSError:
+            pass
+    return pids_in_namespaces(inodes)
 
 
 def pids_in_namespaces(inodes: set[int]) -> list[tuple[int, str]]:

@@ -6,6 +6,7 @@ import subprocess
 
 from ..errors import KernelFeatureError
 from . import netns
+from .transaction import TransactionError
 
 
 def _binary(name: str) -> str:
@@ -16,11 +17,12 @@ def _binary(name: str) -> str:
 
 
 def restore(ns: str, text: str) -> None:
-    """Apply restore input with --noflush (only the chains it declares are replaced)."""
+    """Apply restore input with --noflush (only the chains it declares are replaced). A refused
+    table raises TransactionError, which shows the line the tool named."""
     proc = subprocess.run([_binary("iptables-restore"), "--noflush"], input=text, text=True,
                           capture_output=True, preexec_fn=netns.preexec(ns))
     if proc.returncode != 0:
-        raise RuntimeError(f"iptables-restore in {ns} failed: {proc.stderr.strip()}")
+        raise TransactionError("iptables-restore", ns, proc.stderr, text)
 
 
 def save(ns: str, table: str | None = None) -> str:

@@ -1,7 +1,7 @@
 """`nft` inside a namespace: one `nft -f -` transaction per node per sync, as knftables runs it.
 
 The whole input is one atomic transaction: if any line fails (say a chain still referenced), nothing
-in it is applied and the error names the offending line.
+in it is applied and the error (TransactionError) shows the offending lines.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 
 from ..errors import KernelFeatureError
 from . import netns
+from .transaction import TransactionError
 
 FAMILY = "ip"
 TABLE = "kube-proxy"
@@ -37,7 +38,7 @@ def apply(ns: str, text: str) -> None:
         return
     proc = _run(ns, ["-f", "-"], text)
     if proc.returncode != 0:
-        raise RuntimeError(f"nft -f in {ns} failed: {proc.stderr.strip()}")
+        raise TransactionError("nft", ns, proc.stderr, text)
 
 
 def list_table(ns: str, *, handles: bool = False) -> str:
