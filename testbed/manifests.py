@@ -22,10 +22,84 @@ import yaml
 
 from .errors import TopologyError
 
-try:  # libyaml's C parser: about 7x faster than the pure-Python one on large dumps
-    _YAML_LOADER = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _YAML_LOADER = yaml.SafeLoader
+_STR, _TIMESTAMP = "tag:yaml.org,2002:str", "tag:yaml.org,2002:timestamp"
+_MAP, _SEQ, _MERGE = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:merge"
+
+
+class _Resolver(yaml.resolver.Resolver):
+    """PyYAML's resolver, without the per-node path-resolver calls (no path resolvers are defined) and
+    with plain scalars whose first character starts no implicit type taken as strings at once."""
+
+    _FIRST = frozenset(k for k in yaml.resolver.Resolver.yaml_implicit_resolvers if k)
+
+    def descend_resolver(self, current_node, current_index):
+        pass
+
+    def ascend_resolver(self):
+        pass
+
+    def resolve(self, kind, value, implicit):
+        if kind is yaml.ScalarNode and implicit[0] and value and value[0] not in self._FIRST:
+            return _STR
+        return super().resolve(kind, value, implicit)
+
+
+class _Constructor(yaml.constructor.SafeConstructor):
+    """SafeConstructor's values, built in one pass instead of its generator machinery, and with
+    timestamps kept as the strings they are in Kubernetes (its YAML goes through JSON: a bare
+    `creationTimestamp: 2026-11-20T09:14:03Z` is a string there, and must stay JSON-serialisable)."""
+
+    def construct_document(self, node):
+        memo: dict[int, object] = {}
+        scalar = self.yaml_constructors
+
+        def build(n):
+            if n.__class__ is yaml.ScalarNode:
+                tag = n.tag
+                if tag == _STR or tag == _TIMESTAMP:
+                    return n.value
+                return scalar[tag](self, n) if tag in scalar else self.construct_undefined(n)
+            seen = memo.get(id(n))
+            if seen is not None:
+                return seen  # an alias: the same object, as PyYAML makes it
+            if n.__class__ is yaml.SequenceNode:
+                out: list = []
+                memo[id(n)] = out
+                out.extend(build(c) for c in n.value)
+                return out
+            if n.tag != _MAP or any(k.tag == _MERGE for k, _ in n.value):
+                return super(_Constructor, self).construct_document(n)  # merge keys, tags: PyYAML's own way
+            d: dict = {}
+            memo[id(n)] = d
+            for k, v in n.value:
+                key = build(k)
+                try:
+                    d[key] = build(v)
+                except TypeError:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", n.start_mark, "found an unhashable key", k.start_mark) from None
+            return d
+
+        return build(node)
+
+
+_Constructor.add_constructor(_TIMESTAMP, yaml.constructor.SafeConstructor.construct_scalar)
+
+
+try:  # libyaml's C parser, with the constructor above: several times faster than pure-Python PyYAML
+    from yaml._yaml import CParser as _Parser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    from yaml.parser import Parser as _Parser
+
+
+class _Loader(_Parser, _Constructor, _Resolver):
+    def __init__(self, stream):
+        _Parser.__init__(self, stream)
+        _Constructor.__init__(self)
+        _Resolver.__init__(self)
+
+
+_YAML_LOADER = _Loader
 
 MAX_DEPTH = 100  # Kubernetes objects nest ~30 levels at most (CRD schemas); deeper is not a manifest
 

@@ -15,6 +15,7 @@ pin is inferred from the objects (testbed.replay).
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import shutil
@@ -34,6 +35,8 @@ LAB_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,14}[a-z0-9])?$")
 LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"^{_OCTET}(\.{_OCTET}){{3}}$")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 WORKLOAD_KINDS = ("Deployment", "ReplicaSet", "ReplicationController", "StatefulSet", "DaemonSet", "Job")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
@@ -335,9 +338,13 @@ class Topology:
     def with_lab(self, **changes) -> "Topology":
         return replace(self, lab=replace(self.lab, **changes))
 
+    @functools.cached_property
+    def _positions(self) -> dict[str, str]:
+        return dict(self.positions)
+
     def where(self, kind: str, key: str) -> str:
         """`Kind key (document N)` for error messages about one object."""
-        pos = dict(self.positions).get(f"{kind} {key}")
+        pos = self._positions.get(f"{kind} {key}")
         return f"{kind} {key} ({pos})" if pos else f"{kind} {key}"
 
     def summary(self) -> list[str]:
@@ -506,6 +513,8 @@ class _Doc:
     def ip(self, path: str, value, network: str | None = None) -> str:
         if not isinstance(value, str):  # ipaddress would take 5 as 0.0.0.5
             self.fail(path, f"expected an IPv4 address as a string, got {_show(value)}")
+        if network is None and _IPV4.match(value):
+            return value  # already canonical: the common case, without ipaddress' cost
         try:
             addr = ipaddress.ip_address(value)
         except ValueError:
