@@ -516,6 +516,28 @@ def cmd_pod(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    import yaml
+
+    from . import export
+    from .lab import Lab
+
+    lab = Lab(args.lab or _lab_name(args))
+    docs = export.documents(lab.cluster())
+    if args.redact:
+        docs = export.redact(docs)
+    head = (f"# testbed export of lab {lab.name} ({lab.saved['mode']} mode){', redacted' if args.redact else ''}: "
+            f"`testbed up FILE` rebuilds it with the same addresses and rules\n")
+    text = head + yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False, width=120)
+    if args.output and args.output != "-":
+        with open(args.output, "w") as f:
+            f.write(text)
+        err.print(f"wrote {len(docs)} objects to {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_list(args) -> int:
     t = Table(title="labs", title_justify="left")
     for c in ("NAME", "MODE", "SOURCE", "PODS", "AGE"):
@@ -695,6 +717,13 @@ def build_parser() -> argparse.ArgumentParser:
     from . import bench as _bench
     _bench.add_arguments(p)
     p.set_defaults(fn=lambda args: __import__("testbed.bench_view", fromlist=["cmd_bench"]).cmd_bench(args))
+
+    p = sub.add_parser("export", help="write a running lab as one replayable file (a pinned Lab document and the objects)")
+    p.add_argument("lab", nargs="?")
+    p.add_argument("-o", "--output", metavar="FILE", help="write there instead of standard output")
+    p.add_argument("--redact", action="store_true",
+                   help="rename namespaces, names, labels, hosts consistently (for a public bug report); addresses stay")
+    p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("list", help="labs running on this machine")
     p.set_defaults(fn=cmd_list)
