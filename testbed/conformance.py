@@ -574,6 +574,10 @@ def derive_rows(cluster: ClusterState) -> list[Row]:
     client = free[0]
     outside = cluster.clients[0] if cluster.clients else None
     hairpin = replacement = None
+    # A deleted pod is replaced only when its controller is in the topology (a dump's pods may name a
+    # ReplicaSet the dump does not hold).
+    controllers = {(w.kind, w.key) for w in cluster.topology.workloads}
+    controllers |= {("Deployment", w.owner) for w in cluster.topology.workloads if w.kind == "ReplicaSet" and w.owner}
     for info in cluster.services:
         if not info.proxied:
             continue
@@ -613,7 +617,8 @@ def derive_rows(cluster: ClusterState) -> list[Row]:
             if proto == "tcp" and hairpin is None:
                 hairpin = Row(f"A pod reaches itself through its Service {name} (hairpin masquerade)", f"backend/{name}",
                               proto, target, backends="self", source_seen="gateway")
-            if proto == "tcp" and replacement is None and len(pods) >= 2 and any(p.owner for p in pods.values()):
+            if proto == "tcp" and replacement is None and len(pods) >= 2 and any(
+                    (p.owner_kind, p.owner) in controllers for p in pods.values()):
                 replacement = Row(f"Deleted pod behind {name}: no new connection reaches it, its replacement is reached",
                                   f"pod/{client.name}", proto, target, action="delete-backend")
     rows += [r for r in (hairpin, replacement) if r]
