@@ -203,7 +203,10 @@ def run(topology: str, node: str, rule_files: list[str], mode: str | None = None
     view = cluster.node_view(node)
     text = render_for_mode(mode, view, first=True)
     expected, have, notes = _sides(mode, text, rules, diff_modes.ports_by_name(view))
-    notes = [f"{topology}: ignored (not modelled): {w}" for w in topo.warnings] + notes + have.notes
+    # What may explain a difference: values inferred from a dump, and what the lab does not model
+    # that would change the rules (fields without an effect on Service networking are left out).
+    notes = ([f"{topology}: inferred: {x}" for x in topo.lab.inferred]
+             + [f"not modelled, changes behaviour: {e}" for e in topo.effects] + notes + have.notes)
     return Report(node, mode, topology, rules.files, compare(expected, have), have.foreign, notes)
 
 

@@ -63,3 +63,17 @@ def test_the_unready_pod_gets_no_traffic_and_a_rebuild_would_give_it_some(replay
     d = connect.distribution(wiring.pod_ns(replayed.name, "default", "client"), "10.96.142.77", 80, count=60)
     assert set(d.counts) == READY_WEB and not d.failures, (d.counts, d.errors)
     assert client.ip == "10.244.2.3"
+
+
+def test_diff_of_a_replayed_node_against_the_dump(replayed, tmp_path):
+    """`testbed diff` with the dump as the topology: the replayed node is what kube-proxy should have;
+    the same node a step behind (an endpoint moved) is named."""
+    from testbed import diff
+
+    saved = tmp_path / "kind-worker.save"
+    saved.write_text(kiptables.save(wiring.host_ns(replayed.name, "kind-worker")))
+    report = diff.run(str(KIND), "kind-worker", [str(saved)])
+    assert [g for g in report.groups if g.status != "same"] == []
+    saved.write_text(saved.read_text().replace("10.244.1.3", "10.244.1.9"))
+    report = diff.run(str(KIND), "kind-worker", [str(saved)])
+    assert sorted(g.label for g in report.groups if g.status == "different") == ["default/web-lb:http", "default/web:http"]
