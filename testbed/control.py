@@ -505,9 +505,10 @@ def _from_pods(svc: Service, members: list[PodInfo], sp) -> list[tuple[Endpoint,
         port = _resolve_target(sp, p)
         if port is None:
             continue
-        # publishNotReadyAddresses: the controller publishes every pod as ready.
-        ready = (p.ready or svc.publish_not_ready) and not p.terminating
-        serving = p.serving or svc.publish_not_ready
+        # The EndpointSlice controller (podToEndpoint): serving is the pod's readiness; ready is never
+        # true for a terminating pod, unless publishNotReadyAddresses publishes every pod as ready.
+        serving = p.serving
+        ready = svc.publish_not_ready or (serving and not p.terminating)
         hostname = p.hostname if p.hostname and p.subdomain == svc.name else None
         eps.append((Endpoint(p.ip, port, p.node, ready=ready, serving=serving, terminating=p.terminating), hostname))
     return eps

@@ -263,3 +263,25 @@ def test_v1_endpoints_of_a_selectorless_service_are_mirrored():
 def test_namespace_objects_load():
     topo_ = topo("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {team: a}}\n")
     assert topo_.namespaces == ("shop",) and topo_.not_modelled == ()
+
+
+def test_publish_not_ready_addresses_keeps_a_terminating_pod_ready_as_upstream():
+    """EndpointSlice controller: ready = publishNotReadyAddresses || (serving && !terminating)."""
+    doc = """\
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: p, labels: {{app: p}}}}
+        spec: {{containers: [{{name: c, ports: [{{containerPort: 80}}]}}]}}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {{name: s}}
+        spec: {{selector: {{app: p}}, publishNotReadyAddresses: {pnr}, ports: [{{port: 80}}]}}
+        """
+    for pnr, want in (("true", True), ("false", False)):
+        cluster, alloc = cluster_of(doc.format(pnr=pnr))
+        alloc.pods["default/p"].update(terminating=1e12, snapshot={"labels": [["app", "p"]], "ports": [[80, "TCP", ""]]},
+                                       ready=True)
+        cluster, _ = cluster_of(doc.format(pnr=pnr), alloc=alloc)
+        (e,) = next(s for s in cluster.services if s.key == "default/s").endpoints[0]
+        assert (e.ready, e.serving, e.terminating) == (want, True, True), pnr
