@@ -5,6 +5,7 @@ one, one that checks everything inside the guest at once, and a timeout.
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import vm
+from testbed import startup, vm
 
 pytestmark = [pytest.mark.kernel, pytest.mark.skipif(bool(vm.available()), reason=vm.available() or "")]
 
@@ -34,7 +35,7 @@ def test_inside_the_guest_ipvs_dummy_cwd_env_and_isolation():
     token = uuid.uuid4().hex[:10]
     host_file = Path(f"/root/x-from-guest-{token}")
     repo_file = HERE / f".x-from-guest-{token}"
-    python = os.path.realpath(sys.executable)  # the real binary: a pyenv shim costs ~10 s in the guest
+    python = vm.guest_python()  # this environment's interpreter (a venv's bin/python), never a pyenv shim
     script = f"""
         echo "cwd=$(pwd)"
         echo "probe=$PROBE"
@@ -49,9 +50,10 @@ def test_inside_the_guest_ipvs_dummy_cwd_env_and_isolation():
         ip netns add vm-{token} && echo "netns_after=$(ls /run/netns)"
         touch {host_file} {repo_file} && echo wrote=yes
         a=$(cut -d' ' -f1 /proc/uptime)
-        {python} -c "import pyroute2" && echo pyroute2=yes
+        TESTBED_ORIGINS_DIR=/run/origins {python} -c "import pyroute2, testbed" && echo pyroute2=yes
         b=$(cut -d' ' -f1 /proc/uptime)
         echo "pyroute2_import_s=$(awk "BEGIN {{ print $b - $a }}")"
+        echo "origins=$(cat /run/origins/*.json)"
     """
     out, err = io.BytesIO(), io.BytesIO()
     timings: dict = {}
@@ -69,6 +71,8 @@ def test_inside_the_guest_ipvs_dummy_cwd_env_and_isolation():
     assert got["netns_before"] == "0" and got["netns_after"] == f"vm-{token}"
     assert not Path(f"/run/netns/vm-{token}").exists()
     assert not host_file.exists() and not repo_file.exists()  # writes stayed in the guest's tmpfs overlay
+    # the guest's Python is this environment's: nothing imported from elsewhere on the machine
+    assert startup.outside(json.loads(got["origins"]), sys.prefix) == [], got["origins"]
     print(f"boot to command: {timings['boot']:.2f}s; `import pyroute2` in the guest: {got.get('pyroute2_import_s')}s")
 
 
