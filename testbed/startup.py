@@ -5,6 +5,12 @@ userspace_proxy), in one place.
 bound (TCP ones listening), one byte b"R" is written to `--ready-fd` (an inherited pipe) and that
 fd is closed, so the parent waits without polling; if start-up fails, the fd is closed unwritten
 and the parent sees EOF. Imports nothing heavy: these processes start in tens of milliseconds.
+
+The origin report: with TESTBED_ORIGINS_DIR=DIR in its environment, every process that imports
+the testbed package (the pod servers, the agent, the DNS server, the ingress and userspace
+proxies, the CLI, a `testbed vm` guest's command) writes DIR/<pid>.json: its sys.prefix and the
+files it would import pyroute2, scapy and yaml from (found, not imported). Tests use it to prove
+that nothing comes from outside the project's environment; unset, it costs one environ look-up.
 """
 from __future__ import annotations
 
@@ -50,3 +56,58 @@ class ReadyFd:
     def __exit__(self, *exc) -> bool:
         self.close()
         return False
+
+
+ORIGINS_ENV = "TESTBED_ORIGINS_DIR"
+ORIGIN_MODULES = ("pyroute2", "scapy", "yaml")
+
+
+def origins(modules: tuple[str, ...] = ORIGIN_MODULES) -> dict:
+    """This process's interpreter, sys.prefix and, per module, the real path of the file it is
+    (or would be) imported from; None for a module this environment does not have."""
+    import importlib.util
+    import sys
+
+    found: dict[str, str | None] = {}
+    for name in modules:
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if path is None:
+            try:
+                spec = importlib.util.find_spec(name)
+            except (ImportError, ValueError):
+                spec = None
+            path = spec.origin if spec is not None else None
+        found[name] = os.path.realpath(path) if path else None
+    return {"pid": os.getpid(), "argv": list(sys.orig_argv), "executable": sys.executable,
+            "prefix": os.path.realpath(sys.prefix), "modules": found}
+
+
+def report_origins() -> None:
+    """Write origins() to $TESTBED_ORIGINS_DIR/<pid>.json when that is set (see the module doc)."""
+    directory = os.environ.get(ORIGINS_ENV)
+    if not directory:
+        return
+    import json
+
+    path = os.path.join(directory, f"{os.getpid()}.json")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump(origins(), f)
+        os.replace(path + ".tmp", path)  # a reader never sees half a report
+    except OSError:
+        pass  # a report is evidence for a test, never a reason for a server not to start
+
+
+def outside(report: dict, prefix: str) -> list[str]:
+    """What in an origins() report lies outside the environment at `prefix` (a sys.prefix)."""
+    root = os.path.realpath(prefix)
+
+    def inside(path: str | None) -> bool:
+        return path is not None and (path == root or path.startswith(root + os.sep))
+
+    out = [] if report.get("prefix") == root else [f"sys.prefix {report.get('prefix')}"]
+    for name, path in sorted(report.get("modules", {}).items()):
+        if not inside(path):
+            out.append(f"{name} from {path}" if path else f"{name} not found")
+    return out

@@ -11,7 +11,11 @@ them all, and boots under qemu's software emulation (TCG; KVM does not work here
     tmpdir/console   <- serial ttyS0           <- kernel and init messages, for error reports
 
 Guest writes land in the tmpfs upper layer and vanish at power-off; /run, /tmp, /dev/shm and the
-`ip netns` directory /run/netns are the guest's own. The guest has no network card (`-nic none`).
+`ip netns` directory /run/netns are the guest's own. The directories under the host's /tmp that
+the command needs (its working directory, the command itself, this interpreter's environment,
+the testbed package, PATH and PYTHONPATH entries: CI runners put checkouts and virtualenvs there)
+are brought in as writable overlays of the host's (listed in tmpdir/shares, mounted by stage 1).
+The guest has no network card (`-nic none`).
 
 The initramfs (a static busybox, the virtio/virtiofs/overlay modules and the two init stages) is
 built from local files only and cached under /var/cache/testbed/, keyed by the kernel version and
@@ -62,8 +66,8 @@ GUEST_HOSTNAME = "testbed-vm"
 EXIT_CWD = 125  # the job could not enter its working directory in the guest
 VM_ERROR_EXIT = 125  # `testbed vm` exit code when the runner itself fails (like `env`, `docker run`)
 SHADOWED = ("/run", "/var/run", "/proc", "/sys", "/dev")  # fresh in the guest: the host's content is not there
-# /tmp is fresh in the guest too, but a working directory under it is brought in (a writable
-# overlay of the host's directory), since checkouts and CI clones often live there.
+# /tmp is fresh in the guest too, but the directories under it that the command needs are brought
+# in (writable overlays of the host's), since checkouts, CI clones and virtualenvs often live there.
 SHARED_TMP = "/tmp"
 INITRAMFS_FORMAT = 2  # bump when the initramfs layout changes
 
@@ -318,9 +322,8 @@ for m in {mods}; do
 done
 job=
 debug=
-share=
 for w in $($bb cat /proc/cmdline); do
-  case "$w" in testbed.job=*) job="${{w#testbed.job=}}";; testbed.share=*) share="${{w#testbed.share=}}";; testbed.debug=1) debug=1;; esac
+  case "$w" in testbed.job=*) job="${{w#testbed.job=}}";; testbed.debug=1) debug=1;; esac
 done
 dbg "stage 1: modules loaded"
 [ -n "$job" ] || die "no testbed.job= on the kernel command line"
@@ -336,11 +339,13 @@ $bb mkdir -p /rw/upper /rw/work
 $bb mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot || die "mount overlay"
 $bb mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /newroot/run || die "mount tmpfs /run"
 $bb mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /newroot/tmp || die "mount tmpfs /tmp"
-if [ -n "$share" ]; then  # the job's directory under the host's /tmp: a writable overlay of it
-  $bb mkdir -p /rw/share-upper /rw/share-work "/newroot$share" || die "mkdir for $share"
-  $bb mount -t overlay overlay -o "lowerdir=/lower$share,upperdir=/rw/share-upper,workdir=/rw/share-work" "/newroot$share" \
-    || die "overlay $share"
-fi
+n=0
+while IFS= read -r s; do  # the directories under the host's /tmp the job needs: writable overlays of them
+  n=$((n + 1))
+  $bb mkdir -p "/rw/share$n/upper" "/rw/share$n/work" "/newroot$s" || die "mkdir for $s"
+  $bb mount -t overlay overlay -o "lowerdir=/lower$s,upperdir=/rw/share$n/upper,workdir=/rw/share$n/work" "/newroot$s" \
+    || die "overlay $s"
+done < "/lower${{job%/*}}/shares" || die "read the job's shares next to $job"
 $bb mkdir -p /newroot/run/testbed /newroot/run/netns
 $bb cp "/lower$job" /newroot/run/testbed/job.sh || die "copy the job $job from the host"
 $bb cp /bin/busybox /stage2 /newroot/run/testbed/ || die "copy busybox and stage 2"
@@ -457,7 +462,7 @@ def check_cwd(cwd: str) -> str:
     for path in dict.fromkeys((cwd, os.path.realpath(cwd))):
         for top in SHADOWED + (SHARED_TMP,):
             if top == SHARED_TMP and path != top:
-                continue  # a directory under /tmp is brought into the guest (tmp_share)
+                continue  # a directory under /tmp is brought into the guest (tmp_shares)
             if path == top or path.startswith(top + "/"):
                 shown = cwd if path == cwd else f"{cwd} (really {path})"
                 raise VMError(f"working directory {shown} is under {top}, which is a fresh filesystem in the guest "
@@ -468,15 +473,50 @@ def check_cwd(cwd: str) -> str:
 # --------------------------------------------------------------------------- qemu and virtiofsd
 
 
-def tmp_share(cwd: str) -> str | None:
-    """The top directory under /tmp holding `cwd` (to bring into the guest), or None."""
-    real = os.path.realpath(cwd)
-    if real.startswith(SHARED_TMP + "/"):
-        return SHARED_TMP + "/" + real[len(SHARED_TMP) + 1:].split("/", 1)[0]
+def _tmp_top(path: str) -> str | None:
+    """/tmp/X for a path under /tmp/X, else None."""
+    if path.startswith(SHARED_TMP + "/") and len(path) > len(SHARED_TMP) + 1:
+        return SHARED_TMP + "/" + path[len(SHARED_TMP) + 1:].split("/", 1)[0]
     return None
 
 
-def kernel_cmdline(job_path: str, debug: bool = False, inodes: int | None = None, share: str | None = None) -> str:
+def _interpreter(path: str) -> str | None:
+    """The program a `#!` script names (a console script's virtualenv python), if any."""
+    try:
+        with open(path, "rb") as f:
+            head = f.readline(512)
+    except OSError:
+        return None
+    words = head[2:].decode(errors="replace").split() if head.startswith(b"#!") else []
+    return words[0] if words and words[0].startswith("/") else None
+
+
+def tmp_shares(cwd: str, argv: list[str], env: dict[str, str]) -> list[str]:
+    """The top directories under /tmp that the guest needs from the host, sorted: those holding
+    `cwd`, the command (found on the guest's PATH) and its `#!` interpreter, this interpreter's
+    environment (sys.prefix, sys.base_prefix, sys.executable), the testbed package, and `env`'s
+    PATH and PYTHONPATH entries; through symlinks too. A top that is itself a symlink is left out
+    (the guest's /tmp has no symlinks)."""
+    paths = [cwd, sys.prefix, sys.base_prefix, sys.executable, str(Path(__file__).resolve().parent.parent)]
+    cmd = os.path.join(cwd, argv[0]) if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH", ""))
+    if cmd:
+        paths += [cmd, _interpreter(cmd) or ""]
+    for var in ("PATH", "PYTHONPATH"):
+        paths += env.get(var, "").split(":")
+    tops = set()
+    for p in filter(None, paths):
+        for path in (os.path.abspath(p), os.path.realpath(p)):
+            top = _tmp_top(path)
+            if top and os.path.isdir(top) and not os.path.islink(top):
+                tops.add(top)
+    for top in tops:
+        if any(c in top for c in ",:\\\n"):  # separators of overlayfs' mount options
+            raise VMError(f"{top} cannot be brought into the guest: overlay mount options cannot hold "
+                          f"',', ':', '\\' or a newline; move it or run from elsewhere")
+    return sorted(tops)
+
+
+def kernel_cmdline(job_path: str, debug: bool = False, inodes: int | None = None) -> str:
     """quiet: the console carries only warnings and errors (printk over a UART is slow under TCG);
     panic=-1 with qemu's -no-reboot: a panic ends qemu at once; the TSC and timer options skip
     checks that only cost time under emulation; testbed.* are read by the guest init."""
@@ -486,7 +526,6 @@ def kernel_cmdline(job_path: str, debug: bool = False, inodes: int | None = None
         "console=ttyS0", "quiet", "loglevel=4", *(("testbed.debug=1",) if debug else ()), "panic=-1", "rdinit=/init",
         "tsc=reliable", "no_timer_check", "mitigations=off", "random.trust_cpu=on",
         f"testbed.job={job_path}", *((f"testbed.inodes={inodes}",) if inodes else ()),
-        *((f"testbed.share={share}",) if share and re.fullmatch(r"/[A-Za-z0-9._/+-]+", share) else ()),
     ])
 
 
@@ -854,7 +893,9 @@ def run(argv: list[str], timeout: float = 600, env: dict | None = None, cwd: str
         raise VMError(f"timeout must be a positive number of seconds, got {timeout!r}")
     argv = [str(a) for a in argv]
     cwd = check_cwd(cwd if cwd is not None else os.getcwd())
-    script = job_script(argv, cwd, guest_env(env))
+    genv = guest_env(env)
+    script = job_script(argv, cwd, genv)
+    shares = tmp_shares(cwd, argv, genv)
     stdout = stdout if stdout is not None else sys.stdout.buffer
     stderr = stderr if stderr is not None else sys.stderr.buffer
     kernel = find_kernel()
@@ -877,6 +918,7 @@ def run(argv: list[str], timeout: float = 600, env: dict | None = None, cwd: str
         (tmp / "owner").write_text(f"{os.getpid()} {_proc_start(os.getpid())}\n")
         job = tmp / "job.sh"
         job.write_text(script)
+        (tmp / "shares").write_text("".join(f"{d}\n" for d in shares))
         sock = tmp / "vfs.sock"
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(sock))
@@ -891,7 +933,7 @@ def run(argv: list[str], timeout: float = 600, env: dict | None = None, cwd: str
             tails.append(_Tail(tmp / name, sink))
         out_t, err_t, status_t = tails
         (tmp / "console").touch()
-        cmdline = kernel_cmdline(str(job), debug=debug, inodes=inode_budget(fd_limit), share=tmp_share(cwd))
+        cmdline = kernel_cmdline(str(job), debug=debug, inodes=inode_budget(fd_limit))
         args = qemu_argv(kernel.image, initrd, cmdline, sock,
                          tmp / "console", tmp / "out", tmp / "err", tmp / "status")
         with open(tmp / "qemu.log", "wb") as log:

@@ -100,13 +100,62 @@ def test_cwd_under_a_guest_fresh_filesystem_is_refused(cwd):
         vm.check_cwd(cwd)
 
 
-def test_a_directory_under_tmp_is_brought_into_the_guest():
+@pytest.fixture
+def fake_tmp(tmp_path, monkeypatch):
+    """vm.SHARED_TMP pointed at an empty directory, so only what a test makes there is found."""
+    top = tmp_path / "tmp"
+    top.mkdir()
+    monkeypatch.setattr(vm, "SHARED_TMP", str(top))
+    return top
+
+
+def _dirs(top: Path, *names: str) -> list[Path]:
+    for n in names:
+        (top / n).mkdir(parents=True)
+    return [top / n for n in names]
+
+
+def test_a_working_directory_under_tmp_is_brought_into_the_guest(fake_tmp):
     """CI clones and scratch checkouts live under /tmp: the guest gets a writable overlay of them."""
     assert vm.check_cwd("/tmp/clone/tests") == "/tmp/clone/tests"
-    assert vm.tmp_share("/tmp/clone/tests") == "/tmp/clone"
-    assert vm.tmp_share("/work/main") is None
-    assert "testbed.share=/tmp/clone" in vm.kernel_cmdline("/tmp/j/job.sh", share="/tmp/clone")
-    assert "testbed.share" not in vm.kernel_cmdline("/tmp/j/job.sh")
+    tests, _ = _dirs(fake_tmp, "clone/tests", "unrelated")
+    assert vm.tmp_shares(str(tests), ["true"], {"PATH": "/usr/bin:/bin"}) == [str(fake_tmp / "clone")]
+    assert vm.tmp_shares("/", ["true"], {"PATH": "/usr/bin:/bin"}) == []
+
+
+def test_the_command_its_interpreter_and_path_entries_under_tmp_are_brought_in(fake_tmp):
+    """A virtualenv under /tmp: its console script (found on PATH) and the #! python it names."""
+    venv, py, lib, rel = _dirs(fake_tmp, "venv/bin", "py/bin", "lib/site", "rel")
+    (py / "python").write_text("")
+    tool = venv / "tool"
+    tool.write_text(f"#!{py}/python -E\nprint()\n")
+    tool.chmod(0o755)
+    env = {"PATH": f"/usr/bin:{venv}"}
+    assert vm.tmp_shares("/", ["tool"], env) == [str(fake_tmp / "py"), str(fake_tmp / "venv")]
+    assert vm.tmp_shares("/", [str(tool)], {"PATH": "/usr/bin"}) == [str(fake_tmp / "py"), str(fake_tmp / "venv")]
+    assert vm.tmp_shares(str(fake_tmp), ["./rel/x"], {"PATH": ""}) == [str(rel)]
+    assert vm.tmp_shares("/", ["true"], {"PATH": "/usr/bin", "PYTHONPATH": f"{lib}:/opt"}) == [str(fake_tmp / "lib")]
+    assert vm.tmp_shares("/", ["true"], {"PATH": f"{fake_tmp}/absent/bin"}) == []  # nothing to bring
+
+
+def test_this_interpreters_environment_under_tmp_is_brought_in(fake_tmp, monkeypatch):
+    """`testbed verify --mode ipvs` from a virtualenv under /tmp runs that venv's python in the guest."""
+    (venv,) = _dirs(fake_tmp, "ci-venv/bin")
+    monkeypatch.setattr(vm.sys, "prefix", str(fake_tmp / "ci-venv"))
+    monkeypatch.setattr(vm.sys, "executable", str(venv / "python"))
+    assert vm.tmp_shares("/work/main", ["sh"], {"PATH": "/usr/bin:/bin"}) == [str(fake_tmp / "ci-venv")]
+
+
+def test_tmp_shares_follow_symlinks_and_refuse_unmountable_names(fake_tmp, tmp_path):
+    _dirs(fake_tmp, "real/sub", "a,b")
+    real = fake_tmp / "real"
+    (fake_tmp / "link").symlink_to(real)
+    (tmp_path / "elsewhere").symlink_to(real)
+    # the top that is a symlink cannot exist in the guest's /tmp; what it points to is brought in
+    assert vm.tmp_shares(str(fake_tmp / "link" / "sub"), ["true"], {}) == [str(real)]
+    assert vm.tmp_shares(str(tmp_path / "elsewhere"), ["true"], {}) == [str(real)]
+    with pytest.raises(vm.VMError, match="overlay mount options"):
+        vm.tmp_shares(str(fake_tmp / "a,b"), ["true"], {})
 
 
 def test_cwd_is_made_absolute_and_normalised():
@@ -185,6 +234,9 @@ def test_init_script_mounts_share_readonly_overlay_fresh_run_tmp_and_switch_root
     assert "mkdir -p /newroot/run/testbed /newroot/run/netns" in s
     assert "switch_root /newroot" in s and "chroot" not in s.replace("switch_root", "")
     assert 'echo "init-failed $*" >/dev/ttyS3' in s  # failures reach the host's status channel
+    # each directory listed in the job's shares file: a writable overlay of the host's, before switch_root
+    assert 'done < "/lower${job%/*}/shares"' in s and 'lowerdir=/lower$s,upperdir=/rw/share$n/upper' in s
+    assert s.index("/rw/share$n/upper") < s.index("switch_root /newroot")
     assert s.index("mount --move /$d") < s.index("switch_root /newroot")
 
 
@@ -585,6 +637,15 @@ def test_run_streams_and_returns_the_exit_code_and_cleans_up(stand_ins):
     assert timings["boot"] is not None and timings["total"] >= timings["boot"]
     assert len(started) == 2 and all(_gone(p) for p in started)  # the stand-in virtiofsd was killed too
     assert made and not any(os.path.exists(d) for d in made)
+
+
+def test_run_lists_the_shares_next_to_the_job(stand_ins, fake_tmp):
+    guest, _, _ = stand_ins
+    (clone,) = _dirs(fake_tmp, "clone")
+    guest('cat "$(dirname $out)/shares" >>$out; echo start >>$status; echo "exit 0" >>$status')
+    out = io.BytesIO()
+    assert vm.run(["true"], cwd=str(clone), stdout=out, stderr=io.BytesIO(), timeout=30) == 0
+    assert out.getvalue().decode() == f"{clone}\n"
 
 
 def test_run_timeout_raises_kills_everything_and_removes_the_temp_dir(stand_ins):
