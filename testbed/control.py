@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from .errors import TopologyError
 from .model import ContainerPort, Service, Topology
 from .proxy import Endpoint, NodeView, ProxyConfig, ServicePort
-from .workloads import _digest, desired_pods, schedulable
+from .workloads import desired_pods, digest, schedulable
 
 # Labels that make kube-proxy ignore a Service (it is served by another proxy, or headless).
 IGNORED_SERVICE_LABELS = ("service.kubernetes.io/service-proxy-name", "service.kubernetes.io/headless")
@@ -276,7 +276,7 @@ def _allocate_cluster_ips(topo: Topology, alloc: Allocations) -> dict[str, str |
         if not ip:
             band = _static_band(size)
             span = size - band - 1
-            start = _digest(s.key) % span
+            start = digest(s.key) % span
             for i in range(span):
                 cand = str(net.network_address + band + (start + i) % span)
                 if cand not in used:
@@ -316,7 +316,7 @@ def _allocate_node_ports(topo: Topology, alloc: Allocations) -> dict[str, tuple[
             if not np_:
                 band = _static_band(size) if size > 32 else 0
                 span = size - band
-                start = _digest(k) % span
+                start = digest(k) % span
                 for i in range(span):
                     cand = lo + band + (start + i) % span
                     if (cand, p.protocol) not in used:
@@ -393,7 +393,7 @@ def _allocate_health_ports(topo: Topology, alloc: Allocations, node_ports: dict[
             continue
         port = s.health_check_node_port or alloc.health_ports.get(s.key)
         if not port or (port in used and port != s.health_check_node_port):
-            start = _digest(f"{s.key}#health") % (hi - lo + 1)
+            start = digest(f"{s.key}#health") % (hi - lo + 1)
             port = next((lo + (start + i) % (hi - lo + 1) for i in range(hi - lo + 1)
                          if lo + (start + i) % (hi - lo + 1) not in used), None)
         if port:
@@ -430,8 +430,9 @@ def _schedule_and_address(topo: Topology, alloc: Allocations, nodes: tuple[NodeI
                            tuple(ContainerPort(p, proto, n) for p, proto, n in snap.get("ports", ())), snap.get("owner"),
                            ready=False, terminating=True, serving=rec.get("ready", True), owner_kind=snap.get("owner_kind")))
     # A dumped pod's address is its own: reserved before any other pod is addressed.
+    pinned = {pod.ip: pod.key for pod, _owner in desired if pod.ip and pod.node_name in by_node}
     for pod, _owner in desired:
-        if pod.ip and pod.node_name in by_node:
+        if pod.ip in pinned:
             used[pod.node_name].add(pod.ip)
     for pod, owner in desired:
         rec = alloc.pods.get(pod.key, {})
@@ -440,7 +441,7 @@ def _schedule_and_address(topo: Topology, alloc: Allocations, nodes: tuple[NodeI
                 rec = alloc.pods[pod.key] = {**rec, "node": pod.node_name, "ip": pod.ip}
         if rec.get("node") in by_node and rec.get("ip") and (not pod.node_name or pod.node_name == rec["node"]) \
                 and ipaddress.ip_address(rec["ip"]) in ipaddress.ip_network(by_node[rec["node"]].pod_cidr) \
-                and (pod.ip or rec["ip"] not in {d.ip for d, _ in desired if d.ip and d.key != pod.key}):
+                and pinned.get(rec["ip"], pod.key) == pod.key:
             placed[pod.key] = rec
             load[rec["node"]] += 1
             used[rec["node"]].add(rec["ip"])

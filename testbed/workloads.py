@@ -36,12 +36,12 @@ DAEMONSET_TOLERATIONS = (
 )
 
 
-def _digest(text: str) -> int:
+def digest(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
 def suffix(seed: str, length: int) -> str:
-    n = _digest(seed)
+    n = digest(seed)
     out = []
     for _ in range(length):
         n, r = divmod(n, len(_SUFFIX_ALPHABET))
