@@ -121,7 +121,7 @@ class Agent:
             lab.expire_terminating(now_wall)
             return 0.0
         cluster = lab.cluster()
-        self.health.update(cluster)
+        self.health.update(cluster, saved)
         now = time.monotonic()
         if now >= self.next_lb_check:
             self.next_lb_check = now + self.LB_CHECK_PERIOD

@@ -3,15 +3,19 @@
 For a LoadBalancer Service with externalTrafficPolicy: Local, kube-proxy on every node answers
 `GET /` on the healthCheckNodePort with 200 when the node has local ready endpoints for the
 Service and 503 otherwise, with a small JSON body, so the cloud load balancer only sends to nodes
-that can serve locally. The agent runs these listeners inside the node namespaces.
+that can serve locally. Beside them, kube-proxy's own endpoints (testbed.proxystatus): `:10256/healthz`
+and `/livez`, `:10249/proxyMode` and `/metrics`. The agent runs these listeners inside the node
+namespaces.
 """
 from __future__ import annotations
 
 import json
 import selectors
+import time
 import socket
 import threading
 
+from . import proxystatus
 from .kernel import netns, wiring
 
 
@@ -32,9 +36,16 @@ def response(service_key: str, count: int) -> bytes:
     ns, name = service_key.split("/", 1)
     body = json.dumps({"service": {"namespace": ns, "name": name}, "localEndpoints": count,
                        "serviceProxyHealthy": True}).encode()
-    status = "200 OK" if count > 0 else "503 Service Unavailable"
-    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    return http(200 if count > 0 else 503, "application/json", body)
+
+
+REASONS = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}
+
+
+def http(status: int, content_type: str, body: bytes) -> bytes:
+    return (f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: {content_type}\r\n"
+            f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode() + body
 
 
 class HealthServers:
@@ -46,8 +57,14 @@ class HealthServers:
         self.lock = threading.Lock()
         threading.Thread(target=self._loop, name="health-servers", daemon=True).start()
 
-    def update(self, cluster) -> None:
-        want = local_endpoints(cluster)
+    def update(self, cluster, saved: dict | None = None) -> None:
+        """Listeners for every healthCheckNodePort and, given the lab state, kube-proxy's own ports."""
+        want: dict = {k: ("service", *v) for k, v in local_endpoints(cluster).items()}
+        if saved is not None:
+            for n in cluster.nodes:
+                status = proxystatus.node_status(saved, n.name)
+                for port in (proxystatus.HEALTHZ_PORT, proxystatus.METRICS_PORT):
+                    want.setdefault((n.name, port), ("proxy", status))
         with self.lock:
             self.state = want
             for key in list(self.listeners):
@@ -92,8 +109,13 @@ class HealthServers:
                     break
                 data += chunk
             with self.lock:
-                svc, count = self.state.get(key, ("?/?", 0))
-            conn.sendall(response(svc, count))
+                entry = self.state.get(key, ("service", "?/?", 0))
+            if entry[0] == "service":
+                conn.sendall(response(entry[1], entry[2]))
+            else:
+                line = data.split(b"\r\n", 1)[0].decode("latin-1").split()
+                path = line[1].split("?", 1)[0] if len(line) > 1 else "/"
+                conn.sendall(http(*proxystatus.answer(key[1], entry[1], time.time(), path)))
         except OSError:
             pass
         finally:

@@ -332,9 +332,11 @@ class Lab:
         self.progress("step", {"what": "rules", "total": len(cluster.nodes)})
         proxier = for_mode(self.saved["mode"])
         failed: dict[str, Exception] = {}
+        nodes_ms: dict[str, float] = {}  # each node's sync, as its kube-proxy's sync_proxy_rules_duration
         for n in cluster.nodes:
             rec = nodes[n.name]
             view = cluster.node_view(n.name)
+            node_started = time.perf_counter()
             try:
                 timing = proxier.sync(rec["ns"], view, rec, full=n.name in stale)
             except (TestbedError, RuntimeError, OSError) as e:
@@ -345,6 +347,7 @@ class Lab:
                 self.progress("failed", {"what": f"rules on {n.name}", "error": _one_line(e)})
                 continue
             del rec["out_of_date"]
+            nodes_ms[n.name] = round((time.perf_counter() - node_started) * 1000, 2)
             faultpoint.reach("rules-applied")
             report.render_seconds += timing.render
             report.apply_seconds += timing.kernel
@@ -379,7 +382,8 @@ class Lab:
             "to_rules_ms": round(report.seconds_to_rules * 1000, 2),
             "total_ms": round(report.seconds_total * 1000, 2), "added": report.added_pods,
             "removed": report.removed_pods, "transactions": report.transactions,
-            "conntrack_deleted": report.conntrack_deleted, "failed": report.failed_nodes}])[-SYNC_LOG:]
+            "conntrack_deleted": report.conntrack_deleted, "failed": report.failed_nodes,
+            "nodes_ms": nodes_ms}])[-SYNC_LOG:]
         self._save()
         if failed:
             raise SyncError(failed, report)
