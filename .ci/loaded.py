@@ -1,0 +1,95 @@
+"""Run pytest while every CPU is kept busy by a hog, and say how long it took and what failed.
+
+    ./bootstrap test-loaded [PYTEST ARGS]      (or: .venv/bin/python .ci/loaded.py [PYTEST ARGS])
+
+The hog is Debian's stress-ng (`--cpu N`, N = the CPUs this process may use; TESTBED_HOGS=N
+overrides), started before pytest and stopped after it, also when pytest fails or is
+interrupted. It dies with this script (PR_SET_PDEATHSIG) and ends by itself after
+TESTBED_HOG_LIMIT seconds (default 3 h) at the latest, so it is never left running. The verdicts
+must not change under load: the last line is the wall time and the count of failed tests, and the
+exit status is pytest's.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def start_hog(n: int, limit: int) -> subprocess.Popen:
+    exe = shutil.which("stress-ng")
+    if exe is None:
+        raise SystemExit("test-loaded: stress-ng is not installed (`./bootstrap` installs it)")
+    return subprocess.Popen([exe, "--cpu", str(n), "--timeout", f"{limit}s", "--quiet"],
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=_die_with_parent)
+
+
+def stop_hog(hog: subprocess.Popen) -> None:
+    """SIGTERM to the hog's own process group (its workers), SIGKILL if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(hog.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            hog.wait(timeout=5)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def failures(junit: str) -> tuple[int, int] | None:
+    """(tests, failed or errored) from a JUnit XML file; None if pytest wrote none."""
+    try:
+        root = ET.parse(junit).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    tests = sum(int(s.get("tests", 0)) for s in suites)
+    bad = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+    return tests, bad
+
+
+def main(argv: list[str]) -> int:
+    n = int(os.environ.get("TESTBED_HOGS") or len(os.sched_getaffinity(0)))
+    limit = int(os.environ.get("TESTBED_HOG_LIMIT") or 3 * 3600)
+    args = list(argv)
+    tmp = None
+    junit = next((a.split("=", 1)[1] for a in args if a.startswith("--junitxml=")), None)
+    if junit is None:
+        tmp = tempfile.mkdtemp(prefix="test-loaded-")
+        junit = os.path.join(tmp, "junit.xml")
+        args.append(f"--junitxml={junit}")
+    start = time.monotonic()
+    hog = start_hog(n, limit)
+    print(f"test-loaded: {n} CPU hog(s) running (stress-ng --cpu {n}, pid {hog.pid})", flush=True)
+    try:
+        rc = subprocess.call([sys.executable, "-m", "pytest", *args])
+    except KeyboardInterrupt:
+        rc = 130
+    finally:
+        stop_hog(hog)
+    wall = time.monotonic() - start
+    counted = failures(junit)
+    if tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
+    what = "no JUnit report" if counted is None else f"{counted[1]} of {counted[0]} tests failed"
+    print(f"test-loaded: wall {wall:.0f} s under {n} CPU hog(s); {what}; pytest exit {rc}", flush=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
