@@ -77,9 +77,15 @@ def main(argv: list[str]) -> int:
     hog = start_hog(n, limit)
     print(f"test-loaded: {n} CPU hog(s) running (stress-ng --cpu {n}, pid {hog.pid})", flush=True)
     try:
-        rc = subprocess.call([sys.executable, "-m", "pytest", *args])
-    except KeyboardInterrupt:
-        rc = 130
+        # Its own session: a ^C reaches this script only, which passes one SIGINT on per ^C
+        # (or kill -INT of this script), so pytest removes its labs before it ends.
+        pytest = subprocess.Popen([sys.executable, "-m", "pytest", *args], start_new_session=True)
+        while True:
+            try:
+                rc = pytest.wait()
+                break
+            except KeyboardInterrupt:
+                pytest.send_signal(signal.SIGINT)
     finally:
         stop_hog(hog)
     wall = time.monotonic() - start
