@@ -291,7 +291,7 @@ def _run_failover(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
     logs = ProxyLogs(lab.name) if mode == "userspace" else None
     try:
         t = failover(src.ns, ip, port, lambda: lab.stage(victim.name, "stop"), before=0.3,
-                     after=1.0 if probed else 2.0, interval=0.02, timeout=_client_timeout(mode),
+                     after=1.0 if probed else 2.0, interval=0.02, timeout=probe_timeout(mode),
                      settled=removed if probed else None)
     finally:
         lab.stage(victim.name, "start")
@@ -340,7 +340,7 @@ def _kinds(failed) -> str:
     return f" ({', '.join(f'{k} ×{n}' for k, n in sorted(counts.items()))})" if counts else ""
 
 
-def _client_timeout(mode: str) -> float:
+def probe_timeout(mode: str) -> float:
     """Each probe request's deadline. The userspace proxy may dial for up to the sum of upstream's
     EndpointDialTimeouts before it answers or gives up: the client waits that long, so a
     connection the proxy delivers late is not miscounted as failed (kube-proxy's clients wait)."""
