@@ -7,7 +7,8 @@ overrides), started before pytest and stopped after it, also when pytest fails o
 interrupted. It dies with this script (PR_SET_PDEATHSIG) and ends by itself after
 TESTBED_HOG_LIMIT seconds (default 3 h) at the latest, so it is never left running. The verdicts
 must not change under load: the last line is the wall time and the count of failed tests, and the
-exit status is pytest's.
+exit status is pytest's. The JUnit XML (and the matrix beside it) goes to results/junit-loaded.xml
+unless --junitxml=PATH is given.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 
@@ -67,12 +67,13 @@ def main(argv: list[str]) -> int:
     n = int(os.environ.get("TESTBED_HOGS") or len(os.sched_getaffinity(0)))
     limit = int(os.environ.get("TESTBED_HOG_LIMIT") or 3 * 3600)
     args = list(argv)
-    tmp = None
     junit = next((a.split("=", 1)[1] for a in args if a.startswith("--junitxml=")), None)
-    if junit is None:
-        tmp = tempfile.mkdtemp(prefix="test-loaded-")
-        junit = os.path.join(tmp, "junit.xml")
+    if junit is None:  # the behaviour × mode matrix is written beside it
+        os.makedirs("results", exist_ok=True)
+        junit = os.path.join("results", "junit-loaded.xml")
         args.append(f"--junitxml={junit}")
+    if os.path.exists(junit):  # an old report must not be counted if pytest writes none
+        os.unlink(junit)
     start = time.monotonic()
     hog = start_hog(n, limit)
     print(f"test-loaded: {n} CPU hog(s) running (stress-ng --cpu {n}, pid {hog.pid})", flush=True)
@@ -90,8 +91,6 @@ def main(argv: list[str]) -> int:
         stop_hog(hog)
     wall = time.monotonic() - start
     counted = failures(junit)
-    if tmp:
-        shutil.rmtree(tmp, ignore_errors=True)
     what = "no JUnit report" if counted is None else f"{counted[1]} of {counted[0]} tests failed"
     print(f"test-loaded: wall {wall:.0f} s under {n} CPU hog(s); {what}; pytest exit {rc}", flush=True)
     return rc
