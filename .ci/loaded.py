@@ -24,8 +24,8 @@ import xml.etree.ElementTree as ET
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+def _signal_when_parent_dies(sig: int):
+    return lambda: ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
 
 
 def start_hog(n: int, limit: int) -> subprocess.Popen:
@@ -34,7 +34,7 @@ def start_hog(n: int, limit: int) -> subprocess.Popen:
         raise SystemExit("test-loaded: stress-ng is not installed (`./bootstrap` installs it)")
     return subprocess.Popen([exe, "--cpu", str(n), "--timeout", f"{limit}s", "--quiet"],
                             stdin=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=_signal_when_parent_dies(signal.SIGKILL))
 
 
 def stop_hog(hog: subprocess.Popen) -> None:
@@ -75,12 +75,15 @@ def main(argv: list[str]) -> int:
     if os.path.exists(junit):  # an old report must not be counted if pytest writes none
         os.unlink(junit)
     start = time.monotonic()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `timeout`, kill: as ^C
     hog = start_hog(n, limit)
     print(f"test-loaded: {n} CPU hog(s) running (stress-ng --cpu {n}, pid {hog.pid})", flush=True)
     try:
-        # Its own session: a ^C reaches this script only, which passes one SIGINT on per ^C
-        # (or kill -INT of this script), so pytest removes its labs before it ends.
-        pytest = subprocess.Popen([sys.executable, "-m", "pytest", *args], start_new_session=True)
+        # Its own session: a ^C reaches this script only, which passes one SIGINT on per ^C (or
+        # SIGINT/SIGTERM to this script; SIGINT too if this script is killed), so pytest removes
+        # its labs before it ends.
+        pytest = subprocess.Popen([sys.executable, "-m", "pytest", *args], start_new_session=True,
+                                  preexec_fn=_signal_when_parent_dies(signal.SIGINT))
         while True:
             try:
                 rc = pytest.wait()
