@@ -32,8 +32,10 @@ def start_hog(n: int, limit: int) -> subprocess.Popen:
     exe = shutil.which("stress-ng")
     if exe is None:
         raise SystemExit("test-loaded: stress-ng is not installed (`./bootstrap` installs it)")
+    # Silent: stress-ng warns "finished prematurely" when it is stopped; an early end is reported below.
     return subprocess.Popen([exe, "--cpu", str(n), "--timeout", f"{limit}s", "--quiet"],
-                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True,
                             preexec_fn=_signal_when_parent_dies(signal.SIGKILL))
 
 
@@ -91,7 +93,10 @@ def main(argv: list[str]) -> int:
             except KeyboardInterrupt:
                 pytest.send_signal(signal.SIGINT)
     finally:
+        early = hog.poll()
         stop_hog(hog)
+    if early is not None:
+        print(f"test-loaded: warning: the hog ended before pytest did (exit {early}; TESTBED_HOG_LIMIT={limit})")
     wall = time.monotonic() - start
     counted = failures(junit)
     what = "no JUnit report" if counted is None else f"{counted[1]} of {counted[0]} tests failed"
