@@ -1,4 +1,5 @@
-"""Why a connection failed in userspace mode, read from the proxy's log (no root, no lab)."""
+"""The failover probe's window, and why a connection failed in userspace mode (read from the
+proxy's log); no root, no lab."""
 from probes.failover import Sample
 from testbed import state
 from testbed.conformance import ProxyLogs
@@ -59,3 +60,49 @@ def test_giving_up_with_every_dial_refused_and_silence_are_failures(tmp_path, mo
     out = p.explain([failed(1.0, c), failed(1.0, "10.244.0.2:1000", "timeout")], VICTIM, 0.008)
     assert [ok for ok, _ in out] == [False, False]
     assert "logged nothing" in out[1][1]  # the line from before the probe does not count
+
+
+def _http_server():
+    import http.server
+    import threading
+
+    class Hostname(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"local"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hostname)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_the_window_follows_when_the_change_settled():
+    """failover(settled=...): probing goes on until the condition holds, then `after` s more."""
+    import time
+
+    from probes.failover import failover
+
+    server = _http_server()
+    try:
+        done_at = []
+
+        def settled():
+            return done_at and time.monotonic() >= done_at[0]
+
+        t = failover(None, "127.0.0.1", server.server_address[1], lambda: done_at.append(time.monotonic() + 0.3),
+                     before=0.05, after=0.1, interval=0.01, settled=settled)
+        never = failover(None, "127.0.0.1", server.server_address[1], lambda: None, before=0.0, after=5.0,
+                         interval=0.01, settled=lambda: False, settle_timeout=0.2)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert t.settled_at is not None and t.settled_at >= 0.3
+    assert [s for s in t.samples if s.at > t.settled_at], "probing went on after it settled"
+    assert all(s.outcome == "answered" and s.local.startswith("127.0.0.1:") for s in t.samples), t.samples[:3]
+    assert never.settled_at is None and never.samples  # never settled: the timeline says so
