@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .connect import tcp_request, udp_request
+from .poll import wait_until
 
 
 @dataclass(frozen=True)
@@ -14,12 +15,16 @@ class Sample:
     at: float  # seconds since the change was started
     outcome: str  # answered | refused | timeout | unreachable | error
     backend: str
+    error: str = ""  # the client's error, for a failed request
+    local: str = ""  # the client's own ip:port (a proxy's log names it)
+    elapsed: float = 0.0  # seconds the request took
 
 
 @dataclass(frozen=True)
 class Timeline:
     samples: tuple[Sample, ...]
     change_took: float  # how long the change itself (the callable) ran
+    settled_at: float | None = None  # when `settled` first held (s since the change); None: never, or not asked
 
     def count(self, outcome: str) -> int:
         return sum(s.outcome == outcome for s in self.samples)
@@ -44,8 +49,13 @@ class Timeline:
 
 
 def failover(netns: str, host: str, port: int, change: Callable[[], object], before: float = 0.3,
-             after: float = 2.0, interval: float = 0.02, proto: str = "tcp", timeout: float = 0.5) -> Timeline:
-    """Probe every `interval` s for `before` s, run `change()`, keep probing for `after` s."""
+             after: float = 2.0, interval: float = 0.02, proto: str = "tcp", timeout: float = 0.5,
+             settled: Callable[[], object] | None = None, settle_timeout: float = 15.0) -> Timeline:
+    """Probe every `interval` s for `before` s, run `change()`, keep probing for `after` s.
+
+    With `settled` (e.g. "the rules no longer have the endpoint"), probing goes on until it holds
+    (polled, at most `settle_timeout` s), then `after` s more: the window follows what the lab
+    took, not a guess. Each request has `timeout` s."""
     samples: list[Sample] = []
     stop = threading.Event()
     t0 = [time.monotonic() + before]
@@ -54,7 +64,8 @@ def failover(netns: str, host: str, port: int, change: Callable[[], object], bef
         while not stop.is_set():
             sent = time.monotonic()
             r = tcp_request(netns, host, port, "/hostname", timeout) if proto == "tcp" else udp_request(netns, host, port, "hostname", timeout)
-            samples.append(Sample(sent - t0[0], r.outcome, r.body if r.ok else ""))
+            samples.append(Sample(sent - t0[0], r.outcome, r.body if r.ok else "", r.error or "", r.local,
+                                  r.elapsed))
             stop.wait(max(0.0, interval - (time.monotonic() - sent)))
 
     th = threading.Thread(target=loop, name="failover-probe", daemon=True)
@@ -63,7 +74,17 @@ def failover(netns: str, host: str, port: int, change: Callable[[], object], bef
     t0[0] = time.monotonic()
     change()
     took = time.monotonic() - t0[0]
-    time.sleep(after)
-    stop.set()
-    th.join(timeout=timeout + 1)
-    return Timeline(tuple(samples), took)
+    settled_at = None
+    try:
+        if settled is not None:
+            try:
+                wait_until(settled, timeout=settle_timeout, interval=0.05)
+                settled_at = time.monotonic() - t0[0]
+            except TimeoutError:
+                pass  # the timeline says so: settled_at stays None
+        if settled is None or settled_at is not None:
+            time.sleep(after)
+    finally:
+        stop.set()
+        th.join(timeout=timeout + 1)
+    return Timeline(tuple(samples), took, settled_at)

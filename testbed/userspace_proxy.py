@@ -27,6 +27,10 @@ Behaviour, as upstream:
   starts a new session, on the next endpoint). Datagrams are read into 4 KiB buffers, as upstream.
 - Node ports are claimed: a socket of the service's protocol is held open on each node port.
 - The backend always sees the proxy's address: the client's source IP is lost.
+- Every failure a client can see is one line on stderr naming the client's ip:port (see
+  LOG_FORMATS; `client_failures` reads them back): a dial refused or timed out, giving up after
+  the last dial, and a relayed connection whose endpoint ended it before sending a byte (the
+  endpoint died while the connection was on its way: upstream's copyBytes closes both sides too).
 
 SIGHUP re-reads the table: endpoint and affinity changes apply to new connections, new service
 ports start listening, removed ones stop (established TCP connections are left alone; UDP sessions
@@ -42,6 +46,7 @@ import heapq
 import json
 import os
 import random
+import re
 import selectors
 import signal
 import socket
@@ -54,6 +59,12 @@ ENDPOINT_DIAL_TIMEOUTS = (0.25, 0.5, 1.0, 2.0)  # upstream EndpointDialTimeouts
 DEFAULT_AFFINITY_SECONDS = 10800  # v1.DefaultClientIPServiceAffinitySeconds
 UDP_BUFFER = 4096  # upstream's `var buffer [4096]byte`
 TCP_CHUNK = 65536
+# The failure lines (after "userspace-proxy: "); `client_failures` parses them back.
+LOG_FORMATS = {
+    "dial": "dial failed for {key} to {endpoint} (client {client}): {why}",
+    "gave-up": "failed to connect to an endpoint for {key} (client {client})",
+    "broken": "connection from {client} to {endpoint} for {key} ended before the endpoint answered: {why}",
+}
 USAGE = "usage: python -m testbed.userspace_proxy --table FILE [--netns PATH] [--ready-fd FD] [--bind ADDR]"
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -97,6 +108,38 @@ def parse_args(argv: list[str]) -> dict:
         raise UsageError("--table is required")
     return opts
 
+
+
+def _fmt_addr(addr) -> str:
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+
+
+def client_failures(text: str) -> dict[str, list[tuple[str, str, str]]]:
+    """The proxy's failure lines per client "ip:port": [(kind, endpoint, why)], in log order.
+    kind: "timeout" or "refused" (a dial; any other dial error counts as refused), "gave-up"
+    (no dial left), "broken" (the endpoint ended a relayed connection before it answered)."""
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for line in text.splitlines():
+        line = line.removeprefix("userspace-proxy: ")
+        m = _DIAL.fullmatch(line)
+        if m:
+            kind = "timeout" if m["why"] == "i/o timeout" else "refused"
+            out.setdefault(m["client"], []).append((kind, m["endpoint"], m["why"]))
+        elif m := _GAVE_UP.fullmatch(line):
+            out.setdefault(m["client"], []).append(("gave-up", "", ""))
+        elif m := _BROKEN.fullmatch(line):
+            out.setdefault(m["client"], []).append(("broken", m["endpoint"], m["why"]))
+    return out
+
+
+def _pattern(fmt: str):
+    rx = re.escape(fmt)
+    for name in ("key", "endpoint", "client", "why"):
+        rx = rx.replace(re.escape("{" + name + "}"), f"(?P<{name}>.*?)" if name != "why" else f"(?P<{name}>.*)")
+    return re.compile(rx)
+
+
+_DIAL, _GAVE_UP, _BROKEN = (_pattern(LOG_FORMATS[k]) for k in ("dial", "gave-up", "broken"))
 
 
 def split_endpoint(ep: str) -> tuple[str, int]:
@@ -312,7 +355,7 @@ class Proxy:
                 log(f"accept failed: {e}")
             return
         client.setblocking(False)
-        pending = _Connect(self, svc, client, addr[0])
+        pending = _Connect(self, svc, client, addr)
         if pending.start():  # still connecting: accept the next connection once it is done
             svc.paused = True
             self.sel.unregister(svc.listener)
@@ -361,13 +404,13 @@ class Proxy:
                 sock.connect((host, port))
             except OSError as e:
                 sock.close()
-                log(f"dial failed for {svc.key} to {ep}: {e}")
+                log(LOG_FORMATS["dial"].format(key=svc.key, endpoint=ep, client=_fmt_addr(addr), why=e.strerror or e))
                 reset = True
                 continue
             sess = UdpSession(self, svc, lsock, addr, sock)
             svc.sessions[addr] = sess
             return sess
-        log(f"failed to connect to an endpoint for {svc.key}")
+        log(LOG_FORMATS["gave-up"].format(key=svc.key, client=_fmt_addr(addr)))
         return None
 
     # -- loop ---------------------------------------------------------------------------------------
@@ -385,8 +428,9 @@ class Proxy:
 class _Connect:
     """One accepted TCP connection while TryConnectEndpoints works through the endpoints."""
 
-    def __init__(self, proxy: Proxy, svc: Service, client: socket.socket, client_ip: str) -> None:
-        self.proxy, self.svc, self.client, self.client_ip = proxy, svc, client, client_ip
+    def __init__(self, proxy: Proxy, svc: Service, client: socket.socket, addr) -> None:
+        self.proxy, self.svc, self.client = proxy, svc, client
+        self.client_ip, self.client_addr = addr[0], _fmt_addr(addr)
         self.attempt = 0
         self.reset = False
         self.sock: socket.socket | None = None
@@ -402,6 +446,7 @@ class _Connect:
                 return False
             timeout = ENDPOINT_DIAL_TIMEOUTS[self.attempt]
             self.attempt += 1
+            self.endpoint = ep
             host, port = split_endpoint(ep)
             sock = socket.socket(_family(host), socket.SOCK_STREAM)
             sock.setblocking(False)
@@ -410,17 +455,20 @@ class _Connect:
                 self._connected(sock)
                 return False
             if err in (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK):
-                self.sock, self.endpoint = sock, ep
+                self.sock = sock
                 self.proxy.sel.register(sock, WRITE, self._on_writable)
                 attempt = self.attempt
                 self.proxy.call_at(time.monotonic() + timeout, lambda a=attempt: self._on_timeout(a))
                 return True
             sock.close()
-            log(f"dial failed for {self.svc.key} to {ep}: {os.strerror(err)}")
-            self.reset = True
-        log(f"failed to connect to an endpoint for {self.svc.key}")
+            self._dial_failed(ep, os.strerror(err))
+        log(LOG_FORMATS["gave-up"].format(key=self.svc.key, client=self.client_addr))
         self.client.close()
         return False
+
+    def _dial_failed(self, endpoint: str, why: str) -> None:
+        log(LOG_FORMATS["dial"].format(key=self.svc.key, endpoint=endpoint, client=self.client_addr, why=why))
+        self.reset = True
 
     def _continue(self) -> None:
         if not self.start():
@@ -437,9 +485,8 @@ class _Connect:
             return
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            log(f"dial failed for {self.svc.key} to {self.endpoint}: {os.strerror(err)}")
+            self._dial_failed(self.endpoint, os.strerror(err))
             self._drop_sock()
-            self.reset = True
             self._continue()
             return
         self.proxy.sel.unregister(sock)
@@ -450,23 +497,27 @@ class _Connect:
     def _on_timeout(self, attempt: int) -> None:
         if self.sock is None or attempt != self.attempt:
             return
-        log(f"dial failed for {self.svc.key} to {self.endpoint}: i/o timeout")
+        self._dial_failed(self.endpoint, "i/o timeout")
         self._drop_sock()
-        self.reset = True
         self._continue()
 
     def _connected(self, sock: socket.socket) -> None:
-        self.proxy.relays.add(Relay(self.proxy, self.client, sock))
+        self.proxy.relays.add(Relay(self.proxy, self.client, sock, self.svc.key, self.client_addr, self.endpoint))
 
 
 class Relay:
-    """proxyTCP: bytes both ways; EOF or an error on either side closes both (copyBytes)."""
+    """proxyTCP: bytes both ways; EOF or an error on either side closes both (copyBytes).
+    `a` is the client's connection, `b` the endpoint's."""
 
-    __slots__ = ("a", "b", "closed", "eof", "events", "out", "peer", "proxy")
+    __slots__ = ("a", "answered", "b", "client", "closed", "endpoint", "eof", "events", "key", "out", "peer",
+                 "proxy")
 
-    def __init__(self, proxy: Proxy, a: socket.socket, b: socket.socket) -> None:
+    def __init__(self, proxy: Proxy, a: socket.socket, b: socket.socket, key: str = "", client: str = "",
+                 endpoint: str = "") -> None:
         self.proxy = proxy
         self.a, self.b = a, b
+        self.key, self.client, self.endpoint = key, client, endpoint
+        self.answered = False  # a byte came from the endpoint
         self.out = {a: bytearray(), b: bytearray()}  # bytes still to write to that socket
         self.peer = {a: b, b: a}
         self.events = {a: 0, b: 0}
@@ -490,20 +541,25 @@ class Relay:
             data = sock.recv(TCP_CHUNK)
         except (BlockingIOError, InterruptedError):
             return
-        except OSError:
+        except OSError as e:
+            self._broken(sock, e.strerror or str(e))
             self.close()
             return
         if not data:
+            self._broken(sock, "closed by the endpoint")
             if self.out[peer]:
                 self.eof = peer
             else:
                 self.close()
             return
+        if sock is self.b:
+            self.answered = True
         try:
             n = peer.send(data)
         except (BlockingIOError, InterruptedError):
             n = 0
-        except OSError:
+        except OSError as e:
+            self._broken(peer, e.strerror or str(e))
             self.close()
             return
         if n < len(data):
@@ -516,12 +572,19 @@ class Relay:
                 n = sock.send(buf)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
+            except OSError as e:
+                self._broken(sock, e.strerror or str(e))
                 self.close()
                 return
             del buf[:n]
         if not buf and self.eof is sock:
             self.close()
+
+    def _broken(self, sock: socket.socket, why: str) -> None:
+        """The endpoint's side ended before it sent a byte: the client gets no answer."""
+        if sock is self.b and not self.answered and not self.closed:
+            self.answered = True  # logged once
+            log(LOG_FORMATS["broken"].format(client=self.client, endpoint=self.endpoint, key=self.key, why=why))
 
     def _update(self) -> None:
         sel = self.proxy.sel

@@ -26,6 +26,7 @@ from testbed.kernel import netns, wiring
 from testbed.proxy import Endpoint, NodeView, ServicePort
 from testbed.render import iptables as ipt
 from testbed.render import userspace as us
+from testbed.userspace_proxy import client_failures
 
 pytestmark = [
     pytest.mark.kernel,
@@ -192,8 +193,12 @@ def test_silent_endpoint_times_out_and_is_retried(lab):
     # after the first request (which may find b2 first) every request waits for the first dial
     # timeout (250ms) before it reaches b2: upstream's LoadBalancerRR + TryConnectEndpoints behave the same.
     assert all(r.elapsed >= 0.25 for r in results[1:]), [r.elapsed for r in results]
-    assert all(r.elapsed < 0.25 + 0.5 for r in results), [r.elapsed for r in results]  # one timeout, not two
-    assert "i/o timeout" in (lab.tmp / "proxy.log").read_text()
+    # One timed-out dial per connection, not two (the proxy's log names each client's ip:port):
+    # counted, not timed, so a loaded machine cannot change the verdict.
+    failed = client_failures((lab.tmp / "proxy.log").read_text())
+    silent = [("timeout", f"{NOWHERE}:8080", "i/o timeout")]
+    assert all(failed.get(r.local) == silent for r in results[1:]), {r.local: failed.get(r.local) for r in results}
+    assert failed.get(results[0].local) in (None, silent), failed.get(results[0].local)
 
 
 def test_killed_backend_is_invisible_to_clients(lab):

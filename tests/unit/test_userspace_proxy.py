@@ -21,7 +21,7 @@ import pytest
 from probes.connect import tcp_request, udp_request
 from probes.poll import wait_until
 from testbed.render.userspace import ProxyService, UserspacePlan
-from testbed.userspace_proxy import RoundRobin, split_endpoint
+from testbed.userspace_proxy import RoundRobin, client_failures, split_endpoint
 
 REPO = Path(__file__).resolve().parents[2]
 LOCALHOST = "127.0.0.1"
@@ -297,6 +297,53 @@ def test_down_endpoint_is_retried_invisibly(backends, proxies):
     # the dead endpoint's turn falls to its successor
     assert [r.body for r in results] == ["b1", "b2"] * 4 + ["b1"]
     assert "dial failed" in p.logged() and closed in p.logged()
+    # Each refused dial names the client it was for: every other connection, the ones that then reached b1.
+    failed = client_failures(p.logged())
+    assert set(failed) == {r.local for r in results[0::2]}, failed
+    assert all(events == [("refused", closed, "Connection refused")] for events in failed.values()), failed
+
+
+def test_endpoint_that_hangs_up_before_answering_is_logged_per_client(proxies):
+    """An endpoint that accepts and closes (as one does that dies while the connection is on its
+    way): the client's connection is closed unanswered, and the log says so, naming the client."""
+    server = socket.socket()
+    server.bind((LOCALHOST, 0))
+    server.listen(8)
+    ep = f"{LOCALHOST}:{server.getsockname()[1]}"
+    s = svc("hangup", [ep])
+    p = proxies([s])
+
+    def hang_up():
+        conn, _ = server.accept()
+        conn.close()
+
+    import threading
+    t = threading.Thread(target=hang_up, daemon=True)
+    t.start()
+    try:
+        r = tcp_request(None, LOCALHOST, s.proxy_port, timeout=5)
+    finally:
+        t.join(5)
+        server.close()
+    assert r.outcome == "error", r
+    events = wait_until(lambda: client_failures(p.logged()).get(r.local), timeout=5, message="the proxy's log line")
+    assert [(kind, where) for kind, where, _ in events] == [("broken", ep)], events
+
+
+def test_client_failures_parses_every_kind():
+    text = "\n".join([
+        "userspace-proxy: proxying for default/web/tcp on TCP port 1234",
+        "userspace-proxy: dial failed for default/web/tcp to 10.0.0.1:80 (client 10.1.0.2:5000): i/o timeout",
+        "userspace-proxy: dial failed for default/web/tcp to 10.0.0.2:80 (client 10.1.0.2:5000): Connection refused",
+        "userspace-proxy: failed to connect to an endpoint for default/web/tcp (client 10.1.0.2:5000)",
+        "userspace-proxy: connection from 10.1.0.2:5001 to 10.0.0.2:80 for default/web/tcp ended before the "
+        "endpoint answered: Connection reset by peer",
+    ])
+    assert client_failures(text) == {
+        "10.1.0.2:5000": [("timeout", "10.0.0.1:80", "i/o timeout"),
+                          ("refused", "10.0.0.2:80", "Connection refused"), ("gave-up", "", "")],
+        "10.1.0.2:5001": [("broken", "10.0.0.2:80", "Connection reset by peer")],
+    }
 
 
 def test_pinned_endpoint_dies_affinity_moves(tmp_path, proxies):
