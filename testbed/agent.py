@@ -61,7 +61,7 @@ def run_probe(lab: str, pod, probe) -> bool:
         if foreign_command(probe.command):
             return True  # the container image's own command, absent here: named at load, taken as passing
         try:
-            r = subprocess.run(list(probe.command), preexec_fn=netns.preexec(wiring.pod_ns(lab, pod.namespace, pod.name)),
+            r = subprocess.run(list(probe.command), preexec_fn=netns.preexec(wiring.netns_of(lab, pod)),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=probe.timeout)
             return r.returncode == 0
         except (subprocess.TimeoutExpired, OSError):

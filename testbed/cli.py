@@ -398,7 +398,7 @@ def _pod_resolv_conf(lab, ns: str) -> None:
     from .kernel import wiring
 
     cluster = lab.cluster()
-    pod = next((p for p in cluster.pods if wiring.pod_ns(lab.name, p.namespace, p.name) == ns), None)
+    pod = next((p for p in cluster.pods if wiring.netns_of(lab.name, p) == ns and not p.host_network), None)
     conf = state.lab_dir(lab.name) / "resolv" / f"{pod.namespace}.conf" if pod else None
     if conf is None or not conf.exists():
         return

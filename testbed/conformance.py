@@ -193,7 +193,7 @@ def _resolve_source(lab: str, cluster: ClusterState, source: str) -> _Source:
         p = next((p for p in cluster.pods if p.name == name or p.key == name), None)
         if p is None:
             raise LookupError(f"no pod {name!r}")
-        return _Source(wiring.pod_ns(lab, p.namespace, p.name), p.ip, p)
+        return _Source(wiring.netns_of(lab, p), p.ip, p)
     if kind == "backend":
         info = _service(cluster, name)
         pods = sorted({p.key: p for i in range(len(info.service.ports)) for p in _backends(cluster, info, i).values()}.values(),
@@ -201,7 +201,7 @@ def _resolve_source(lab: str, cluster: ClusterState, source: str) -> _Source:
         if not pods:
             raise LookupError(f"Service {name!r} has no ready backend pod")
         p = pods[0]
-        return _Source(wiring.pod_ns(lab, p.namespace, p.name), p.ip, p)
+        return _Source(wiring.netns_of(lab, p), p.ip, p)
     if kind in ("node", "client"):
         hosts = cluster.nodes if kind == "node" else cluster.clients
         h = next((h for h in hosts if h.name == name), None)
@@ -243,7 +243,9 @@ def _resolve_target(cluster: ClusterState, target: str, proto: str):
 
 
 def _pod_namespaces(lab: str, cluster: ClusterState) -> dict[str, str]:
-    return {p.name: wiring.pod_ns(lab, p.namespace, p.name) for p in cluster.pods}
+    # A host-network pod's namespace is its node's, which every packet crossing the node goes through:
+    # not a place that says who answered (rows whose backends are host-network pods ask the answer).
+    return {p.name: wiring.netns_of(lab, p) for p in cluster.pods if not p.host_network}
 
 
 def _node_addresses(cluster: ClusterState) -> set[str]:
@@ -513,17 +515,26 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
     expected = row.expected(mode)
     backends = _backends(cluster, info, i) if i is not None else {}
     pods = _pod_namespaces(name, cluster)
-    if src.pod is not None:  # a pod talking to itself is captured on its own eth0 too
+    pods.update({n: wiring.netns_of(name, p) for n, p in backends.items() if p.host_network})
+    if src.pod is not None and not src.pod.host_network:  # a pod talking to itself is captured on its own eth0 too
         pods.setdefault(src.pod.name, src.ns)
     attempts = 40 * max(1, len(backends)) if row.backends == "self" else 1
     # From a node to 127.0.0.1 the packet leaves from loopback, as a local client's would.
     src_ip = "127.0.0.1" if ip == "127.0.0.1" else src.ip
-    iface = "any" if row.source.startswith("node/") else "eth0"  # a node's replies arrive on eth0 or cbr0
+    # A host-network pod is its node's namespace: it sends as the node does.
+    from_node = row.source.startswith("node/") or (src.pod is not None and src.pod.host_network)
+    iface = "any" if from_node else "eth0"  # a node's replies arrive on eth0 or cbr0
     h = None
     # A proxy (userspace mode) only opens its own connection once the client's handshake is
     # complete, so one crafted SYN cannot reach a backend there: a real connection is used. So it
     # is for SCTP, which the crafted-packet probe does not speak (an INIT alone proves no answer).
-    probe = connect_probe if mode == "userspace" or proto == "sctp" else handshake
+    # So it is for host-network backends: their node's namespace sees every packet that crosses the node,
+    # so who answered is told by the answer itself.
+    host_network = frozenset(wiring.netns_of(name, p) for p in backends.values() if p.host_network)
+    if mode == "userspace" or proto == "sctp" or host_network:
+        probe = functools.partial(connect_probe, node_namespaces=host_network)
+    else:
+        probe = handshake
     for _ in range(attempts):
         h = probe(src.ns, src_ip, ip, port, proto, backends=pods, timeout=1.0 if expected == "dropped" else 2.0,
                   iface=iface)
@@ -551,7 +562,7 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
         if h.backend_saw_dst not in want_dst:
             return Cell("fail", f"backend saw destination {h.backend_saw_dst}, expected the DNAT to one of {sorted(want_dst)}")
         facts.append(f"DNAT {h.dialled} → {h.backend_saw_dst}")
-    if row.source.startswith("node/"):
+    if from_node:
         # The node itself does the NAT, so its capture sees the reply before the un-NAT: a real
         # connection proves it instead (the kernel completes it only if the reply is un-NATed).
         r = connect.request(src.ns, ip, port, proto)
@@ -595,7 +606,8 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
 
 
 def connect_probe(client_ns: str, client_ip: str, dst_ip: str, dst_port: int, proto: str = "tcp",
-                  backends: Mapping[str, str] | None = None, timeout: float = 2.0, iface: str = "eth0") -> Handshake:
+                  backends: Mapping[str, str] | None = None, timeout: float = 2.0, iface: str = "eth0",
+                  node_namespaces: frozenset[str] = frozenset()) -> Handshake:
     """Like probes.handshake.handshake, but over a real connection (request /whoami; tcp, udp or
     sctp): what a proxy in the path, or SCTP's four-way handshake, makes necessary. The backend's
     captures still show the destination it saw."""
@@ -603,7 +615,8 @@ def connect_probe(client_ns: str, client_ip: str, dst_ip: str, dst_port: int, pr
     from scapy.layers.inet import IP, TCP, UDP
     from scapy.layers.sctp import SCTP  # importing it also binds IP proto 132 to it for dissection
 
-    caps = {name: Capture(ns).start() for name, ns in (backends or {}).items()}
+    # A backend in a node's namespace (a host-network pod) gets packets on any of the node's links.
+    caps = {name: Capture(ns, "any" if ns in node_namespaces else "eth0").start() for name, ns in (backends or {}).items()}
     try:
         r = connect.request(client_ns, dst_ip, dst_port, proto, timeout=timeout, path="/whoami", payload="whoami")
     finally:
@@ -624,7 +637,8 @@ def connect_probe(client_ns: str, client_ip: str, dst_ip: str, dst_port: int, pr
         p = c.packet()
         if not c.outgoing and p.haslayer(IP) and p.haslayer(layer) and p[layer].sport == src_port:
             saw_dst = f"{p[IP].dst}:{p[layer].dport}"
-            break
+            if p[IP].dst != dst_ip:  # a node's namespace sees the packet before its own DNAT too: the DNATed one
+                break
     reply = {"tcp": "syn-ack", "udp": "udp", "sctp": "init-ack"}[proto]
     return Handshake(proto, r.local, dialled, "answered", reply, dialled, who or None, peer or None, saw_dst, r.elapsed)
 

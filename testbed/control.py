@@ -66,6 +66,7 @@ class PodInfo:
     owner_kind: str | None = None
     hostname: str | None = None  # spec.hostname (a StatefulSet's pods: their own name)
     subdomain: str | None = None
+    host_network: bool = False  # runs in its node's namespace; `ip` is the node's
 
     @property
     def key(self) -> str:
@@ -125,6 +126,12 @@ class Allocations:
         return cls(**copy.deepcopy(data or {}))  # never alias the caller's (saved) state
 
 
+def _is_backend(pod: PodInfo, e: Endpoint) -> bool:
+    """An endpoint is this pod's: its address, and for a host-network pod (which shares its node's
+    address with the node's other host-network pods) one of its ports too."""
+    return pod.ip == e.ip and (not pod.host_network or any(c.port == e.port for c in pod.ports))
+
+
 @dataclass(frozen=True)
 class ClusterState:
     topology: Topology
@@ -146,13 +153,12 @@ class ClusterState:
 
     def ready_backends(self, info: ServiceInfo, port_index: int) -> list[PodInfo]:
         """The pods behind the ready endpoints of one Service port, in pod order."""
-        ips = {e.ip for e in info.endpoints[port_index] if e.ready}
-        return [p for p in self.pods if p.ip in ips]
+        return [p for p in self.pods if any(_is_backend(p, e) for e in info.endpoints[port_index] if e.ready)]
 
     def pods_backing_nothing(self) -> list[PodInfo]:
         """Pods that are no Service's endpoint: where probes send from (like the e2e exec pod)."""
-        backing = {e.ip for s in self.services for eps in s.endpoints for e in eps}
-        return [p for p in self.pods if p.ip not in backing]
+        eps = [e for s in self.services for ports in s.endpoints for e in ports]
+        return [p for p in self.pods if not any(_is_backend(p, e) for e in eps)]
 
     def proxy_config(self) -> ProxyConfig:
         return ProxyConfig(cluster_cidr=self.lab.cluster_cidr, service_cidrs=(self.lab.service_cidr,),
@@ -434,8 +440,21 @@ def _schedule_and_address(topo: Topology, alloc: Allocations, nodes: tuple[NodeI
     for pod, _owner in desired:
         if pod.ip in pinned:
             used[pod.node_name].add(pod.ip)
+    host_ports: dict[str, set] = {n.name: set() for n in nodes}  # a host-network pod's ports are its node's
+
+    def ports_of(pod) -> set:
+        return {(c.port, c.protocol) for c in pod.ports}
+
     for pod, owner in desired:
         rec = alloc.pods.get(pod.key, {})
+        if pod.host_network:
+            if rec.get("node") in by_node and (not pod.node_name or pod.node_name == rec["node"]) \
+                    and not ports_of(pod) & host_ports[rec["node"]]:
+                rec = alloc.pods[pod.key] = {**rec, "ip": by_node[rec["node"]].ip}
+                placed[pod.key] = rec
+                load[rec["node"]] += 1
+                host_ports[rec["node"]] |= ports_of(pod)
+            continue
         if pod.ip and pod.node_name in by_node:
             if rec.get("ip") != pod.ip or rec.get("node") != pod.node_name:
                 rec = alloc.pods[pod.key] = {**rec, "node": pod.node_name, "ip": pod.ip}
@@ -449,14 +468,25 @@ def _schedule_and_address(topo: Topology, alloc: Allocations, nodes: tuple[NodeI
         rec = dict(alloc.pods.get(pod.key, {}))
         if pod.key not in placed:
             node = pod.node_name
+            free = (lambda n: not ports_of(pod) & host_ports[n]) if pod.host_network else (lambda n: True)
             if node is None:
-                fits = [n for n in load if schedulable(specs[n], pod.tolerations, pod.node_selector)] if specs else list(load)
+                fits = [n for n in load if schedulable(specs[n], pod.tolerations, pod.node_selector) and free(n)] \
+                    if specs else [n for n in load if free(n)]
                 if not fits:
                     pending.append((pod.key, f"0/{len(nodes)} nodes are available: none matches the pod's "
-                                             f"nodeSelector and tolerates its node's taints"))
+                                             f"nodeSelector, tolerates its node's taints"
+                                             + (" and has its ports free (hostNetwork)" if pod.host_network else "")))
                     continue
                 node = min(fits, key=lambda n: (load[n], order[n]))
+            elif pod.host_network and not free(node):
+                pending.append((pod.key, f"node {node} has the pod's ports in use by another host-network pod"))
+                continue
             load[node] += 1
+            if pod.host_network:
+                host_ports[node] |= ports_of(pod)
+                rec.update(node=node, ip=by_node[node].ip)
+                placed[pod.key] = rec
+        if pod.key not in placed:
             net = ipaddress.ip_network(by_node[node].pod_cidr)
             cursor = alloc.ip_cursor.get(node, 1)
             span = net.num_addresses - 3  # network, gateway (.1), broadcast
@@ -479,7 +509,7 @@ def _schedule_and_address(topo: Topology, alloc: Allocations, nodes: tuple[NodeI
         out.append(PodInfo(pod.name, pod.namespace, rec["node"], rec["ip"], pod.labels, pod.ports, pod.owner,
                            ready=ready, serving=ready, probes=pod.probes, grace_period=pod.grace_period,
                            workload=pod.workload, owner_kind=pod.owner_kind, hostname=pod.hostname,
-                           subdomain=pod.subdomain))
+                           subdomain=pod.subdomain, host_network=pod.host_network))
     alloc.pods = placed
     return tuple(sorted(out, key=lambda p: p.key)), tuple(pending)
 

@@ -56,7 +56,7 @@ def _probe(p: model.ProbeSpec) -> dict:
 
 
 def _pod_spec(ports, probes, node_name=None, grace=30, node_selector=(), tolerations=(), hostname=None,
-              subdomain=None) -> dict:
+              subdomain=None, host_network=False) -> dict:
     container: dict = {"name": "app"}
     if ports:
         container["ports"] = [{"containerPort": c.port, "protocol": c.protocol, **({"name": c.name} if c.name else {})}
@@ -75,6 +75,8 @@ def _pod_spec(ports, probes, node_name=None, grace=30, node_selector=(), tolerat
         spec["hostname"] = hostname
     if subdomain:
         spec["subdomain"] = subdomain
+    if host_network:
+        spec["hostNetwork"] = True
     return spec
 
 
@@ -108,7 +110,7 @@ def workload_manifest(w: model.Workload) -> dict:
         labels = tuple((k, v) for k, v in labels if k not in ("batch.kubernetes.io/job-name", "job-name"))
     spec["template"] = {"metadata": _meta_template(labels, t.workload),
                         "spec": _pod_spec(t.ports, t.probes, t.node_name, t.grace_period, t.node_selector, t.tolerations,
-                                          t.hostname, t.subdomain)}
+                                          t.hostname, t.subdomain, t.host_network)}
     if w.kind == "StatefulSet":
         if w.service_name:
             spec["serviceName"] = w.service_name
@@ -197,7 +199,8 @@ def pod_manifest(p) -> dict:
     ref = _owner_ref(p)
     if ref:
         meta["ownerReferences"] = ref
-    spec = _pod_spec(p.ports, p.probes, p.node, p.grace_period, hostname=p.hostname, subdomain=p.subdomain)
+    spec = _pod_spec(p.ports, p.probes, p.node, p.grace_period, hostname=p.hostname, subdomain=p.subdomain,
+                     host_network=p.host_network)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec,
             "status": {"phase": "Running", "podIP": p.ip,
                        "conditions": [{"type": "Ready", "status": "True" if p.ready else "False"}]}}

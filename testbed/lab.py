@@ -304,6 +304,8 @@ class Lab:
             self.progress("step", {"what": "pods", "total": len(new)})
             with wiring.Netlink() as ipr_of:
                 for p in new:
+                    if p.host_network:
+                        continue  # it runs in its node's namespace: nothing to wire
                     node = by_node[p.node]
                     ns = wiring.pod_ns(lab, p.namespace, p.name)
                     state.journal(lab, "ns", ns)
@@ -314,8 +316,9 @@ class Lab:
             procs = supervisor.start_workloads(lab, [supervisor.workload_spec(lab, p) for p in new])
             faultpoint.reach("workloads-started")
             for p in new:
-                have_entry = {"ns": wiring.pod_ns(lab, p.namespace, p.name), "node": p.node, "ip": p.ip,
-                              "proc": procs[p.key]}
+                have_entry = {"ns": wiring.netns_of(lab, p), "node": p.node, "ip": p.ip, "proc": procs.get(p.key)}
+                if p.host_network:
+                    have_entry["host_network"] = True
                 if p.key in have:  # re-addressed pod: keep the old record for removal below
                     have[p.key + "#old"] = have[p.key]
                     gone = [g if g != p.key else p.key + "#old" for g in gone]
@@ -372,7 +375,8 @@ class Lab:
             with wiring.Netlink() as ipr_of:
                 for k, v in victims:
                     ns_name, pod = k.split("#")[0].split("/", 1)
-                    wiring.remove_pod(lab, v["node"], ns_name, pod, ipr_of)
+                    if not v.get("host_network"):  # a host-network pod's namespace is its node's
+                        wiring.remove_pod(lab, v["node"], ns_name, pod, ipr_of)
                     report.removed_pods.append(k.split("#")[0])
         report.seconds_total = time.perf_counter() - started
         report.failed_nodes = sorted(failed)
@@ -769,4 +773,4 @@ def target_namespace(lab: str, cluster: ClusterState, target: str) -> str:
             raise TestbedError(f"no {m[1]} named {m[2]!r} (have: {', '.join(h.name for h in hosts)})")
         return wiring.host_ns(lab, m[2])
     p = find_pod(cluster, m[2] if m else target)
-    return wiring.pod_ns(lab, p.namespace, p.name)
+    return wiring.netns_of(lab, p)

@@ -99,7 +99,7 @@ def measure(lab, service: str | None = None, changes=CHANGES, repeat: int = 1, p
             cluster = lab.cluster()
             info, i = pick_service(cluster, service)
             src = _prober(cluster)
-            ns = wiring.pod_ns(lab.name, src.namespace, src.name)
+            ns = wiring.netns_of(lab.name, src)
             port = info.service.ports[i].port
             reports: list = []
             backends = _backends(cluster, info, i)

@@ -127,6 +127,7 @@ class Pod:
     hostname: str | None = None
     subdomain: str | None = None
     ready: bool | None = None  # status.conditions Ready of a dumped pod (None: not dumped)
+    host_network: bool = False  # spec.hostNetwork: the pod is its node's network namespace, its IP the node's
 
     @property
     def key(self) -> str:
@@ -693,7 +694,7 @@ def _tolerations(doc: _Doc, path: str, raw) -> tuple[Toleration, ...]:
 
 def _pod_spec(doc: _Doc, path: str, spec: dict) -> _PodSpec:
     doc.check_keys(path, spec, {"containers", "nodeName", "restartPolicy", "terminationGracePeriodSeconds", "nodeSelector",
-                                "tolerations", "hostname", "subdomain", "initContainers"}, "pod")
+                                "tolerations", "hostname", "subdomain", "initContainers", "hostNetwork"}, "pod")
     ports: list[ContainerPort] = []
     probes: list[ProbeSpec] = []
     containers = doc.seq(f"{path}.containers", spec.get("containers"))
@@ -925,8 +926,6 @@ def _parse_pod(doc: _Doc) -> Pod | None:
     ps = _pod_spec(doc, "spec", doc.mapping("spec"))
     ip, ready, phase = _pod_status(doc)
     owner_kind, owner = _controller_ref(doc)
-    if ps.host_network:
-        return None  # named by check_keys (VALUE_EFFECTS): not run
     if phase in ("Succeeded", "Failed"):
         doc.notes.effect(doc.file, doc.obj, "status.phase", f"a {phase} pod is not run (it is no endpoint either)")
         return None
@@ -934,7 +933,7 @@ def _parse_pod(doc: _Doc) -> Pod | None:
     return Pod(name, ns, labels, ps.ports, ps.node_name, owner=f"{ns}/{owner}" if owner else None, probes=ps.probes,
                grace_period=ps.grace_period, workload=_workload(doc, "metadata", labels, ns), ip=ip, owner_kind=owner_kind,
                node_selector=ps.node_selector, tolerations=ps.tolerations, hostname=ps.hostname, subdomain=ps.subdomain,
-               ready=ready)
+               ready=ready, host_network=ps.host_network)
 
 
 def _parse_workload(doc: _Doc) -> Workload | None:
@@ -965,8 +964,6 @@ def _parse_workload(doc: _Doc) -> Workload | None:
     if not selector.matches(dict(labels)):
         doc.fail("spec.selector", "expected a selector that matches spec.template.metadata.labels")
     ps = _pod_spec(doc, "spec.template.spec", doc.mapping("spec.template.spec"))
-    if ps.host_network:
-        return None  # named by check_keys: hostNetwork pods are not run
     if kind == "DaemonSet":
         replicas = 0  # one per eligible node, decided by the controller
     elif kind == "Job":
@@ -991,7 +988,7 @@ def _parse_workload(doc: _Doc) -> Workload | None:
         kw["owner"] = f"{ns}/{owner}"
     template = PodTemplate(labels, ps.ports, ps.node_name, ps.probes, ps.grace_period,
                            _workload(doc, "spec.template.metadata", labels, ns), ps.node_selector, ps.tolerations,
-                           ps.hostname, ps.subdomain)
+                           ps.hostname, ps.subdomain, ps.host_network)
     return Workload(name, ns, replicas, selector, template, kind=kind, **kw)
 
 
@@ -1387,7 +1384,7 @@ def parse_documents(docs: list, file: str, base: Topology | None = None, require
             seen["Lab", ""] = d.where
             draft.lab = parsed
             continue
-        if parsed is None:  # accepted, named in the notes, not modelled (hostNetwork pods, IPv6 Services, …)
+        if parsed is None:  # accepted, named in the notes, not modelled (an IPv6 Service, a finished pod, …)
             continue
         key = parsed if kind == "Namespace" else (parsed.name if kind == "Node" else _key(parsed))
         if (kind, key) in seen:
@@ -1513,7 +1510,7 @@ def validate(topo: Topology) -> None:
         if p.node_name and p.node_name not in node_names:
             raise TopologyError(file, topo.where("Pod", p.key), "spec.nodeName",
                                 f"expected one of the lab's nodes ({_names(node_names)}), got {p.node_name!r}")
-        if p.ip:
+        if p.ip and not p.host_network:  # host-network pods share their node's address
             if p.ip in pod_ips:
                 raise TopologyError(file, topo.where("Pod", p.key), "status.podIP", f"{p.ip} is also Pod {pod_ips[p.ip]}'s address")
             pod_ips[p.ip] = p.key

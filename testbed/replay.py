@@ -119,7 +119,7 @@ def complete(topo, node_objects, kube_proxy: dict | None, service_cidrs: list[st
 
     # The cluster CIDR (kube-proxy's --cluster-cidr) around the pods.
     pod_space = [ipaddress.ip_network(n.pod_cidr) for n in nodes if n.pod_cidr]
-    pod_space += [ipaddress.ip_network(f"{p.ip}/32") for p in topo.pods if p.ip]
+    pod_space += [ipaddress.ip_network(f"{p.ip}/32") for p in topo.pods if p.ip and not p.host_network]
     if "clusterCIDR" not in pinned:
         cidr, how = None, ""
         if isinstance(conf.get("clusterCIDR"), str) and conf["clusterCIDR"]:
@@ -162,7 +162,7 @@ def complete(topo, node_objects, kube_proxy: dict | None, service_cidrs: list[st
 
     if changes:
         topo = replace(topo, lab=replace(lab, **changes, inferred=tuple(inferred)))
-    return _pod_addresses(topo, notes) if any(p.ip for p in topo.pods) else topo
+    return _pod_addresses(topo, notes) if any(p.ip or p.host_network for p in topo.pods) else topo
 
 
 def _pod_addresses(topo, notes):
@@ -172,7 +172,7 @@ def _pod_addresses(topo, notes):
     cluster = ipaddress.ip_network(lab.cluster_cidr)
     by_node: dict[str, list] = {}
     for p in topo.pods:
-        if p.ip and p.node_name:
+        if p.ip and p.node_name and not p.host_network:
             by_node.setdefault(p.node_name, []).append(ipaddress.ip_address(p.ip))
     nodes = []
     taken = [ipaddress.ip_network(n.pod_cidr) for n in lab.nodes if n.pod_cidr]
@@ -186,7 +186,9 @@ def _pod_addresses(topo, notes):
     cidrs = {n.name: ipaddress.ip_network(n.pod_cidr) for n in nodes if n.pod_cidr}
     pods = []
     for p in topo.pods:
-        if p.ip and (p.node_name not in cidrs or ipaddress.ip_address(p.ip) not in cidrs[p.node_name]
+        if p.host_network:
+            p = replace(p, ip=None)  # the node's address, whatever the dump says
+        elif p.ip and (p.node_name not in cidrs or ipaddress.ip_address(p.ip) not in cidrs[p.node_name]
                      or ipaddress.ip_address(p.ip) in (cidrs[p.node_name].network_address,
                                                        cidrs[p.node_name].network_address + 1)):
             where = f"node {p.node_name}'s podCIDR {cidrs[p.node_name]}" if p.node_name in cidrs else "no node's podCIDR"

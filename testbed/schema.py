@@ -78,7 +78,6 @@ EFFECTS: dict[tuple[str, str], str] = {
 # Fields whose effect depends on their value: (structure, field) → (harmless values, how the lab differs).
 VALUE_EFFECTS: dict[tuple[str, str], tuple[tuple, str]] = {
     ("pod", "dnsPolicy"): (("ClusterFirst", "ClusterFirstWithHostNet"), "pods get the ClusterFirst resolv.conf"),
-    ("pod", "hostNetwork"): ((False,), "hostNetwork pods are not run (they would share the node's address)"),
     ("Deployment", "paused"): ((False,), "a paused Deployment's pods are still made"),
     ("Job", "suspend"): ((False,), "a suspended Job's pods are still made"),
     ("pod", "schedulingGates"): (([],), "scheduling gates are not modelled: pods are scheduled at once"),

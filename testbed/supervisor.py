@@ -49,10 +49,14 @@ def workload_spec(lab: str, pod) -> dict:
 
     # The kubelet's hostname: spec.hostname, else the pod's name cut to a DNS label's 63 characters.
     hostname = (getattr(pod, "hostname", None) or pod.name)[:63].rstrip("-.")
-    spec = {"key": pod.key, "ns": wiring.pod_ns(lab, pod.namespace, pod.name), "hostname": hostname,
-            "tcp": sorted({c.port for c in pod.ports if c.protocol == "TCP"}) or [9376],
-            "udp": sorted({c.port for c in pod.ports if c.protocol == "UDP"}),
-            "sctp": sorted({c.port for c in pod.ports if c.protocol == "SCTP"}), "workload": getattr(pod, "workload", "netexec")}
+    # A host-network pod shares its node's ports with kube-proxy's own (10249, 10256, the agent serves
+    # them) and with the node's other host-network pods: it serves only the ports it declares.
+    ports = [c for c in pod.ports if not getattr(pod, "host_network", False) or c.port not in (10249, 10256)]
+    default = [] if getattr(pod, "host_network", False) else [9376]
+    spec = {"key": pod.key, "ns": wiring.netns_of(lab, pod), "hostname": hostname,
+            "tcp": sorted({c.port for c in ports if c.protocol == "TCP"}) or default,
+            "udp": sorted({c.port for c in ports if c.protocol == "UDP"}),
+            "sctp": sorted({c.port for c in ports if c.protocol == "SCTP"}), "workload": getattr(pod, "workload", "netexec")}
     if spec["workload"] == "dns":
         spec["argv"] = ["-m", "testbed.dns_server", "--zone", str(addon_file(lab, "dns"))]
     elif spec["workload"] == "ingress":
@@ -118,6 +122,8 @@ def start_workloads(lab: str, specs: list[dict], timeout: float = START_TIMEOUT)
     pending: dict[int, tuple[dict, subprocess.Popen, int]] = {}
     started: dict[str, dict] = {}
     for spec in specs:
+        if spec.get("workload", "netexec") == "netexec" and not (spec.get("tcp") or spec.get("udp") or spec.get("sctp")):
+            continue  # a host-network pod that declares no port: nothing of ours to run
         r, w = os.pipe()
         if spec.get("argv"):
             argv = [sys.executable, *spec["argv"], "--netns", netns.path(spec["ns"]), "--ready-fd", str(w)]

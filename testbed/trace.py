@@ -843,7 +843,7 @@ def run_trace(lab, source: str, target: str, proto: str = "tcp", timeout: float 
                                    + (f": {err.strip()}" if err.strip() else ""))
         # Every pod of the lab is a candidate backend: the ones the kernel has (the lab's state), not a recomputation.
         backends = {key: rec["ns"] for key, rec in lab.saved.get("pods", {}).items() if "#" not in key and rec.get("ns")}
-        backends = backends or {p.key: wiring.pod_ns(lab.name, p.namespace, p.name) for p in cluster.pods}
+        backends = backends or {p.key: wiring.netns_of(lab.name, p) for p in cluster.pods}
         h = handshake(pl.source_ns, pl.client_ip, pl.dst_ip, pl.dst_port, proto, backends=backends,
                       timeout=timeout, sport=sport)
         complete.update({n: mon.barrier(timeout=max(2.0, timeout)) for n, mon in monitors.items()})

@@ -130,7 +130,7 @@ def _pod(w: Workload, name: str, labels: tuple, **kw) -> Pod:
                owner_kind=owner_kind, probes=t.probes,
                grace_period=t.grace_period, workload=t.workload, node_selector=t.node_selector,
                tolerations=t.tolerations, hostname=kw.pop("hostname", t.hostname),
-               subdomain=kw.pop("subdomain", t.subdomain))
+               subdomain=kw.pop("subdomain", t.subdomain), host_network=t.host_network)
 
 
 def _replicas(w: Workload, adopted: list[Pod], mine: list[tuple[int, str]], alloc) -> list[tuple[Pod, str]]:

@@ -44,6 +44,13 @@ def pod_ns(lab: str, namespace: str, pod: str) -> str:
     return fit_name(f"{lab}-{namespace}.{pod}")
 
 
+def netns_of(lab: str, pod) -> str:
+    """The network namespace a pod runs in: its own, or its node's for a hostNetwork pod."""
+    if getattr(pod, "host_network", False):
+        return host_ns(lab, pod.node)
+    return pod_ns(lab, pod.namespace, pod.name)
+
+
 def fit_name(name: str, limit: int = 200) -> str:
     """A name that fits in a file name (a netns under /run/netns, a log): Kubernetes allows 253-character
     pod names in 63-character namespaces, more than NAME_MAX; a long one keeps its start and a hash."""

@@ -20,9 +20,9 @@ EXPECTED = {
     "guestbook.yaml": (3, {"Deployment": 3}, 7, set()),
     "ingress-nginx-cloud.yaml": (2, {"Deployment": 1, "Job": 2}, 4, set()),
     "ingress-nginx-multi-tls.yaml": (2, {"ReplicationController": 2}, 4, set()),
-    # node-exporter and MetalLB's speaker are hostNetwork DaemonSets: named, not run
-    "kube-prometheus.yaml": (8, {"Deployment": 5}, 7, set()),
-    "metallb-native.yaml": (1, {"Deployment": 1}, 2, set()),
+    # node-exporter and MetalLB's speaker are hostNetwork DaemonSets: a pod on each node, in its namespace
+    "kube-prometheus.yaml": (8, {"Deployment": 5, "DaemonSet": 1}, 9, set()),
+    "metallb-native.yaml": (1, {"Deployment": 1, "DaemonSet": 1}, 4, set()),
     "microservices-demo.yaml": (12, {"Deployment": 12}, 13, set()),
     "podinfo-kustomize.yaml": (1, {"Deployment": 1}, 2, set()),
     "tf-serving-ingress.yaml": (1, {"Deployment": 1}, 3, set()),
@@ -62,7 +62,11 @@ def test_what_a_set_holds_but_testbed_does_not_model_is_named():
     (line,) = topo.summary()
     assert "36 ConfigMap" in line and "custom resources" in line and "ServiceMonitor" in line
     effects = "\n".join(topo.effects)
-    assert "NetworkPolicy" in effects and "hostNetwork" in effects
+    assert "NetworkPolicy" in effects and "hostPort" in effects
+    cluster, _ = reconcile(topo)
+    exporters = [p for p in cluster.pods if p.name.startswith("node-exporter-")]
+    assert {p.node for p in exporters} == {n.name for n in cluster.nodes}
+    assert all(p.host_network and p.ip == cluster.node(p.node).ip for p in exporters)
 
 
 def test_strict_refuses_a_published_set_at_its_first_kind_not_modelled():

@@ -285,3 +285,35 @@ def test_publish_not_ready_addresses_keeps_a_terminating_pod_ready_as_upstream()
         cluster, _ = cluster_of(doc.format(pnr=pnr), alloc=alloc)
         (e,) = next(s for s in cluster.services if s.key == "default/s").endpoints[0]
         assert (e.ready, e.serving, e.terminating) == (want, True, True), pnr
+
+
+def test_host_network_pods_take_their_nodes_address_and_ports():
+    ds = f"""\
+        apiVersion: apps/v1
+        kind: DaemonSet
+        metadata: {{name: exporter}}
+        spec: {{selector: {{matchLabels: {{app: exp}}}},
+                {template("{app: exp}", "hostNetwork: true, containers: [{name: c, ports: [{containerPort: 9100}]}]")}}}
+        """
+    clash = """\
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: clash}
+        spec: {hostNetwork: true, nodeName: n1, containers: [{name: c, ports: [{containerPort: 9100}]}]}
+        """
+    svc = """\
+        apiVersion: v1
+        kind: Service
+        metadata: {name: exporter}
+        spec: {selector: {app: exp}, ports: [{port: 9100}]}
+        """
+    cluster, _ = cluster_of(ds, clash, svc)
+    nodes = {n.name: n.ip for n in cluster.nodes}
+    pods = pods_of(cluster, "DaemonSet")
+    assert all(p.ip == nodes[p.node] and p.host_network for p in pods)
+    # one port on one node: the pod placed first takes it, the other is Pending, as the scheduler decides
+    on_n1 = [p.name for p in cluster.pods if p.host_network and p.node == "n1"]
+    assert len(on_n1) == 1 and len(cluster.pending) == 1 and "ports" in cluster.pending[0][1]
+    assert {p.node for p in pods} | ({"n1"} if on_n1 == ["clash"] else set()) == {"n1", "n2"}
+    (info,) = [s for s in cluster.services if s.key == "default/exporter"]
+    assert {e.ip for e in info.endpoints[0]} <= set(nodes.values()) and info.endpoints[0]
