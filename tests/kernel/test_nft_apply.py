@@ -18,6 +18,7 @@ import pytest
 
 from testbed.kernel import netns
 from testbed.kernel import nft as knft
+from testbed.kernel.transaction import TransactionError
 from testbed.proxy import Endpoint as E
 from testbed.proxy import NodeView, ProxyConfig
 from testbed.proxy import ServicePort as SP
@@ -275,7 +276,7 @@ def test_the_kernel_deletes_chains_unreferenced_in_the_same_transaction(ns):
     knft.delete_table(ns)
     knft.apply(ns, REFS)
     # (the error is wrapped to the terminal: the kernel's words may span two lines)
-    with pytest.raises(RuntimeError, match=r"Device or\s+resource busy") as refused:
+    with pytest.raises(TransactionError, match=r"Device or\s+resource busy") as refused:
         knft.apply(ns, f"flush chain {_T} ep1\ndelete chain {_T} ep1\n")
     seen += ["refused, a chain still referenced:", "  " + " ".join(str(refused.value).split()[:12])]
     print(f"kernel {os.uname().release} ({os.uname().version}):\n  " + "\n  ".join(seen))
