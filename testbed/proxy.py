@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from testbed import versions
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -80,6 +82,11 @@ class ProxyConfig:
     ipvs_scheduler: str = "rr"
     random_fully: bool = True  # MASQUERADE --random-fully when the iptables binary has it
     conntrack_tcp_be_liberal: bool = False
+    kube_proxy_version: versions.Version = versions.DEFAULT  # which release's rules to write
+
+    def switch(self, name: str) -> bool:
+        """One of testbed.versions' named differences between releases, at this version."""
+        return versions.on(name, self.kube_proxy_version)
 
     @property
     def masquerade_mark(self) -> str:

@@ -2,7 +2,8 @@
 
 Mirrors `syncProxyRules` of pkg/proxy/iptables/proxier.go (v1.33/1.34): the same chain
 declarations, rule text and write order for a full sync, so a diff against a real node's restore
-input is meaningful. Upstream iterates its service map in Go map order; we iterate services sorted
+input is meaningful. Older releases differ by the switches of testbed.versions that
+`config.switch()` reads (the nfacct counters, the INVALID drop under tcp_be_liberal). Upstream iterates its service map in Go map order; we iterate services sorted
 by (svcPortName, protocol) so output is deterministic (upstream's own tests sort the same way).
 
 Documented differences from upstream:
@@ -29,6 +30,7 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import replace
 
+from testbed import versions
 from testbed.proxy import (
     Endpoint, EndpointCategories, NodeView, ServicePort, categorize_endpoints, external_policy_local, uses_cluster_endpoints as _uses_cluster, uses_local_endpoints as _uses_local,
 )
@@ -323,7 +325,7 @@ def _sync(view: NodeView, previous_chains: Iterable[str] | None, nfacct: bool,
         if sp.node_port:
             np = str(sp.node_port)
             if cat.has_any:
-                if cfg.localhost_nodeports and nfacct:
+                if cfg.localhost_nodeports and nfacct and cfg.switch(versions.IPT_NFACCT_LOCALHOST):
                     nat_rules.write(
                         "-A KUBE-NODEPORTS", f"-m comment --comment {name}", match,
                         f"-d 127.0.0.0/8 --dport {np}", f"-m nfacct --nfacct-name {NFACCT_LOCALHOST_NP}",
@@ -443,11 +445,12 @@ def _sync(view: NodeView, previous_chains: Iterable[str] | None, nfacct: bool,
         for ip in destinations:
             nat_rules.write("-A KUBE-SERVICES", f"-m comment --comment {np_comment}", f"-d {ip}", "-j KUBE-NODEPORTS")
 
-    # INVALID drop works around spurious RSTs (#74839) unless conntrack is liberal.
-    if not cfg.conntrack_tcp_be_liberal:
+    # INVALID drop works around spurious RSTs (#74839) unless conntrack is liberal (since 1.29).
+    if not (cfg.conntrack_tcp_be_liberal and cfg.switch(versions.IPT_INVALID_DROP_UNLESS_LIBERAL)):
         filter_rules.write(
             "-A KUBE-FORWARD -m conntrack --ctstate INVALID",
-            f"-m nfacct --nfacct-name {NFACCT_CT_INVALID}" if nfacct else "", "-j DROP",
+            f"-m nfacct --nfacct-name {NFACCT_CT_INVALID}" if nfacct and cfg.switch(versions.IPT_NFACCT_INVALID)
+            else "", "-j DROP",
         )
     filter_rules.write(
         "-A KUBE-FORWARD", "-m comment --comment", _q("kubernetes forwarding rules"),

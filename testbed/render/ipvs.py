@@ -43,6 +43,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from testbed import versions
 from testbed.errors import TopologyError
 from testbed.proxy import NodeView, ServicePort, categorize_endpoints, external_policy_local, sort_endpoints
 
@@ -472,12 +473,18 @@ def _service(b: _Build, view: NodeView, sp: ServicePort) -> None:
         b.sets[HEALTH_CHECK_NODE_PORT].add(str(sp.health_check_node_port))
 
 
+def iptables_chains(config) -> tuple[tuple[str, str], ...]:
+    """iptablesChains of the release `config` renders: KUBE-IPVS-OUT-FILTER since 1.29 (#119791)."""
+    return tuple(c for c in IPTABLES_CHAINS if c[1] != KUBE_IPVS_OUT_FILTER or config.switch(versions.IPVS_OUT_FILTER))
+
+
 def _iptables(view: NodeView, sets: dict[str, set[str]], lb_no_node_access: list[tuple[str, str, int]]) -> str:
     """writeIptablesRules + createAndLinkKubeChain's chain lines, as upstream's iptablesData."""
     cfg = view.config
     mark = cfg.masquerade_mark
-    nat_chains = ["*nat"] + [f":{c} - [0:0]" for t, c in IPTABLES_CHAINS if t == "nat"]
-    filter_chains = ["*filter"] + [f":{c} - [0:0]" for t, c in IPTABLES_CHAINS if t == "filter"]
+    chains = iptables_chains(cfg)
+    nat_chains = ["*nat"] + [f":{c} - [0:0]" for t, c in chains if t == "nat"]
+    filter_chains = ["*filter"] + [f":{c} - [0:0]" for t, c in chains if t == "filter"]
     nat: list[str] = []
     flt: list[str] = []
 
@@ -523,7 +530,7 @@ def _iptables(view: NodeView, sets: dict[str, set[str]], lb_no_node_access: list
     nat.append(f"-A {KUBE_SERVICES} -m addrtype --dst-type LOCAL -j {KUBE_NODE_PORT}")
     nat.append(f"-A {KUBE_LOAD_BALANCER} -j {KUBE_MARK_MASQ}")
     flt.append(f"-A {KUBE_SOURCE_RANGES_FIREWALL} -j DROP")
-    for ip, proto, port in lb_no_node_access:
+    for ip, proto, port in lb_no_node_access if cfg.switch(versions.IPVS_OUT_FILTER) else ():
         # For IPVS, node -> LB VIP has the VIP as both source and destination.
         flt.append(f"-A {KUBE_IPVS_OUT_FILTER} -s {ip} -m ipvs --vaddr {ip} --vproto {proto} --vport {port} -j DROP")
 
@@ -565,7 +572,8 @@ def plan(view: NodeView) -> IpvsPlan:
         virtual_servers=tuple(b.servers.values()),
         ipsets=ipsets,
         iptables=_iptables(view, b.sets, b.lb_no_node_access),
-        jumps=tuple((t, src, comment, dst) for t, src, dst, comment in JUMP_CHAINS),
+        jumps=tuple((t, src, comment, dst) for t, src, dst, comment in JUMP_CHAINS
+                    if dst != KUBE_IPVS_OUT_FILTER or view.config.switch(versions.IPVS_OUT_FILTER)),
         sysctls=SYSCTLS,
     )
 

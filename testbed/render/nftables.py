@@ -6,12 +6,14 @@ exactly as sigs.k8s.io/knftables prints it for `nft -f` (`add table ip kube-prox
 : VERDICT }`, `delete element … { KEY }`), so a diff against a real node's transaction (kube-proxy
 -v=9 logs it) is meaningful.
 
-Base-chain layout: the newer one asserted by upstream's proxier_test.go at commit 81810de6
-(`filter-prerouting-pre-dnat`/`filter-output-pre-dnat` at priority -110, `filter-forward`/
-`filter-input`/`filter-output` at 0, nat chains at -100/100), not the older `dstnat - 10` +
-`filter-output-post-dnat` layout of proxier.go at b0f823e6. No stored proxier.go has the newer
-layout, so its `nftablesJumpChains` order was reconstructed from that test's dump (the order
-within each chain is exact; the order of the jump rules across chains in the transaction is ours).
+Versions (testbed.versions, docs/versions.md): since 1.34 the base-chain layout asserted by
+upstream's proxier_test.go at commit 81810de6 (`filter-prerouting-pre-dnat`/`filter-output-pre-dnat`
+at priority -110, `filter-forward`/`filter-input`/`filter-output` at 0, nat chains at -100/100);
+before, the `dstnat - 10` + `filter-output-post-dnat` layout of proxier.go at b0f823e6. No stored
+proxier.go has the newer layout, so its `nftablesJumpChains` order was reconstructed from that
+test's dump (the order within each chain is exact; the order of the jump rules across chains in
+the transaction is ours). Until 1.34 the ClusterIP masquerade rule also matched the port; until 1.33
+firewall-ips elements had a comment.
 
 Three functions:
 - `desired(view)` — the table kube-proxy leaves behind: NftState (chains and their rules, set/map
@@ -41,8 +43,8 @@ Documented differences from upstream:
   services, endpoints, external/LB IPs and source ranges are skipped.
 - Services are written in (svcPortName, protocol) order; upstream iterates a Go map.
 - The ClusterIP masquerade rule is `ip daddr IP ip saddr != CIDR jump mark-for-masquerade`, as at
-  81810de6 (b0f823e6 also matched `tcp dport PORT`). With --masquerade-all it is assumed to be
-  `ip daddr IP jump mark-for-masquerade` (no upstream test for it was available).
+  81810de6 (before 1.34, as at b0f823e6, also `tcp dport PORT`). With --masquerade-all it is
+  `ip daddr IP [tcp dport PORT] jump mark-for-masquerade` (b0f823e6's code; no upstream test).
 - The mark is config.masquerade_mark, formatted like upstream's `fmt.Sprintf("%#08x")`: 0x00004000.
   (Upstream's unit tests set the fake proxier's mark to the literal "0x4000".)
 - `--nodeport-addresses` CIDRs are matched against `view.node_ips` (standing in for interface
@@ -57,6 +59,8 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from testbed import versions
+from testbed.errors import TopologyError
 from testbed.proxy import (
     NodeView,
     ServicePort,
@@ -95,14 +99,27 @@ FIREWALL_PREFIX = "firewall-"
 ENDPOINT_PREFIX = "endpoint-"
 AFFINITY_PREFIX = "affinity-"
 
-# (name, type, hook, priority): the newer layout (proxier_test.go @ 81810de6). knftables prints the
-# numeric priority (ParsePriority), e.g. "dstnat-10" -> -110.
+# (name, type, hook, priority): the layout since 1.34 (#132456; proxier_test.go @ 81810de6).
+# knftables prints the numeric priority (ParsePriority), e.g. "dstnat-10" -> -110.
 BASE_CHAINS = (
     ("filter-prerouting-pre-dnat", "filter", "prerouting", -110),
     ("filter-output-pre-dnat", "filter", "output", -110),
     ("filter-forward", "filter", "forward", 0),
     ("filter-input", "filter", "input", 0),
     ("filter-output", "filter", "output", 0),
+    ("nat-prerouting", "nat", "prerouting", -100),
+    ("nat-output", "nat", "output", -100),
+    ("nat-postrouting", "nat", "postrouting", 100),
+)
+
+# Before 1.34: the filter chains ran before DNAT (dstnat-10), and cluster-ips-check of locally
+# sent traffic ran after it, in filter-output-post-dnat (dstnat+10); proxier.go's order.
+OLD_BASE_CHAINS = (
+    ("filter-prerouting", "filter", "prerouting", -110),
+    ("filter-input", "filter", "input", -110),
+    ("filter-forward", "filter", "forward", -110),
+    ("filter-output", "filter", "output", -110),
+    ("filter-output-post-dnat", "filter", "output", -90),
     ("nat-prerouting", "nat", "prerouting", -100),
     ("nat-output", "nat", "output", -100),
     ("nat-postrouting", "nat", "postrouting", 100),
@@ -124,6 +141,18 @@ JUMP_CHAINS = (
     (CLUSTER_IPS_CHECK_CHAIN, "filter-forward", _CT_NEW),
     (CLUSTER_IPS_CHECK_CHAIN, "filter-output", _CT_NEW),
 )
+# The same jumps in the layout before 1.34 (nftablesJumpChains of 1.33's proxier.go).
+_OLD_CHAIN = {"filter-prerouting-pre-dnat": "filter-prerouting", "filter-output-pre-dnat": "filter-output"}
+OLD_JUMP_CHAINS = tuple(
+    (dst, "filter-output-post-dnat" if dst == CLUSTER_IPS_CHECK_CHAIN and src == "filter-output"
+     else _OLD_CHAIN.get(src, src), extra) for dst, src, extra in JUMP_CHAINS)
+
+
+def base_layout(config) -> tuple[tuple, tuple]:
+    """(base chains, jump chains) of the release `config` renders."""
+    if config.switch(versions.NFT_PRE_DNAT_CHAINS):
+        return BASE_CHAINS, JUMP_CHAINS
+    return OLD_BASE_CHAINS, OLD_JUMP_CHAINS
 
 _ADDR_TYPE = "ipv4_addr"
 _IP_PORT_KEY = f"{_ADDR_TYPE} . inet_proto . inet_service"
@@ -359,15 +388,19 @@ def _base(view: NodeView) -> tuple[_Writer, list[str] | None]:
     """setupNFTables: table, base chains, helper chains and their rules, set/map definitions."""
     cfg = view.config
     mark = cfg.masquerade_mark
+    reason = versions.check_mode(cfg.kube_proxy_version, "nftables")
+    if reason:
+        raise TopologyError(None, "kube-proxy", "version", f"{reason}: use --mode iptables or a newer version")
+    base_chains, jump_chains = base_layout(cfg)
     w = _Writer()
     w.lines.append(f"add table {_T} {{ comment {_q('rules for kube-proxy')} ; }}")
     # First sync: add+delete every base chain so one with a different type/priority is re-created.
-    for name, *_ in BASE_CHAINS:
+    for name, *_ in base_chains:
         w.lines.append(f"add chain {_T} {name}")
         w.lines.append(f"delete chain {_T} {name}")
-    for name, type_, hook, prio in BASE_CHAINS:
+    for name, type_, hook, prio in base_chains:
         w.ensure_chain(name, f"{{ type {type_} hook {hook} priority {prio} ; }}")
-    for dst, src, extra in JUMP_CHAINS:
+    for dst, src, extra in jump_chains:
         w.ensure_chain(dst)
         w.rule(src, " ".join(p for p in (extra, "jump", dst) if p))
     for chain in (SERVICES_CHAIN, CLUSTER_IPS_CHECK_CHAIN, MASQUERADING_CHAIN, MARK_MASQ_CHAIN):
@@ -546,7 +579,8 @@ def _compute_service_ops(view: NodeView, sp: ServicePort) -> list[tuple]:
         if cat.has_any:
             ops.append(("elem", SERVICE_IPS_MAP, _elem(ip_port(ip), f"goto {ext_chain}")))
         if uses_fw_chain:
-            ops.append(("elem", FIREWALL_IPS_MAP, _elem(ip_port(ip), f"goto {fw_chain}")))
+            comment = name if cfg.switch(versions.NFT_FIREWALL_ELEMENT_COMMENT) else None
+            ops.append(("elem", FIREWALL_IPS_MAP, _elem(ip_port(ip), f"goto {fw_chain}", comment)))
     if not has_external:
         for ip in sp.load_balancer_ips:
             ops.append(("elem", NO_ENDPOINT_SERVICES_MAP, _elem(ip_port(ip), external_verdict, name)))
@@ -560,12 +594,14 @@ def _compute_service_ops(view: NodeView, sp: ServicePort) -> list[tuple]:
 
     # From here on: chain contents, which a partial sync skips for unchanged Services.
     if has_internal:
+        # Until 1.34 (#131492) the rule also matched the port, which the service-ips map already had.
+        dest = f"ip daddr {sp.cluster_ip}" + (f" {proto} dport {port}" if cfg.switch(versions.NFT_MASQ_MATCHES_PORT)
+                                              else "")
         if cfg.masquerade_all:
-            ops.append(("rule", internal_chain, f"ip daddr {sp.cluster_ip} jump {MARK_MASQ_CHAIN}"))
+            ops.append(("rule", internal_chain, f"{dest} jump {MARK_MASQ_CHAIN}"))
         elif cfg.cluster_cidr:
             # Off-cluster traffic to a ClusterIP (a static route to any node) may bounce off-node.
-            ops.append(("rule", internal_chain,
-                        f"ip daddr {sp.cluster_ip} ip saddr != {cfg.cluster_cidr} jump {MARK_MASQ_CHAIN}"))
+            ops.append(("rule", internal_chain, f"{dest} ip saddr != {cfg.cluster_cidr} jump {MARK_MASQ_CHAIN}"))
 
     if uses_ext_chain:
         if not ext_local:
