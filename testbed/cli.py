@@ -72,16 +72,18 @@ class _ProgressView:
         elif event == "advance" and self.task is not None:
             self.p.update(self.task, advance=1, description=info["what"])
         elif event == "notes":
-            print_notes(info["topology"], self.p.console)
+            topo = info["topology"]
+            print_notes(topo, self.p.console, mode=topo.lab.proxy_mode)
         elif event == "check":
             if self.task is None or self.p.tasks[self.task].description.startswith("rules"):
                 self.task = self.p.add_task("checks", total=None)
             self.p.update(self.task, description=f"[{info['mode']}] {info['behaviour'][:70]}")
 
 
-def print_notes(topo, out: Console | None = None) -> None:
+def print_notes(topo, out: Console | None = None, mode: str | None = None) -> None:
     """What the file held that the lab does not model, each named once, and what was inferred:
-    a heading per kind of note, then its items, wrapped to the terminal with a hanging indent."""
+    a heading per kind of note, then its items, wrapped to the terminal with a hanging indent.
+    With `mode`: also what rendering the nodes' kube-proxy releases in that mode means."""
     import textwrap
 
     out = out or err
@@ -98,6 +100,9 @@ def print_notes(topo, out: Console | None = None) -> None:
                                  break_on_hyphens=False, break_long_words=True)
             out.print(Text(text), soft_wrap=True)
 
+    if mode:
+        from .control import reconcile
+        block("kube-proxy versions:", reconcile(topo)[0].version_notes(mode), "bold yellow")
     block("inferred (pin them in the Lab document for an exact replay):", list(topo.lab.inferred), "cyan")
     block("not modelled (accepted):", topo.summary(), "yellow")
     block("not modelled, and it changes behaviour:", list(topo.effects), "bold yellow")
@@ -124,9 +129,14 @@ def _ignored_by_kind(ignored) -> list[tuple[str, str]]:
 
 
 def _load(args, path: str | None = None):
-    """The topology of FILE (or `-`) as `render`/`verify` read it, with --strict and --rebuild-endpoints."""
-    return model.load_file(path or args.file or str(model.builtin("default")), strict=getattr(args, "strict", False),
+    """The topology of FILE (or `-`) as `render`/`verify` read it, with --strict, --rebuild-endpoints
+    and (render) --kube-proxy-version."""
+    topo = model.load_file(path or args.file or str(model.builtin("default")), strict=getattr(args, "strict", False),
                            rebuild_endpoints=True if getattr(args, "rebuild_endpoints", False) else None)
+    version = getattr(args, "kube_proxy_version", None)
+    if isinstance(version, str):
+        topo = model.with_kube_proxy_version(topo, version)
+    return topo
 
 
 def _progress() -> Progress:
@@ -452,7 +462,7 @@ def cmd_render(args) -> int:
     from .lab import render_for_mode
     topo = _load(args)
     mode = args.mode or topo.lab.proxy_mode
-    print_notes(topo)
+    print_notes(topo, mode=mode)
     cluster, _ = reconcile(topo)
     nodes = [args.node] if args.node else [n.name for n in cluster.nodes]
     for n in nodes:
@@ -469,7 +479,8 @@ def cmd_render(args) -> int:
 
 def cmd_diff(args) -> int:
     from . import diff
-    report = diff.run(args.file or str(model.builtin("default")), args.node, args.rules, args.mode)
+    report = diff.run(args.file or str(model.builtin("default")), args.node, args.rules, args.mode,
+                      kube_proxy_version=args.kube_proxy_version)
     if args.output == "json":
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -603,6 +614,8 @@ def cmd_verify(args) -> int:
     return 1 if matrix.failed else 0
 
 
+VERSION_HELP = ("render as this kube-proxy release does, on every node (default: the Lab's spec.kubeProxy.version, "
+                "a dump's nodes' own, else the newest testbed knows)")
 FILE_HELP = ("what kubectl apply -f takes: a Lab document plus Kubernetes manifests, helm template or kubectl "
              "kustomize output, a `kubectl get -o yaml` dump (YAML or JSON; - for standard input)")
 
@@ -657,6 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", help="node name (default: every node)")
     p.add_argument("--bootstrap", action="store_true",
                    help="include the jumps from the built-in chains, as the first sync installs them")
+    p.add_argument("--kube-proxy-version", metavar="X.Y", help=VERSION_HELP)
     p.set_defaults(fn=cmd_render)
 
     p = sub.add_parser("diff", help="compare a real node's rules with what kube-proxy should have installed there "
@@ -669,6 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("iptables", "nftables", "ipvs"), help="proxy mode (default: from the rules' format)")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     p.add_argument("-v", "--verbose", action="store_true", help="list every rule that differs")
+    p.add_argument("--kube-proxy-version", metavar="X.Y", help=VERSION_HELP)
     p.set_defaults(fn=cmd_diff)
 
     p = sub.add_parser("apply", help="change a running lab from a file (scale, add or edit objects)")
@@ -733,6 +748,8 @@ def build_parser() -> argparse.ArgumentParser:
     _input_options(p)
     p.add_argument("--mode", action="append", help="restrict to this mode (repeatable)")
     p.add_argument("--json", metavar="PATH", help="write the matrix as JSON ('-' for standard output)")
+    p.add_argument("--kube-proxy-version", metavar="X.Y", action="append",
+                   help=VERSION_HELP + "; twice or more: each mode once per version, side by side")
     p.set_defaults(fn=cmd_verify)
     return ap
 

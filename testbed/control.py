@@ -21,6 +21,7 @@ import copy
 import ipaddress
 from dataclasses import asdict, dataclass, field
 
+from . import versions
 from .errors import TopologyError
 from .model import ContainerPort, Service, Topology
 from .proxy import Endpoint, NodeView, ProxyConfig, ServicePort
@@ -160,9 +161,32 @@ class ClusterState:
         eps = [e for s in self.services for ports in s.endpoints for e in ports]
         return [p for p in self.pods if not any(_is_backend(p, e) for e in eps)]
 
-    def proxy_config(self) -> ProxyConfig:
-        return ProxyConfig(cluster_cidr=self.lab.cluster_cidr, service_cidrs=(self.lab.service_cidr,),
-                           masquerade_all=self.lab.masquerade_all, ipvs_scheduler=self.lab.ipvs_scheduler)
+    def kube_proxy_version(self, node_name: str | None = None) -> versions.Version:
+        """The release a node's kube-proxy renders: its own (a dumped Node's), else the lab's."""
+        node = next((n for n in self.lab.nodes if n.name == node_name), None)
+        text = (node.kube_proxy_version if node else None) or self.lab.kube_proxy_version
+        return versions.parse(text) if text else versions.DEFAULT
+
+    def version_notes(self, mode: str) -> list[str]:
+        """What rendering these nodes' releases in `mode` means: versions testbed does not know or
+        has not checked, and the deprecation notices their users see."""
+        by_version: dict[versions.Version, list[str]] = {}
+        for n in self.nodes:
+            by_version.setdefault(self.kube_proxy_version(n.name), []).append(n.name)
+        external = any(s.service.external_ips for s in self.services)
+        out = []
+        for v, names in sorted(by_version.items()):
+            where = "" if len(by_version) == 1 else f" (nodes {', '.join(names)})"
+            out += [f"{line}{where}" for line in versions.notes(v, mode) + versions.deprecations(v, mode, external)]
+        return out
+
+    def proxy_config(self, node_name: str | None = None) -> ProxyConfig:
+        version = self.kube_proxy_version(node_name)
+        # kube-proxy knows the Service CIDRs only from ServiceCIDR objects (MultiCIDRServiceAllocator).
+        watched = versions.on(versions.SERVICE_CIDRS_WATCHED, version)
+        return ProxyConfig(cluster_cidr=self.lab.cluster_cidr, service_cidrs=(self.lab.service_cidr,) if watched else (),
+                           masquerade_all=self.lab.masquerade_all, ipvs_scheduler=self.lab.ipvs_scheduler,
+                           kube_proxy_version=version)
 
     def node_view(self, node_name: str) -> NodeView:
         node = self.node(node_name)
@@ -181,7 +205,8 @@ class ClusterState:
                     external_policy_local=s.external_policy_local, internal_policy_local=s.internal_policy_local,
                     health_check_node_port=info.health_check_node_port, scheduler=s.ipvs_scheduler, endpoints=eps))
         ports.sort(key=lambda p: (p.port_name_string, p.protocol))
-        return NodeView(node_name=node.name, node_ips=(node.ip,), config=self.proxy_config(), services=tuple(ports))
+        return NodeView(node_name=node.name, node_ips=(node.ip,), config=self.proxy_config(node.name),
+                        services=tuple(ports))
 
 
 # ----------------------------------------------------------------------------- IPAM

@@ -23,7 +23,7 @@ import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 
-from testbed import diff_modes, model, noderules
+from testbed import diff_modes, model, noderules, versions
 from testbed.diff_modes import BASE, CHAIN, Foreign, Side
 from testbed.errors import TestbedError
 from testbed.noderules import ipvs as nipvs
@@ -186,15 +186,19 @@ def _sides(mode: str, text: str, rules: noderules.NodeRules, ports) -> tuple[Sid
     return diff_modes.ipvs_side(want, ports, known, parts), diff_modes.ipvs_side(have, ports, known, parts), notes
 
 
-def run(topology: str, node: str, rule_files: list[str], mode: str | None = None) -> Report:
+def run(topology: str, node: str, rule_files: list[str], mode: str | None = None,
+        kube_proxy_version: str | None = None) -> Report:
     """Compare the node's dumped rules with what kube-proxy should have installed on `node` for
-    the objects in `topology` (a topology or dump file, as `testbed render` takes it)."""
+    the objects in `topology` (a topology or dump file, as `testbed render` takes it), as the
+    node's kube-proxy release renders them (`kube_proxy_version` overrides it)."""
     from testbed.control import reconcile
     from testbed.lab import render_for_mode
 
     rules = noderules.read(rule_files)
     mode = noderules.mode_of(rules, mode)
     topo = model.load_file(topology)
+    if kube_proxy_version:
+        topo = model.with_kube_proxy_version(topo, kube_proxy_version)
     cluster, _ = reconcile(topo)
     try:
         cluster.node(node)
@@ -205,7 +209,10 @@ def run(topology: str, node: str, rule_files: list[str], mode: str | None = None
     expected, have, notes = _sides(mode, text, rules, diff_modes.ports_by_name(view))
     # What may explain a difference: values inferred from a dump, and what the lab does not model
     # that would change the rules (fields without an effect on Service networking are left out).
-    notes = ([f"{topology}: inferred: {x}" for x in topo.lab.inferred]
+    version = versions.text(cluster.kube_proxy_version(node))
+    notes = ([f"kube-proxy {version}'s rules: {n}" if not n.startswith("kube-proxy") else n
+              for n in cluster.version_notes(mode)]
+             + [f"{topology}: inferred: {x}" for x in topo.lab.inferred]
              + [f"not modelled, changes behaviour: {e}" for e in topo.effects] + notes + have.notes)
     return Report(node, mode, topology, rules.files, compare(expected, have), have.foreign, notes)
 

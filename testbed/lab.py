@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import loadbalancer as lbmod
-from . import faultpoint, manifests, model, state, supervisor
+from . import faultpoint, manifests, model, state, supervisor, versions
 from .control import Allocations, ClusterState, PodInfo, lb_address, reconcile
 from .errors import KernelFeatureError, LabNotFound, PrivilegeError, TestbedError, TopologyError, fill
 from .kernel import conntrack as kconntrack
@@ -202,10 +202,13 @@ class Lab:
 
     @classmethod
     def up(cls, topo_path: str | None = None, name: str | None = None, mode: str | None = None,
-           progress: Progress = _quiet, strict: bool = False, rebuild_endpoints: bool | None = None) -> "Lab":
+           progress: Progress = _quiet, strict: bool = False, rebuild_endpoints: bool | None = None,
+           kube_proxy_version: str | None = None) -> "Lab":
         require_root()
         docs, path = _read_docs(str(topo_path or model.builtin("default")))
         topo = model.parse_documents(docs, path, strict=strict, rebuild_endpoints=rebuild_endpoints)
+        if kube_proxy_version:  # whose rules every node writes (verify runs a mode at several)
+            topo = model.with_kube_proxy_version(topo, kube_proxy_version)
         name = name or topo.lab.name
         mode = mode or topo.lab.proxy_mode
         if not model.LAB_NAME.match(name):
@@ -219,6 +222,10 @@ class Lab:
             raise TestbedError(f"a lab named {name!r} already exists: `testbed down {name}` first, or pick another --name")
         progress("notes", {"topology": topo})
         cluster, alloc = reconcile(topo)
+        for n in cluster.nodes:  # before anything is built: a release without the mode is refused
+            reason = versions.check_mode(cluster.kube_proxy_version(n.name), mode)
+            if reason:
+                raise TopologyError(path, f"node {n.name}", "kube-proxy version", reason)
         with state.locked(name):
             lab._state = {"lab": name, "mode": mode, "source": path, "manifests": model.kept_documents(docs, topo.lab),
                           "alloc": alloc.to_json(),

@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import manifests, schema
+from . import manifests, schema, versions
 from .errors import TopologyError
 
 PROXY_MODES = ("iptables", "nftables", "ipvs", "userspace")
@@ -274,7 +274,7 @@ class NodeSpec:
     pod_cidr: str | None = None  # pinned pod CIDR
     labels: tuple[tuple[str, str], ...] = ()
     taints: tuple[Taint, ...] = ()
-    kube_proxy_version: str | None = None  # status.nodeInfo.kubeProxyVersion of a dumped Node
+    kube_proxy_version: str | None = None  # status.nodeInfo.kubeProxyVersion of a dumped Node, or pinned
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -308,6 +308,7 @@ class LabSpec:
     cluster_domain: str = "cluster.local"
     ingress_service_type: str = "NodePort"  # how the ingress controller is exposed (when Ingresses exist)
     ipvs_scheduler: str = "rr"  # kube-proxy's --ipvs-scheduler
+    kube_proxy_version: str | None = None  # spec.kubeProxy.version ("1.31"): whose rules; None: the newest
     rebuild_endpoints: bool = False  # a replay's controller EndpointSlices are rebuilt from its pods
     pinned: frozenset[str] = frozenset()  # the spec fields the Lab document sets (the rest may be inferred)
     inferred: tuple[str, ...] = ()  # what testbed.replay inferred from the objects, said once
@@ -792,7 +793,7 @@ def _controller_ref(doc: _Doc) -> tuple[str | None, str | None]:
 
 LAB_FIELDS = {"proxyMode", "nodes", "clients", "nodeNetwork", "clusterCIDR", "nodeCIDRMaskSize", "serviceCIDR",
               "serviceNodePortRange", "masqueradeAll", "conntrackCleanup", "loadBalancer", "clusterDNS",
-              "ingressController", "ipvsScheduler", "replay"}
+              "ingressController", "ipvsScheduler", "replay", "kubeProxy"}
 
 
 def _parse_lab(doc: _Doc) -> LabSpec:
@@ -825,7 +826,7 @@ def _parse_lab(doc: _Doc) -> LabSpec:
         for i, h in enumerate(doc.seq(path)):
             hp = f"{path}[{i}]"
             h = doc.mapping(hp, h)
-            doc.check_keys(hp, h, {"name", "ip"} | ({"podCIDR", "labels", "taints"} if node else set()))
+            doc.check_keys(hp, h, {"name", "ip"} | ({"podCIDR", "labels", "taints", "kubeProxyVersion"} if node else set()))
             hname = doc.name(f"{hp}.name", h.get("name"), pattern=DNS_SUBDOMAIN, max_len=253, what="a host name")
             ip = doc.ip(f"{hp}.ip", h["ip"], node_network if "nodeNetwork" in spec else None) if h.get("ip") else None
             if not node:
@@ -837,6 +838,8 @@ def _parse_lab(doc: _Doc) -> LabSpec:
                 if "clusterCIDR" in spec and not ipaddress.ip_network(cidr).subnet_of(ipaddress.ip_network(cluster_cidr)):
                     doc.fail(f"{hp}.podCIDR", f"expected a subnet of spec.clusterCIDR ({cluster_cidr}), got {cidr}")
                 kw["pod_cidr"] = cidr
+            if h.get("kubeProxyVersion") is not None:
+                kw["kube_proxy_version"] = _kube_proxy_version(doc, f"{hp}.kubeProxyVersion", h["kubeProxyVersion"])
             out.append(NodeSpec(hname, ip, labels=doc.labels(f"{hp}.labels", h.get("labels")),
                                 taints=_taints(doc, f"{hp}.taints", h.get("taints")), **kw))
         return tuple(out)
@@ -878,6 +881,10 @@ def _parse_lab(doc: _Doc) -> LabSpec:
     slices = doc.string("spec.replay.endpointSlices", replay.get("endpointSlices"), default="keep")
     if slices not in ("keep", "rebuild"):
         doc.fail("spec.replay.endpointSlices", f"expected keep or rebuild, got {_show(slices)}")
+    kube_proxy = doc.mapping("spec.kubeProxy")
+    doc.check_keys("spec.kubeProxy", kube_proxy, {"version"})
+    kp_version = (_kube_proxy_version(doc, "spec.kubeProxy.version", kube_proxy["version"])
+                  if kube_proxy.get("version") is not None else None)
     pinned = set(spec) | ({"clusterDNS.ip"} if dns.get("ip") else set())
     return LabSpec(name=name, proxy_mode=mode, nodes=nodes, clients=clients, node_network=node_network,
                    cluster_dns=doc.boolean("spec.clusterDNS.enabled", default=True), cluster_dns_ip=dns_ip,
@@ -887,7 +894,15 @@ def _parse_lab(doc: _Doc) -> LabSpec:
                    cluster_cidr=cluster_cidr, node_cidr_mask=mask, service_cidr=service_cidr,
                    node_port_range=(int(m[1]), int(m[2])), masquerade_all=doc.boolean("spec.masqueradeAll"),
                    conntrack_cleanup=doc.boolean("spec.conntrackCleanup", default=True),
-                   rebuild_endpoints=slices == "rebuild", pinned=frozenset(pinned))
+                   rebuild_endpoints=slices == "rebuild", pinned=frozenset(pinned), kube_proxy_version=kp_version)
+
+
+def _kube_proxy_version(doc: _Doc, path: str, raw) -> str:
+    """A kube-proxy minor release as "1.31" ("v1.31.2" and an unquoted 1.31 are read too)."""
+    try:
+        return versions.text(versions.parse(raw, "kube-proxy version"))
+    except ValueError as e:
+        doc.fail(path, str(e))
 
 
 def _taints(doc: _Doc, path: str, raw) -> tuple[Taint, ...]:
@@ -1216,8 +1231,14 @@ def _parse_node(doc: _Doc) -> NodeSpec:
     version = doc.get("status.nodeInfo.kubeProxyVersion")
     labels = tuple((k, v) for k, v in doc.labels("metadata.labels", doc.get("metadata.labels"))
                    if k not in ("kubernetes.io/hostname", "kubernetes.io/os"))
-    return NodeSpec(name, ip, pod_cidr, labels, _taints(doc, "spec.taints", spec.get("taints")),
-                    version if isinstance(version, str) and version else None)
+    if version is not None:
+        try:
+            version = versions.text(versions.parse(version))
+        except ValueError:
+            doc.notes.effect(doc.file, doc.obj, "status.nodeInfo.kubeProxyVersion", f"{_show(version)} is not a "
+                             "kube-proxy version: the node renders the lab's")
+            version = None
+    return NodeSpec(name, ip, pod_cidr, labels, _taints(doc, "spec.taints", spec.get("taints")), version)
 
 
 def _parse_namespace(doc: _Doc) -> str:
@@ -1587,6 +1608,8 @@ def lab_document(lab: LabSpec) -> dict:
         if n.taints:
             out["taints"] = [{"key": t.key, "value": t.value, "effect": t.effect} if t.value else
                              {"key": t.key, "effect": t.effect} for t in n.taints]
+        if n.kube_proxy_version:
+            out["kubeProxyVersion"] = n.kube_proxy_version
         return out
 
     spec: dict = {
@@ -1601,7 +1624,20 @@ def lab_document(lab: LabSpec) -> dict:
         "ingressController": {"serviceType": lab.ingress_service_type}, "ipvsScheduler": lab.ipvs_scheduler,
         "replay": {"endpointSlices": "rebuild" if lab.rebuild_endpoints else "keep"},
     }
+    if lab.kube_proxy_version:
+        spec["kubeProxy"] = {"version": lab.kube_proxy_version}
     return {"apiVersion": "testbed.dev/v1alpha1", "kind": "Lab", "metadata": {"name": lab.name}, "spec": spec}
+
+
+def with_kube_proxy_version(topo: Topology, version) -> Topology:
+    """`topo` rendered as kube-proxy `version` on every node (--kube-proxy-version): it wins over
+    the Lab document's and the Node objects' versions."""
+    try:
+        text = versions.text(versions.parse(version, "kube-proxy version"))
+    except ValueError as e:
+        raise TopologyError(None, None, "--kube-proxy-version", str(e)) from None
+    nodes = tuple(replace(n, kube_proxy_version=None) for n in topo.lab.nodes)
+    return topo.with_lab(kube_proxy_version=text, nodes=nodes, pinned=topo.lab.pinned | {"kubeProxy"})
 
 
 def kept_documents(docs: list, lab: LabSpec) -> list[dict]:

@@ -16,6 +16,8 @@ and testbed.control honour them); here the lab around them is completed:
 - the cluster CIDR (kube-proxy's --cluster-cidr): kube-proxy's own ConfigMap (kube-system/kube-proxy)
   if dumped, else a well-known default holding every podCIDR and pod IP, else their /16;
 - the proxy mode, IPVS scheduler and masqueradeAll: kube-proxy's ConfigMap, when dumped;
+- kube-proxy's version (whose rules are rendered): the one most Node objects report in
+  `status.nodeInfo.kubeProxyVersion`; a node that runs another renders its own;
 - a pod's address is kept when it lies in its node's podCIDR (a node without one gets the smallest
   of the node mask's size that holds its pods); otherwise the pod gets a new one, with a note.
 
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import replace
+
+from . import versions
 
 SERVICE_CIDR_DEFAULTS = ("10.96.0.0/12", "10.96.0.0/16", "10.43.0.0/16", "10.152.183.0/24", "10.100.0.0/16",
                          "172.20.0.0/16", "10.0.0.0/16", "34.118.224.0/20")
@@ -66,6 +70,17 @@ def complete(topo, node_objects, kube_proxy: dict | None, service_cidrs: list[st
         nodes = []  # a dump without Node objects: its pods name the nodes (node-1 and node-2 are not in it)
     if extra and "nodes" not in pinned:
         nodes += [NodeSpec(n) for n in extra]
+    # kube-proxy's version: the Lab document's wins; else the one most nodes run (each renders its own).
+    if "kubeProxy" in pinned:
+        mine = {n.name: n.kube_proxy_version for n in lab.nodes} if "nodes" in pinned else {}
+        nodes = [replace(n, kube_proxy_version=mine.get(n.name)) for n in nodes]
+    else:
+        common = versions.most_common([n.kube_proxy_version for n in node_objects or () if n.kube_proxy_version])
+        if common and common != lab.kube_proxy_version:
+            changes["kube_proxy_version"] = common
+            odd = [f"{n.name} ({n.kube_proxy_version})" for n in nodes if n.kube_proxy_version not in (None, common)]
+            inferred.append(f"kubeProxy.version {common} (the Node objects' kubeProxyVersion"
+                            + (f"; {_short(odd)} render their own)" if odd else ")"))
     if nodes != list(lab.nodes):
         changes["nodes"] = tuple(nodes)
         if (node_objects or extra) and "nodes" not in pinned:
@@ -205,7 +220,7 @@ def _merge(mine, dumped):
         return mine
     return replace(mine, ip=mine.ip or dumped.ip, pod_cidr=mine.pod_cidr or dumped.pod_cidr,
                    labels=mine.labels or dumped.labels, taints=mine.taints or dumped.taints,
-                   kube_proxy_version=dumped.kube_proxy_version)
+                   kube_proxy_version=mine.kube_proxy_version or dumped.kube_proxy_version)
 
 
 def _covering(addrs, longest: int, max_prefix: int | None = None, network_at=None):

@@ -390,7 +390,7 @@ def _base(view: NodeView) -> tuple[_Writer, list[str] | None]:
     mark = cfg.masquerade_mark
     reason = versions.check_mode(cfg.kube_proxy_version, "nftables")
     if reason:
-        raise TopologyError(None, "kube-proxy", "version", f"{reason}: use --mode iptables or a newer version")
+        raise TopologyError(None, None, None, f"{reason}: render another mode or a newer version")
     base_chains, jump_chains = base_layout(cfg)
     w = _Writer()
     w.lines.append(f"add table {_T} {{ comment {_q('rules for kube-proxy')} ; }}")

@@ -37,7 +37,10 @@ def test_the_fixtures_are_shaped_like_real_dumps():
 
 
 def test_replaying_kube_proxys_own_scenario_renders_its_rules_byte_for_byte():
-    cluster, _ = reconcile(model.load_file(UPSTREAM))
+    topo = model.load_file(UPSTREAM)
+    assert topo.lab.kube_proxy_version == "1.30"  # the dumped node's kubeProxyVersion (v1.30.3)
+    # Upstream's expected rules are the 1.34 tree's (its localhost nfacct counter is 1.31's #125015).
+    cluster, _ = reconcile(model.with_kube_proxy_version(topo, "1.34"))
     view = cluster.node_view("test-node")
     want = _upstream_overall_view()
     assert view.node_ips == want.node_ips and view.config.cluster_cidr == want.config.cluster_cidr
@@ -134,6 +137,7 @@ apiVersion: testbed.dev/v1alpha1
 kind: Lab
 metadata: {name: kind}
 spec:
+  kubeProxy: {version: "1.30"}
   nodeNetwork: 172.18.0.0/24
   serviceCIDR: 10.96.0.0/16
   clusterCIDR: 10.244.0.0/16

@@ -290,3 +290,95 @@ def test_ipvs_out_filter_since_1_29(version, present):
     assert (":KUBE-IPVS-OUT-FILTER - [0:0]" in plan.iptables) == present
     assert ("-A KUBE-IPVS-OUT-FILTER -s 5.6.7.8 -m ipvs --vaddr 5.6.7.8" in plan.iptables) == present
     assert any(j[3] == "KUBE-IPVS-OUT-FILTER" for j in plan.jumps) == present
+
+
+# --- where a version comes from: the Lab document, the dump's nodes, the command line -----------
+
+from pathlib import Path  # noqa: E402
+
+from testbed import model  # noqa: E402
+from testbed.control import reconcile  # noqa: E402
+
+KIND = Path(__file__).resolve().parent.parent / "fixtures" / "replay" / "kind.yaml"
+LAB = """\
+apiVersion: testbed.dev/v1alpha1
+kind: Lab
+metadata: {name: v}
+spec:
+  kubeProxy: {version: %s}
+  nodes: [{name: node-1}, {name: node-2, kubeProxyVersion: v1.33.2}]
+"""
+
+
+def test_the_lab_document_pins_the_version_and_a_node_may_run_its_own():
+    topo = model.load_text(LAB % '"1.31"', file="lab.yaml")
+    assert topo.lab.kube_proxy_version == "1.31"
+    cluster, _ = reconcile(topo)
+    assert cluster.node_view("node-1").config.kube_proxy_version == (1, 31)
+    assert cluster.node_view("node-2").config.kube_proxy_version == (1, 33)
+    # A running lab keeps both: the Lab document it writes reads back the same.
+    again = model.parse_documents([model.lab_document(topo.lab)], "kept.yaml")
+    assert again.lab.kube_proxy_version == "1.31"
+    assert [n.kube_proxy_version for n in again.lab.nodes] == [None, "1.33"]
+
+
+@pytest.mark.parametrize("value, says", [
+    ("1.3", 'spec.kubeProxy.version: expected a kube-proxy version such as "1.30" (quoted'),
+    ('"latest"', "spec.kubeProxy.version: expected a kube-proxy version such as \"1.31\""),
+])
+def test_a_bad_version_names_the_file_the_field_and_what_was_expected(value, says):
+    with pytest.raises(TopologyError, match=r"lab\.yaml: Lab v \(document 1\): " + says.replace("(", r"\(")):
+        model.load_text(LAB % value, file="lab.yaml")
+
+
+def test_no_version_is_the_newest_testbed_knows():
+    cluster, _ = reconcile(model.load_text(LAB.replace("  kubeProxy: {version: %s}\n", ""), file="lab.yaml"))
+    assert cluster.node_view("node-1").config.kube_proxy_version == versions.DEFAULT
+
+
+def test_a_dump_renders_as_its_nodes_kube_proxy_and_says_so():
+    topo = model.load_file(KIND)  # three kind nodes, status.nodeInfo.kubeProxyVersion v1.30.3
+    assert topo.lab.kube_proxy_version == "1.30"
+    assert any(x.startswith("kubeProxy.version 1.30 (the Node objects'") for x in topo.lab.inferred)
+    cluster, _ = reconcile(topo)
+    view = cluster.node_view("kind-worker")
+    assert view.config.kube_proxy_version == (1, 30)
+    assert "filter-output-post-dnat" in nft.render(view)
+    assert view.config.service_cidrs == ()  # 1.30 read no ServiceCIDR objects: no "unallocated" drop
+
+
+def test_nodes_of_different_releases_each_render_their_own():
+    text = KIND.read_text().replace("kubeProxyVersion: v1.30.3", "kubeProxyVersion: v1.34.1", 1)
+    topo = model.load_text(text, file="kind.yaml")
+    cluster, _ = reconcile(topo)
+    got = {n.name: cluster.node_view(n.name).config.kube_proxy_version for n in cluster.nodes}
+    assert sorted(got.values()) == [(1, 30), (1, 30), (1, 34)]
+    assert topo.lab.kube_proxy_version == "1.30"
+    assert any("render their own" in x for x in topo.lab.inferred)
+    assert any("(nodes " in n for n in cluster.version_notes("nftables")) is False  # 1.30 and 1.34: both checked
+
+
+def test_the_command_line_wins_over_the_lab_and_the_nodes():
+    topo = model.with_kube_proxy_version(model.load_file(KIND), "v1.34.0")
+    cluster, _ = reconcile(topo)
+    assert {cluster.node_view(n.name).config.kube_proxy_version for n in cluster.nodes} == {(1, 34)}
+    with pytest.raises(TopologyError, match="--kube-proxy-version: expected a kube-proxy version"):
+        model.with_kube_proxy_version(topo, "soon")
+
+
+def test_a_lab_pin_wins_over_the_dumped_nodes():
+    pin = "apiVersion: testbed.dev/v1alpha1\nkind: Lab\nmetadata: {name: kind}\nspec: {kubeProxy: {version: '1.34'}}\n---\n"
+    topo = model.load_text(pin + KIND.read_text(), file="kind.yaml")
+    cluster, _ = reconcile(topo)
+    assert {cluster.node_view(n.name).config.kube_proxy_version for n in cluster.nodes} == {(1, 34)}
+
+
+def test_deprecations_are_said_where_they_apply():
+    topo = model.with_kube_proxy_version(model.load_file(model.builtin("service-types")), "1.36")
+    notes = reconcile(topo)[0].version_notes("ipvs")
+    assert any("IPVS mode is deprecated since 1.35" in n for n in notes)
+    assert any("spec.externalIPs is deprecated since 1.36" in n for n in notes)
+    assert not any("deprecated" in n for n in reconcile(topo)[0].version_notes("iptables")
+                   if "IPVS" in n)
+    old = reconcile(model.with_kube_proxy_version(topo, "1.34"))[0].version_notes("ipvs")
+    assert not any("deprecated" in n for n in old)
