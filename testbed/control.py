@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 from . import versions
 from .errors import TopologyError
-from .model import ContainerPort, Service, Topology
+from .model import ZONE_LABEL, ContainerPort, Service, Topology
 from .proxy import Endpoint, NodeView, ProxyConfig, ServicePort
 from .workloads import desired_pods, digest, schedulable
 
@@ -190,6 +190,10 @@ class ClusterState:
 
     def node_view(self, node_name: str) -> NodeView:
         node = self.node(node_name)
+        config = self.proxy_config(node.name)
+        # With LoadBalancerIPMode (1.30+), an ingress IP of ipMode Proxy is not one of kube-proxy's VIPs.
+        honour_ip_mode = config.switch(versions.LB_IP_MODE)
+        spec = next((n for n in self.lab.nodes if n.name == node.name), None)
         ports = []
         for info in self.services:
             if not info.proxied:
@@ -199,14 +203,16 @@ class ClusterState:
                 ports.append(ServicePort(
                     namespace=s.namespace, name=s.name, port_name=sp.name, protocol=sp.protocol, port=sp.port,
                     cluster_ip=info.cluster_ip, node_port=np_, external_ips=s.external_ips,
-                    load_balancer_ips=info.load_balancer_ips,
+                    load_balancer_ips=tuple(ip for ip in info.load_balancer_ips
+                                            if not (honour_ip_mode and ip in s.lb_proxy_ips)),
                     load_balancer_source_ranges=s.load_balancer_source_ranges if s.type == "LoadBalancer" else (),
                     session_affinity_timeout=s.session_affinity_timeout,
                     external_policy_local=s.external_policy_local, internal_policy_local=s.internal_policy_local,
-                    health_check_node_port=info.health_check_node_port, scheduler=s.ipvs_scheduler, endpoints=eps))
+                    health_check_node_port=info.health_check_node_port, scheduler=s.ipvs_scheduler, endpoints=eps,
+                    hints_annotation=s.topology_mode not in (None, "", "disabled", "Disabled")))
         ports.sort(key=lambda p: (p.port_name_string, p.protocol))
-        return NodeView(node_name=node.name, node_ips=(node.ip,), config=self.proxy_config(node.name),
-                        services=tuple(ports))
+        return NodeView(node_name=node.name, node_ips=(node.ip,), config=config, services=tuple(ports),
+                        zone=spec.label_map.get(ZONE_LABEL) if spec else None)
 
 
 # ----------------------------------------------------------------------------- IPAM
@@ -554,7 +560,25 @@ def _resolve_target(sp, pod: PodInfo) -> int | None:
     return None
 
 
-def _from_pods(svc: Service, members: list[PodInfo], sp) -> list[tuple[Endpoint, str | None]]:
+def _hints(svc: Service, node: str, zones: dict[str, str], version: versions.Version) -> dict:
+    """The hints the EndpointSlice controller's trafficDistribution heuristic gives an endpoint
+    (staging/src/k8s.io/endpointslice/trafficdist): its own zone (PreferClose, PreferSameZone),
+    and its own node too (PreferSameNode); none for an endpoint whose node has no zone label."""
+    td = svc.traffic_distribution
+    if td is None or svc.topology_mode not in (None, "", "disabled", "Disabled") \
+            or not versions.on(versions.TRAFFIC_DISTRIBUTION, version):
+        return {}  # the topology-mode annotation takes precedence (its Auto hints are not computed)
+    if td != "PreferClose" and not versions.on(versions.PREFER_SAME_NODE, version):
+        return {}  # the API server refuses the value before 1.34 (alpha gate off)
+    zone = zones.get(node)
+    out = {"zone_hints": (zone,)} if zone else {}
+    if td == "PreferSameNode":
+        out["node_hints"] = (node,)
+    return out
+
+
+def _from_pods(svc: Service, members: list[PodInfo], sp, zones: dict[str, str] | None = None,
+               version: versions.Version = versions.DEFAULT) -> list[tuple[Endpoint, str | None]]:
     """The EndpointSlice controller's endpoints for one Service port, with each pod's hostname."""
     eps = []
     for p in members:
@@ -566,7 +590,8 @@ def _from_pods(svc: Service, members: list[PodInfo], sp) -> list[tuple[Endpoint,
         serving = p.serving
         ready = svc.publish_not_ready or (serving and not p.terminating)
         hostname = p.hostname if p.hostname and p.subdomain == svc.name else None
-        eps.append((Endpoint(p.ip, port, p.node, ready=ready, serving=serving, terminating=p.terminating), hostname))
+        eps.append((Endpoint(p.ip, port, p.node, ready=ready, serving=serving, terminating=p.terminating,
+                             **_hints(svc, p.node, zones or {}, version)), hostname))
     return eps
 
 
@@ -583,7 +608,8 @@ def _from_slices(slices: list, sp) -> list[tuple[Endpoint, str | None]]:
                 ready = e.ready is not False
                 serving = e.serving is not False
                 eps.append((Endpoint(e.addresses[0], port.port, e.node_name, ready=ready, serving=serving,
-                                     terminating=bool(e.terminating)), e.hostname))
+                                     terminating=bool(e.terminating), zone_hints=e.hint_zones,
+                                     node_hints=e.hint_nodes), e.hostname))
     return eps
 
 
@@ -597,7 +623,8 @@ def _select(index: dict[tuple[str, str, str], list[PodInfo]], namespace: str, se
     return [p for p in lists[0] if keep is None or id(p) in keep]
 
 
-def _service_endpoints(svc: Service, pod_index: dict, slices: list, rebuild: bool
+def _service_endpoints(svc: Service, pod_index: dict, slices: list, rebuild: bool, zones: dict[str, str] | None = None,
+                       version: versions.Version = versions.DEFAULT
                        ) -> tuple[tuple[tuple[Endpoint, ...], ...], tuple[tuple[str, str], ...]]:
     """Per Service port, the endpoints every node's kube-proxy sees; and endpoint IP → hostname."""
     slices = sorted(slices, key=lambda sl: sl.name)
@@ -608,7 +635,7 @@ def _service_endpoints(svc: Service, pod_index: dict, slices: list, rebuild: boo
     for sp in svc.ports:
         merged: dict[str, Endpoint] = {}
         # Endpoints are keyed by ip:port across slices, as kube-proxy does: the first one wins.
-        for e, hostname in (_from_pods(svc, members, sp) if computed else []) + _from_slices(read, sp):
+        for e, hostname in (_from_pods(svc, members, sp, zones, version) if computed else []) + _from_slices(read, sp):
             merged.setdefault(e.address, e)
             if hostname:
                 hostnames.setdefault(e.ip, hostname)
@@ -682,8 +709,12 @@ def reconcile(topo: Topology, alloc: Allocations | None = None) -> tuple[Cluster
     for sl in topo.slices:
         slices_by_svc.setdefault(f"{sl.namespace}/{sl.service_name}", []).append(sl)
     services = []
+    # The EndpointSlice controller sets an endpoint's zone from its node's label; its release is the lab's.
+    zones = {n.name: n.label_map[ZONE_LABEL] for n in topo.lab.nodes if n.label_map.get(ZONE_LABEL)}
+    version = versions.parse(topo.lab.kube_proxy_version) if topo.lab.kube_proxy_version else versions.DEFAULT
     for s in sorted(topo.services, key=lambda s: s.key):
-        eps, hostnames = _service_endpoints(s, pod_index, slices_by_svc.get(s.key, []), topo.lab.rebuild_endpoints)
+        eps, hostnames = _service_endpoints(s, pod_index, slices_by_svc.get(s.key, []), topo.lab.rebuild_endpoints,
+                                            zones, version)
         services.append(ServiceInfo(s, cips.get(s.key), nps.get(s.key, tuple(None for _ in s.ports)), eps,
                                     lbs.get(s.key, ()), health.get(s.key), hostnames))
     return ClusterState(topo, nodes, clients, pods, tuple(services), pending), alloc

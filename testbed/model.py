@@ -38,6 +38,9 @@ PROTOCOLS = ("TCP", "UDP", "SCTP")
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"^{_OCTET}(\.{_OCTET}){{3}}$")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+TRAFFIC_DISTRIBUTIONS = ("PreferClose", "PreferSameZone", "PreferSameNode")
+TOPOLOGY_ANNOTATIONS = ("service.kubernetes.io/topology-mode", "service.kubernetes.io/topology-aware-hints")
+ZONE_LABEL = "topology.kubernetes.io/zone"
 WORKLOAD_KINDS = ("Deployment", "ReplicaSet", "ReplicationController", "StatefulSet", "DaemonSet", "Job")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
@@ -221,6 +224,9 @@ class Service:
     ipvs_scheduler: str | None = None  # annotation testbed.dev/ipvs-scheduler (a per-Service choice)
     load_balancer_class: str | None = None  # spec.loadBalancerClass: another controller's LoadBalancer
     allocate_node_ports: bool = True  # spec.allocateLoadBalancerNodePorts
+    traffic_distribution: str | None = None  # spec.trafficDistribution: PreferClose | PreferSameZone | PreferSameNode
+    topology_mode: str | None = None  # annotation service.kubernetes.io/topology-mode (or topology-aware-hints)
+    lb_proxy_ips: tuple[str, ...] = ()  # status.loadBalancer.ingress IPs with ipMode Proxy
 
     @property
     def key(self) -> str:
@@ -239,6 +245,9 @@ class SliceEndpoint:
     terminating: bool | None = None
     node_name: str | None = None
     hostname: str | None = None
+    zone: str | None = None
+    hint_zones: tuple[str, ...] = ()  # hints.forZones: the zones whose kube-proxies should use it
+    hint_nodes: tuple[str, ...] = ()  # hints.forNodes
 
 
 @dataclass(frozen=True)
@@ -1023,8 +1032,8 @@ def _parse_service(doc: _Doc) -> Service | None:
                                   "internalTrafficPolicy", "loadBalancerSourceRanges", "loadBalancerIP",
                                   "healthCheckNodePort", "publishNotReadyAddresses", "externalName",
                                   "ipFamilies", "ipFamilyPolicy", "allocateLoadBalancerNodePorts",
-                                  "loadBalancerClass"}, "service")
-    doc.annotations()
+                                  "loadBalancerClass", "trafficDistribution"}, "service")
+    ann = doc.annotations()
     stype = doc.string("spec.type", default="ClusterIP")
     if stype not in SERVICE_TYPES:
         doc.fail("spec.type", f"expected one of {', '.join(SERVICE_TYPES)}, got {_show(stype)}")
@@ -1101,13 +1110,18 @@ def _parse_service(doc: _Doc) -> Service | None:
             doc.notes.effect(doc.file, doc.obj, f"spec.loadBalancerSourceRanges[{i}]", "an IPv6 range is not modelled")
             continue
         ranges.append(doc.cidr(f"spec.loadBalancerSourceRanges[{i}]", v))
-    lb_ips = []
+    lb_ips, lb_proxy_ips = [], []
     for i, ing in enumerate(doc.seq("status.loadBalancer.ingress")):
         ing = doc.mapping(f"status.loadBalancer.ingress[{i}]", ing)
         if isinstance(ing.get("ip"), str) and ":" in ing["ip"]:
             continue  # the IPv6 address of a dual-stack load balancer
         if ing.get("ip"):
             lb_ips.append(doc.ip(f"status.loadBalancer.ingress[{i}].ip", ing["ip"]))
+            mode = doc.string(f"status.loadBalancer.ingress[{i}].ipMode", ing.get("ipMode"), default="VIP")
+            if mode not in ("VIP", "Proxy"):
+                doc.fail(f"status.loadBalancer.ingress[{i}].ipMode", f"expected VIP or Proxy, got {_show(mode)}")
+            if mode == "Proxy":
+                lb_proxy_ips.append(lb_ips[-1])
         elif ing.get("hostname"):
             doc.notes.effect(doc.file, doc.obj, f"status.loadBalancer.ingress[{i}].hostname",
                              "a load balancer known by hostname only (as AWS's) gets an address from the simulated cloud")
@@ -1118,7 +1132,12 @@ def _parse_service(doc: _Doc) -> Service | None:
     if lb_class is not None and stype != "LoadBalancer":
         doc.fail("spec.loadBalancerClass", f"may only be set for type LoadBalancer, not {stype}")
     allocate = doc.boolean("spec.allocateLoadBalancerNodePorts", default=True)
+    distribution = doc.string("spec.trafficDistribution")
+    if distribution is not None and distribution not in TRAFFIC_DISTRIBUTIONS:
+        doc.fail("spec.trafficDistribution", f"expected one of {', '.join(TRAFFIC_DISTRIBUTIONS)}, got {_show(distribution)}")
+    topology_mode = next((ann[k] for k in TOPOLOGY_ANNOTATIONS if isinstance(ann.get(k), str)), None)
     return Service(
+        traffic_distribution=distribution, topology_mode=topology_mode, lb_proxy_ips=tuple(lb_proxy_ips),
         name=name, namespace=ns, type=stype, selector=selector, ports=tuple(ports),
         cluster_ip=cluster_ip or None, external_ips=ext_ips, session_affinity_timeout=timeout,
         external_policy_local=policies["externalTrafficPolicy"], internal_policy_local=policies["internalTrafficPolicy"],
@@ -1157,15 +1176,21 @@ def _parse_slice(doc: _Doc) -> EndpointSlice | None:
     for i, e in enumerate(doc.seq("endpoints")):
         ep = f"endpoints[{i}]"
         e = doc.mapping(ep, e)
-        doc.check_keys(ep, e, {"addresses", "conditions", "nodeName", "targetRef", "zone", "hostname"}, "endpoint")
+        doc.check_keys(ep, e, {"addresses", "conditions", "nodeName", "targetRef", "zone", "hostname", "hints"}, "endpoint")
         addrs = tuple(doc.ip(f"{ep}.addresses[{j}]", a) for j, a in enumerate(doc.seq(f"{ep}.addresses", e.get("addresses"))))
         if not addrs:
             doc.fail(f"{ep}.addresses", "expected at least one address")
         cond = doc.mapping(f"{ep}.conditions", e.get("conditions"))
         doc.check_keys(f"{ep}.conditions", cond, {"ready", "serving", "terminating"}, "conditions")
         flags = {c: _condition(doc, f"{ep}.conditions.{c}", cond.get(c)) for c in ("ready", "serving", "terminating")}
+        hints = doc.mapping(f"{ep}.hints", e.get("hints"))
+        doc.check_keys(f"{ep}.hints", hints, {"forZones", "forNodes"})
+        hinted = {k: tuple(doc.string(f"{ep}.hints.{k}[{j}].name", doc.mapping(f"{ep}.hints.{k}[{j}]", h).get("name"),
+                                      required=True) for j, h in enumerate(doc.seq(f"{ep}.hints.{k}", hints.get(k))))
+                  for k in ("forZones", "forNodes")}
         eps.append(SliceEndpoint(addrs, flags["ready"], flags["serving"], flags["terminating"],
-                                 doc.string(f"{ep}.nodeName", e.get("nodeName")), doc.string(f"{ep}.hostname", e.get("hostname"))))
+                                 doc.string(f"{ep}.nodeName", e.get("nodeName")), doc.string(f"{ep}.hostname", e.get("hostname")),
+                                 doc.string(f"{ep}.zone", e.get("zone")), hinted["forZones"], hinted["forNodes"]))
     ports = []
     for i, p in enumerate(doc.seq("ports")):
         pp = f"ports[{i}]"

@@ -20,6 +20,8 @@ class Endpoint:
     ready: bool = True
     serving: bool = True
     terminating: bool = False
+    zone_hints: tuple[str, ...] = ()  # EndpointSlice hints.forZones
+    node_hints: tuple[str, ...] = ()  # hints.forNodes
 
     @property
     def address(self) -> str:
@@ -46,6 +48,7 @@ class ServicePort:
     internal_policy_local: bool = False  # internalTrafficPolicy: Local
     health_check_node_port: int | None = None
     scheduler: str | None = None  # IPVS only: per-Service scheduler override
+    hints_annotation: bool = False  # topology-mode annotation set (and not disabled): 1.30 and older need it
     endpoints: tuple[Endpoint, ...] = ()
 
     @property
@@ -102,6 +105,7 @@ class NodeView:
     node_ips: tuple[str, ...]
     config: ProxyConfig = field(default_factory=ProxyConfig)
     services: tuple[ServicePort, ...] = ()
+    zone: str | None = None  # the node's topology.kubernetes.io/zone label
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,11 @@ class EndpointCategories:
     local: tuple[Endpoint, ...]
     all_reachable: tuple[Endpoint, ...]
     has_any: bool
+
+
+def categorize(view: NodeView, sp: ServicePort) -> EndpointCategories:
+    """categorize_endpoints for this node of `view`, its zone and its release's rules."""
+    return categorize_endpoints(sp, view.node_name, view.zone, view.config)
 
 
 def sort_endpoints(endpoints) -> tuple[Endpoint, ...]:
@@ -133,18 +142,47 @@ def uses_local_endpoints(sp: ServicePort) -> bool:
     return sp.internal_policy_local or external_policy_local(sp)
 
 
-def categorize_endpoints(sp: ServicePort, node_name: str) -> EndpointCategories:
-    """pkg/proxy/topology.go CategorizeEndpoints, without topology hints.
+def topology_filter(sp: ServicePort, endpoints, node_name: str, zone: str | None, config: ProxyConfig | None):
+    """pkg/proxy/topology.go topologyModeFromHints: "node", "zone" or "" (no topology).
+
+    Hints are used only if every ready endpoint has one of the kind and one names this node (or
+    its zone); node hints since 1.34, and before 1.31 only with the topology-mode annotation.
+    Anything else (a missing hint, none for here, a node without a zone label) falls back to all."""
+    if config is not None and not config.switch(versions.HINTS_WITHOUT_ANNOTATION) and not sp.hints_annotation:
+        return ""
+    ready = [e for e in endpoints if e.ready]
+    if not ready:
+        return ""
+    if (config is None or config.switch(versions.PREFER_SAME_NODE)) and all(e.node_hints for e in ready) \
+            and any(node_name in e.node_hints for e in ready):
+        return "node"
+    if zone and all(e.zone_hints for e in ready) and any(zone in e.zone_hints for e in ready):
+        return "zone"
+    return ""
+
+
+def categorize_endpoints(sp: ServicePort, node_name: str, zone: str | None = None,
+                         config: ProxyConfig | None = None) -> EndpointCategories:
+    """pkg/proxy/topology.go CategorizeEndpoints.
 
     Ready endpoints first, falling back to serving-and-terminating ones, separately for the cluster
-    and the local set. hasAnyEndpoints counts only usable endpoints (ready, or serving and
-    terminating): a Service whose endpoints are all unready gets "has no endpoints" (REJECT).
+    and the local set. The cluster set keeps only the ready endpoints topology hints give this node
+    or zone (topology_filter); the terminating fallback ignores hints. hasAnyEndpoints counts only
+    usable endpoints (ready, or serving and terminating): a Service whose endpoints are all unready
+    gets "has no endpoints" (REJECT).
     """
     eps = sort_endpoints(sp.endpoints)
     cluster: tuple[Endpoint, ...] = ()
     has_any = False
     if uses_cluster_endpoints(sp):
-        cluster = tuple(e for e in eps if e.ready) or tuple(e for e in eps if e.serving and e.terminating)
+        mode = topology_filter(sp, eps, node_name, zone, config)
+        if mode == "node":
+            cluster = tuple(e for e in eps if e.ready and node_name in e.node_hints)
+        elif mode == "zone":
+            cluster = tuple(e for e in eps if e.ready and zone in e.zone_hints)
+        else:
+            cluster = tuple(e for e in eps if e.ready)
+        cluster = cluster or tuple(e for e in eps if e.serving and e.terminating)
         has_any = bool(cluster)
     if not uses_local_endpoints(sp):
         return EndpointCategories(cluster, (), cluster, has_any)

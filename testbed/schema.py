@@ -71,8 +71,6 @@ EFFECTS: dict[tuple[str, str], str] = {
     ("pod", "hostAliases"): "no /etc/hosts entries are added",
     ("container", "startupProbe"): "readiness probes run from the start",
     ("containerPort", "hostPort"): "the port is not opened on the node's address",
-    ("service", "trafficDistribution"): "endpoints are not preferred by zone",
-    ("endpoint", "hints"): "kube-proxy's topology-aware routing (hints) is not modelled: every endpoint is used",
 }
 
 # Fields whose effect depends on their value: (structure, field) → (harmless values, how the lab differs).
@@ -85,8 +83,10 @@ VALUE_EFFECTS: dict[tuple[str, str], tuple[tuple, str]] = {
 
 # Annotations and labels with an effect testbed does not model, named once when present.
 ANNOTATION_EFFECTS = {
-    "service.kubernetes.io/topology-mode": "topology-aware routing is not modelled: every endpoint is used",
-    "service.kubernetes.io/topology-aware-hints": "topology-aware routing is not modelled: every endpoint is used",
+    "service.kubernetes.io/topology-mode": "testbed's EndpointSlice controller does not allocate Auto's hints by "
+                                           "zone CPU: a dump's hints are used, computed slices get none",
+    "service.kubernetes.io/topology-aware-hints": "testbed's EndpointSlice controller does not allocate Auto's "
+                                                  "hints by zone CPU: a dump's hints are used, computed slices get none",
     "nginx.ingress.kubernetes.io/rewrite-target": "paths are not rewritten (testbed's ingress proxy)",
     "nginx.ingress.kubernetes.io/use-regex": "paths are matched as written, not as regular expressions",
     "nginx.ingress.kubernetes.io/ssl-redirect": "no HTTPS redirect (TLS is not terminated)",

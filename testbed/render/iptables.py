@@ -32,7 +32,7 @@ from dataclasses import replace
 
 from testbed import versions
 from testbed.proxy import (
-    Endpoint, EndpointCategories, NodeView, ServicePort, categorize_endpoints, external_policy_local, uses_cluster_endpoints as _uses_cluster, uses_local_endpoints as _uses_local,
+    Endpoint, EndpointCategories, NodeView, ServicePort, categorize, external_policy_local, uses_cluster_endpoints as _uses_cluster, uses_local_endpoints as _uses_local,
 )
 from testbed.render import names
 
@@ -94,8 +94,8 @@ def _is_v6(ip: str) -> bool:
 
 # --- endpoint selection -------------------------------------------------------------------------
 
-def _categorize(sp: ServicePort, node_name: str, endpoints: tuple[Endpoint, ...]) -> EndpointCategories:
-    return categorize_endpoints(replace(sp, endpoints=endpoints) if endpoints != sp.endpoints else sp, node_name)
+def _categorize(view: NodeView, sp: ServicePort, endpoints: tuple[Endpoint, ...]) -> EndpointCategories:
+    return categorize(view, replace(sp, endpoints=endpoints) if endpoints != sp.endpoints else sp)
 
 
 _external_policy_local = external_policy_local
@@ -184,7 +184,7 @@ def service_fingerprints(view: NodeView) -> dict[str, str]:
 
     services = _services(view)
     large = sum(len(_v4_endpoints(sp)) for sp in services) > LARGE_CLUSTER_ENDPOINTS_THRESHOLD
-    context = repr((view.node_name, view.node_ips, view.config, large))
+    context = repr((view.node_name, view.node_ips, view.zone, view.config, large))
     by_service: dict[str, list[str]] = {}
     for sp in services:
         by_service.setdefault(sp.namespaced_name, []).append(repr(sp))
@@ -244,7 +244,7 @@ def _sync(view: NodeView, previous_chains: Iterable[str] | None, nfacct: bool,
 
     active: set[str] = set()
     for sp, eps in per_service:
-        cat = _categorize(sp, view.node_name, eps)
+        cat = _categorize(view, sp, eps)
         name = sp.port_name_string
         proto = sp.proto
         match = f"-m {proto} -p {proto}"

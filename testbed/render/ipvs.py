@@ -45,7 +45,7 @@ from typing import Any
 
 from testbed import versions
 from testbed.errors import TopologyError
-from testbed.proxy import NodeView, ServicePort, categorize_endpoints, external_policy_local, sort_endpoints
+from testbed.proxy import NodeView, ServicePort, categorize, external_policy_local, sort_endpoints
 
 DUMMY_DEVICE = "kube-ipvs0"
 DEFAULT_SCHEDULER = "rr"
@@ -393,7 +393,7 @@ class _Build:
 def _real_servers(view: NodeView, sp: ServicePort, only_local: bool) -> tuple[RealServer, ...]:
     """syncEndpoint's choice: cluster endpoints, or local ones when the policy is Local and some
     exist (else the cluster ones, PR #97081, so local pods still reach the service)."""
-    cat = categorize_endpoints(sp, view.node_name)
+    cat = categorize(view, sp)
     endpoints = cat.cluster
     if only_local and cat.local:
         endpoints = cat.local

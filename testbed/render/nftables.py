@@ -64,7 +64,7 @@ from testbed.errors import TopologyError
 from testbed.proxy import (
     NodeView,
     ServicePort,
-    categorize_endpoints,
+    categorize,
     external_policy_local,
     uses_cluster_endpoints,
     uses_local_endpoints,
@@ -489,7 +489,7 @@ _CONTEXTS: list[tuple] = []
 
 def _ops_context(view: NodeView) -> tuple:
     """What besides the ServicePort decides its ops; equal contexts share one object."""
-    context = (view.node_name, view.node_ips, view.config)
+    context = (view.node_name, view.node_ips, view.zone, view.config)
     for known in _CONTEXTS:
         if known == context:
             return known
@@ -517,7 +517,7 @@ def _service_ops(view: NodeView, sp: ServicePort, context: tuple | None = None) 
 def _compute_service_ops(view: NodeView, sp: ServicePort) -> list[tuple]:
     """One service port's part of syncProxyRules, in upstream's order."""
     cfg = view.config
-    cat = categorize_endpoints(sp, view.node_name)
+    cat = categorize(view, sp)
     proto, port, name = sp.proto, str(sp.port), sp.port_name_string
     base = names.nft_service_base(sp)
     svc_chain, local_chain = SERVICE_PREFIX + base, LOCAL_PREFIX + base

@@ -182,9 +182,9 @@ def test_strict_refuses_an_unknown_field_and_a_behaviour_it_does_not_model():
     e = refused("apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}], selectr: {a: b}}\n",
                 strict=True)
     assert e.field == "spec.selectr" and "--strict" in e.problem
-    e = refused("apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}], trafficDistribution: PreferClose}\n",
-                strict=True)
-    assert e.field == "spec.trafficDistribution"
+    e = refused("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, image: x, "
+                "startupProbe: {tcpSocket: {port: 80}}}]}\n", strict=True)
+    assert e.field.endswith("startupProbe")
 
 
 def test_kinds_and_custom_resources_are_summarised_once():

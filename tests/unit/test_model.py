@@ -352,10 +352,18 @@ def test_selector_matching_nothing_is_fine():
 
 
 def test_unmodelled_field_warned_once():
+    two = deployment("{matchLabels: {app: a}}", name="a") + "---\n" + deployment("{matchLabels: {app: a}}", name="b")
+    topo = load(two.replace("{name: c, ports", "{name: c, startupProbe: {tcpSocket: {port: 80}}, ports"))
+    hits = [w for w in topo.effects if "startupProbe" in w]
+    assert len(hits) == 1 and "(+1 more)" in hits[0], topo.effects
+    assert FILE in hits[0] and "readiness probes run from the start" in hits[0]
+
+
+def test_traffic_distribution_and_hints_are_modelled():
     topo = load(service("x", extra="trafficDistribution: PreferClose\n"))
-    hits = [w for w in topo.effects if "spec.trafficDistribution" in w]
-    assert len(hits) == 1, topo.effects
-    assert FILE in hits[0] and "Service x" in hits[0] and "zone" in hits[0]
+    assert topo.services[0].traffic_distribution == "PreferClose" and topo.effects == ()
+    with pytest.raises(TopologyError, match="spec.trafficDistribution: expected one of PreferClose"):
+        load(service("x", extra="trafficDistribution: Nearby\n"))
 
 
 def test_a_field_not_in_kubernetes_schema_is_named_as_unknown():

@@ -1,0 +1,192 @@
+"""Topology-aware routing and LoadBalancer ipMode (no root): kube-proxy's CategorizeEndpoints with
+EndpointSlice hints (pkg/proxy/topology.go), the EndpointSlice controller's trafficDistribution
+hints, and ingress IPs kube-proxy does not program (ipMode Proxy), per kube-proxy release."""
+import textwrap
+
+import pytest
+
+from testbed import model
+from testbed.control import reconcile
+from testbed.proxy import Endpoint as E
+from testbed.proxy import ProxyConfig, categorize_endpoints
+from testbed.proxy import ServicePort as SP
+from testbed.render import iptables as ipt
+from testbed.render import ipvs
+from testbed.render import nftables as nft
+
+
+def cfg(version):
+    return ProxyConfig(kube_proxy_version=version)
+
+
+A1, A2 = E("10.0.1.1", 80, "a-1", zone_hints=("a",), node_hints=("a-1",)), E("10.0.1.2", 80, "a-2", zone_hints=("a",),
+                                                                            node_hints=("a-2",))
+B1 = E("10.0.2.1", 80, "b-1", zone_hints=("b",), node_hints=("b-1",))
+
+
+def cluster_ips(eps, node="a-1", zone="a", version=(1, 35), **sp):
+    cat = categorize_endpoints(SP("ns", "s", "", "TCP", 80, "10.96.0.9", endpoints=tuple(eps), **sp), node, zone,
+                               cfg(version))
+    return [e.ip for e in cat.cluster]
+
+
+def test_zone_hints_keep_this_zones_endpoints():
+    assert cluster_ips([A1, A2, B1], version=(1, 33)) == ["10.0.1.1", "10.0.1.2"]
+    assert cluster_ips([A1, A2, B1], node="b-1", zone="b", version=(1, 33)) == ["10.0.2.1"]
+
+
+@pytest.mark.parametrize("eps, node, zone, why", [
+    ([A1, E("10.0.2.1", 80, "b-1")], "a-1", "a", "an endpoint without a hint"),
+    ([B1], "a-1", "a", "no hint for this zone"),
+    ([A1, B1], "a-1", None, "the node has no zone label"),
+])
+def test_missing_or_inconsistent_hints_fall_back_to_every_endpoint(eps, node, zone, why):
+    assert len(cluster_ips(eps, node, zone, version=(1, 33))) == len(eps), why
+
+
+def test_unready_endpoints_do_not_need_hints_and_terminating_ones_ignore_them():
+    unready = E("10.0.2.9", 80, "b-1", ready=False, serving=False)
+    assert cluster_ips([A1, B1, unready], version=(1, 33)) == ["10.0.1.1"]
+    term = [E("10.0.1.1", 80, "a-1", ready=False, terminating=True, zone_hints=("a",)),
+            E("10.0.2.1", 80, "b-1", ready=False, terminating=True, zone_hints=("b",))]
+    assert cluster_ips(term, version=(1, 33)) == ["10.0.1.1", "10.0.2.1"]
+
+
+def test_before_1_31_hints_need_the_topology_mode_annotation():
+    assert len(cluster_ips([A1, B1], version=(1, 30))) == 2
+    assert cluster_ips([A1, B1], version=(1, 30), hints_annotation=True) == ["10.0.1.1"]
+    assert cluster_ips([A1, B1], version=(1, 31)) == ["10.0.1.1"]
+
+
+def test_node_hints_since_1_34_over_zone_hints():
+    assert cluster_ips([A1, A2, B1], version=(1, 33)) == ["10.0.1.1", "10.0.1.2"]
+    assert cluster_ips([A1, A2, B1], version=(1, 34)) == ["10.0.1.1"]
+    # No endpoint on this node: the zone hints decide.
+    assert cluster_ips([A2, B1], version=(1, 34)) == ["10.0.1.2"]
+
+
+def test_local_traffic_policy_is_not_filtered_by_hints():
+    cat = categorize_endpoints(SP("ns", "s", "", "TCP", 80, "10.96.0.9", endpoints=(A1, B1), internal_policy_local=True),
+                               "b-1", "a", cfg((1, 35)))
+    assert [e.ip for e in cat.local] == ["10.0.2.1"]
+
+
+# --- through the lab: node zone labels, the controller's hints, every renderer --------------------
+
+LAB = textwrap.dedent("""\
+    apiVersion: testbed.dev/v1alpha1
+    kind: Lab
+    metadata: {name: zones}
+    spec:
+      kubeProxy: {version: "%s"}
+      nodes:
+      - {name: node-1, labels: {topology.kubernetes.io/zone: zone-a}}
+      - {name: node-2, labels: {topology.kubernetes.io/zone: zone-a}}
+      - {name: node-3, labels: {topology.kubernetes.io/zone: zone-b}}
+    ---
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: a1, labels: {app: web}}
+    spec: {nodeName: node-1, containers: [{name: c, ports: [{containerPort: 80}]}]}
+    ---
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: b1, labels: {app: web}}
+    spec: {nodeName: node-3, containers: [{name: c, ports: [{containerPort: 80}]}]}
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: web}
+    spec: {selector: {app: web}, trafficDistribution: %s, ports: [{port: 80}]}
+    """)
+
+
+def backends(version, distribution, node):
+    cluster, _ = reconcile(model.load_text(LAB % (version, distribution), file="zones.yaml"))
+    view = cluster.node_view(node)
+    sp = next(s for s in view.services if s.name == "web")
+    pods = {p.ip: p.name for p in cluster.pods}
+    return sorted(pods[e.ip] for e in categorize_endpoints(sp, view.node_name, view.zone, view.config).cluster), view
+
+
+@pytest.mark.parametrize("version, distribution, node, want", [
+    ("1.35", "PreferClose", "node-2", ["a1"]),            # zone-a's endpoint only
+    ("1.35", "PreferClose", "node-3", ["b1"]),
+    ("1.30", "PreferClose", "node-2", ["a1", "b1"]),      # 1.30's controller sets no hints (alpha gate off)
+    ("1.35", "PreferSameNode", "node-3", ["b1"]),         # its own node's
+    ("1.35", "PreferSameNode", "node-2", ["a1"]),         # none on node-2: the zone's
+    ("1.33", "PreferSameNode", "node-2", ["a1", "b1"]),   # refused by the 1.33 API server: no hints
+    ("1.35", "PreferSameZone", "node-1", ["a1"]),
+])
+def test_traffic_distribution_by_release(version, distribution, node, want):
+    assert backends(version, distribution, node)[0] == want
+
+
+def test_every_mode_renders_the_zones_endpoints_only():
+    _, view = backends("1.35", "PreferClose", "node-2")
+    cluster, _ = reconcile(model.load_text(LAB % ("1.35", "PreferClose"), file="zones.yaml"))
+    a1, b1 = (next(p.ip for p in cluster.pods if p.name == n) for n in ("a1", "b1"))
+    for text in (ipt.render(view), nft.render(view), ipvs.render_text(ipvs.plan(view))):
+        assert a1 in text and b1 not in text
+
+
+def test_a_dumps_hints_are_used_as_dumped():
+    text = LAB % ("1.35", "PreferClose") + textwrap.dedent("""\
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: hand}
+        spec: {ports: [{port: 80}]}
+        ---
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata: {name: hand-1, labels: {kubernetes.io/service-name: hand}}
+        addressType: IPv4
+        ports: [{port: 80}]
+        endpoints:
+        - {addresses: [10.244.9.1], zone: zone-a, hints: {forZones: [{name: zone-a}]}}
+        - {addresses: [10.244.9.2], zone: zone-b, hints: {forZones: [{name: zone-b}]}}
+        """)
+    cluster, _ = reconcile(model.load_text(text, file="zones.yaml"))
+    view = cluster.node_view("node-3")
+    sp = next(s for s in view.services if s.name == "hand")
+    assert [e.ip for e in categorize_endpoints(sp, view.node_name, view.zone, view.config).cluster] == ["10.244.9.2"]
+
+
+# --- LoadBalancer ipMode ---------------------------------------------------------------------------
+
+LB = textwrap.dedent("""\
+    apiVersion: testbed.dev/v1alpha1
+    kind: Lab
+    metadata: {name: ipmode}
+    spec: {kubeProxy: {version: "%s"}}
+    ---
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: w, labels: {app: web}}
+    spec: {nodeName: node-1, containers: [{name: c, ports: [{containerPort: 80}]}]}
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: web}
+    spec: {type: LoadBalancer, selector: {app: web}, ports: [{port: 80}]}
+    status: {loadBalancer: {ingress: [{ip: 172.18.0.210, ipMode: %s}]}}
+    """)
+
+
+@pytest.mark.parametrize("version, ip_mode, programmed", [
+    ("1.35", "Proxy", False), ("1.30", "Proxy", False), ("1.29", "Proxy", True), ("1.35", "VIP", True),
+])
+def test_an_ip_mode_proxy_ingress_gets_no_rules_since_1_30(version, ip_mode, programmed):
+    cluster, _ = reconcile(model.load_text(LB % (version, ip_mode), file="lb.yaml"))
+    view = cluster.node_view("node-1")
+    assert ("-d 172.18.0.210" in ipt.render(view)) == programmed
+    assert ("172.18.0.210" in ipvs.plan(view).addresses) == programmed
+    if version != "1.29":  # 1.29's nftables rules are not established (rendered as 1.30's)
+        assert ("172.18.0.210 . tcp . 80" in nft.render(view)) == programmed
+    assert cluster.node_view("node-1").services[0].node_port  # the NodePort stays: the LB sends there
+
+
+def test_a_bad_ip_mode_is_refused_with_the_field():
+    with pytest.raises(model.TopologyError, match=r"status.loadBalancer.ingress\[0\].ipMode: expected VIP or Proxy"):
+        model.load_text(LB % ("1.35", "Passthrough"), file="lb.yaml")
