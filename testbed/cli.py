@@ -576,6 +576,13 @@ def print_matrix(matrix, out: Console | None = None) -> None:
     (out or console).print(t)
 
 
+def _version(text: str):
+    try:
+        return model.versions.parse(text, "kube-proxy version")
+    except ValueError as e:
+        raise TestbedError(f"--kube-proxy-version: {e}") from None
+
+
 def cmd_verify(args) -> int:
     from .lab import require_root
     from .verify import verify
@@ -595,8 +602,10 @@ def cmd_verify(args) -> int:
         if path:
             _load(args, path)  # a bad file fails before anything is built
         options = {"strict": args.strict, "rebuild_endpoints": True if args.rebuild_endpoints else None}
+        releases = [model.versions.text(_version(v)) for v in args.kube_proxy_version or []]
         with _progress() as p:
-            matrix = verify(path, modes, progress=_ProgressView(p), options=options)
+            matrix = verify(path, modes, progress=_ProgressView(p), options=options,
+                            kube_proxy_versions=list(dict.fromkeys(releases)) or None)
     finally:
         if path and path != args.file:
             os.unlink(path)

@@ -17,6 +17,7 @@ from typing import Mapping
 from probes import connect
 from probes.handshake import Handshake, handshake
 
+from . import versions
 from .control import ClusterState, PodInfo, lb_address
 from .kernel import wiring
 
@@ -34,9 +35,11 @@ class Row:
             address) | external/NAME:PORT (its first externalIP) | dns/FQDN (check dns) |
             ingress/HOST/PATH (check http, through the ingress controller's Service)
     expect: answered | refused | dropped | closed (accepted, then closed unanswered), or per mode
-            {"iptables": ..., "*": ...}; check failover: failures (the dead backend keeps its share),
+            {"iptables": ..., "*": ...}, per release below a version {"nftables<1.34": ..., "<1.30": ...}
+            (the lab's kube-proxy version: the mode's bound first, the lowest first); check failover: failures (the dead backend keeps its share),
             no-failure (a proxy retries), recovers (a readiness probe removes it: time to recovery)
-    backends: svc (any ready endpoint of the target) | self (the source pod) | None
+    backends: svc (any ready endpoint of the target) | self (the source pod) | zone (a ready endpoint
+              on a node in the source node's topology.kubernetes.io/zone) | None
     source_seen: client (no SNAT) | node (a node address) | gateway (the source pod's node bridge)
     balance: also run 300 connections and require every backend, chi-square p > 0.001
     action: delete-backend (delete a Deployment pod behind the target, check its replacement)
@@ -51,7 +54,7 @@ class Row:
     proto: str
     target: str
     expect: str | Mapping[str, str] = "answered"
-    backends: str | None = None
+    backends: str | None | Mapping[str, str | None] = None
     source_seen: str | None | Mapping[str, str | None] = None
     balance: bool = False
     action: str | None = None
@@ -61,19 +64,33 @@ class Row:
     skip: Mapping[str, str] = field(default_factory=dict)  # mode → why this row does not apply there
     needs: tuple[str, ...] = ()  # kernel features (FEATURES), checked when the row runs
 
-    def source_expected(self, mode: str) -> str | None:
-        if isinstance(self.source_seen, Mapping):
-            return self.source_seen.get(mode, self.source_seen.get("*"))
-        return self.source_seen
+    def source_expected(self, mode: str, version: versions.Version = versions.DEFAULT) -> str | None:
+        return by_mode(self.source_seen, mode, version, None)
 
-    def expected(self, mode: str) -> str:
-        if isinstance(self.expect, str):
-            return self.expect
-        return self.expect.get(mode, self.expect.get("*", "answered"))
+    def expected(self, mode: str, version: versions.Version = versions.DEFAULT) -> str:
+        return by_mode(self.expect, mode, version, "answered")
+
+    def note(self, mode: str, version: versions.Version = versions.DEFAULT) -> str:
+        return by_mode(self.notes, mode, version, "")
 
     @property
     def key(self) -> str:
         return f"{self.source} {self.proto} {self.target}" + (f" [{self.action}]" if self.action else "")
+
+
+def by_mode(value, mode: str, version: versions.Version, default):
+    """A row's value for a mode at a kube-proxy release: a plain value, or a mapping whose keys are
+    "MODE<X.Y" / "<X.Y" (below that release; the mode's first, then the lowest bound), MODE, "*"."""
+    if not isinstance(value, Mapping):
+        return value
+    below = []
+    for key, v in value.items():
+        m, sep, bound = key.partition("<")
+        if sep and m in ("", mode) and version < versions.parse(bound):
+            below.append((m == "", versions.parse(bound), v))
+    if below:
+        return min(below, key=lambda b: b[:2])[2]
+    return value.get(mode, value.get("*", default))
 
 
 @functools.cache
@@ -185,6 +202,17 @@ def _port_index(info, port: int, proto: str) -> int:
 
 def _backends(cluster: ClusterState, info, i: int) -> dict[str, PodInfo]:
     return {p.name: p for p in cluster.ready_backends(info, i)}
+
+
+def _zone(cluster: ClusterState, node: str | None) -> str | None:
+    spec = next((n for n in cluster.lab.nodes if n.name == node), None)
+    return spec.label_map.get("topology.kubernetes.io/zone") if spec else None
+
+
+def _node_of(cluster: ClusterState, src: "_Source") -> str | None:
+    if src.pod is not None:
+        return src.pod.node
+    return next((n.name for n in cluster.nodes if n.ip == src.ip), None)
 
 
 def _resolve_source(lab: str, cluster: ClusterState, source: str) -> _Source:
@@ -485,7 +513,7 @@ def run_row(lab, row: Row, mode: str) -> Cell:
     if why:
         return Cell("skip", why)
     cluster = lab.cluster()
-    note = row.notes.get(mode, row.notes.get("*", ""))
+    note = row.note(mode, cluster.kube_proxy_version())
     try:
         if row.check == "dns":
             cell = _run_dns(lab, cluster, row)
@@ -512,13 +540,17 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
     src = _resolve_source(name, cluster, row.source)
     ip, port, info, i = _resolve_target(cluster, row.target, proto)
     _wait_lb_healthy(lab, info)
-    expected = row.expected(mode)
+    version = cluster.kube_proxy_version()
+    expected = row.expected(mode, version)
+    kind = by_mode(row.backends, mode, version, None)
     backends = _backends(cluster, info, i) if i is not None else {}
+    if kind == "zone":  # topology-aware routing: the source node's zone only
+        backends = {n: p for n, p in backends.items() if _zone(cluster, p.node) == _zone(cluster, _node_of(cluster, src))}
     pods = _pod_namespaces(name, cluster)
     pods.update({n: wiring.netns_of(name, p) for n, p in backends.items() if p.host_network})
     if src.pod is not None and not src.pod.host_network:  # a pod talking to itself is captured on its own eth0 too
         pods.setdefault(src.pod.name, src.ns)
-    attempts = 40 * max(1, len(backends)) if row.backends == "self" else 1
+    attempts = 40 * max(1, len(backends)) if kind == "self" else 1
     # From a node to 127.0.0.1 the packet leaves from loopback, as a local client's would.
     src_ip = "127.0.0.1" if ip == "127.0.0.1" else src.ip
     # A host-network pod is its node's namespace: it sends as the node does.
@@ -536,9 +568,12 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
     else:
         probe = handshake
     for _ in range(attempts):
-        h = probe(src.ns, src_ip, ip, port, proto, backends=pods, timeout=1.0 if expected == "dropped" else 2.0,
-                  iface=iface)
-        if row.backends != "self" or h.backend == (src.pod.name if src.pod else None) or h.outcome != "answered":
+        try:
+            h = probe(src.ns, src_ip, ip, port, proto, backends=pods, timeout=1.0 if expected == "dropped" else 2.0,
+                      iface=iface)
+        except PermissionError:  # the node's own netfilter output hook dropped it: sendto() says EPERM
+            h = Handshake(proto, f"{src_ip}:0", f"{ip}:{port}", "dropped", reply="EPERM")
+        if kind != "self" or h.backend == (src.pod.name if src.pod else None) or h.outcome != "answered":
             break
     if h.outcome != expected:
         extra = f" by {h.reply}" if h.reply else ""
@@ -546,14 +581,16 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
     if expected == "refused":
         return Cell("pass", f"refused by {h.reply} after {h.elapsed * 1000:.0f} ms")
     if expected == "dropped":
+        if h.reply == "EPERM":
+            return Cell("pass", "dropped by the node's own output hook (sendto: EPERM)")
         return Cell("pass", f"no answer within {h.elapsed:.1f} s")
     if expected == "closed":
         return Cell("pass", f"connection accepted, then closed without an answer after {h.elapsed * 1000:.0f} ms")
     facts = []
-    if row.backends == "svc":
+    if kind in ("svc", "zone"):
         if h.backend not in backends:
             return Cell("fail", f"answered by {h.backend!r}, not one of {sorted(backends)}")
-    elif row.backends == "self":
+    elif kind == "self":
         if src.pod is None or h.backend != src.pod.name:
             return Cell("fail", f"{src.pod.name if src.pod else '?'} never reached itself in {attempts} tries")
         facts.append(f"{h.backend} reached itself")
@@ -571,7 +608,7 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
     elif not h.unnat:
         return Cell("fail", f"reply came from {h.reply_from}, not from the dialled {h.dialled} (un-NAT)")
     seen = (h.backend_saw_src or "").rsplit(":", 1)[0]
-    source_seen = row.source_expected(mode)
+    source_seen = row.source_expected(mode, version)
     if source_seen == "client" and seen != src.ip:
         return Cell("fail", f"backend saw source {seen}, expected the client's own {src.ip} (no SNAT)")
     if source_seen == "node" and seen not in _node_addresses(cluster):

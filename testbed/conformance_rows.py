@@ -154,5 +154,33 @@ SOURCE_RANGES = [
                "ipvs": "the NodePort virtual servers' ip,port are not in KUBE-LOAD-BALANCER-FW"}),
 ]
 
+# topologies/kube-proxy-releases.yaml: node-1 in zone-a, node-2 in zone-b; pod client on node-1.
+# Rows whose outcome changed between kube-proxy releases say so with "<X.Y" keys (the lab's version).
+NO_NEW_FEATURES_IN_USERSPACE = "kube-proxy's userspace mode (removed in 1.26) predates trafficDistribution and ipMode"
+RELEASES = [
+    Row("trafficDistribution PreferClose: a pod in zone-a reaches zone-a's endpoints only, split evenly",
+        "pod/client", "tcp", "svc/near:80", backends={"<1.31": "svc", "*": "zone"}, source_seen="client", balance=True,
+        skip={"userspace": NO_NEW_FEATURES_IN_USERSPACE},
+        notes={"<1.31": "1.30's EndpointSlice controller set no hints (ServiceTrafficDistribution was alpha): every "
+                        "endpoint", "*": "the controller's zone hints; kube-proxy keeps the endpoints hinted for zone-a"}),
+    Row("trafficDistribution PreferClose, no endpoint in zone-a: falls back to every endpoint", "pod/client", "tcp",
+        "svc/far:80", backends="svc", source_seen="client", balance=True, skip={"userspace": NO_NEW_FEATURES_IN_USERSPACE},
+        notes={"*": "no hint names zone-a: kube-proxy ignores the hints"}),
+    Row("LoadBalancer ipMode VIP: a pod's traffic to the LB IP is short-circuited by its node", "pod/client", "tcp",
+        "lb/lb-vip:80", backends="svc", source_seen="client", skip={"userspace": NO_NEW_FEATURES_IN_USERSPACE},
+        notes={"*": "externalTrafficPolicy Local's pod short-circuit: DNAT on node-1, no SNAT"}),
+    Row("LoadBalancer ipMode Proxy: a pod's traffic to the LB IP goes to the load balancer", "pod/client", "tcp",
+        "lb/lb-proxy:80", backends="svc", source_seen={"<1.30": "client", "*": "lb"},
+        skip={"userspace": NO_NEW_FEATURES_IN_USERSPACE},
+        notes={"<1.30": "1.29 ignored ipMode (LoadBalancerIPMode was alpha): short-circuited like VIP",
+               "*": "kube-proxy writes no rule for the LB IP: the cloud LB full-NATs it to a NodePort"}),
+    Row("a node without the LoadBalancer's (eTP Local) endpoint reaches its LB IP itself", "node/node-1", "tcp",
+        "lb/lb-vip:80", expect={"nftables<1.34": "dropped", "*": "answered"}, backends="svc",
+        notes={"nftables<1.34": "filter-output ran before DNAT (priority -110): no-endpoint-services dropped the "
+                                "LB IP (fixed in 1.34 by #132456)",
+               "nftables": "filter-output runs after DNAT (priority 0) since 1.34: the local short-circuit wins",
+               "iptables": "KUBE-EXT- routes LOCAL traffic to the cluster endpoints"}),
+]
+
 TABLES = {"default.yaml": DEFAULT, "seed-a-service.yaml": SEED, "service-types.yaml": SERVICE_TYPES,
-          "ingress.yaml": INGRESS, "source-ranges.yaml": SOURCE_RANGES}
+          "ingress.yaml": INGRESS, "source-ranges.yaml": SOURCE_RANGES, "kube-proxy-releases.yaml": RELEASES}

@@ -267,8 +267,12 @@ class Lab:
                 "net.ipv4.ip_forward": "1", "net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.eth0.rp_filter": "0",
                 # passthrough sends packets back out the interface they came in on: no redirects
                 "net.ipv4.conf.all.send_redirects": "0", "net.ipv4.conf.eth0.send_redirects": "0"})
+            lb_ipr = ipr_of(wiring.host_ns(lab, "lb"))
+            # A cloud's network knows where pod CIDRs live: the LB answers a pod whose traffic its node
+            # did not capture (an ingress IP of ipMode Proxy) through the pod's node.
+            for n in cluster.nodes:
+                lb_ipr.route("add", dst=n.pod_cidr, gateway=n.ip)
             if cluster.lab.lb_mode == "passthrough":
-                lb_ipr = ipr_of(wiring.host_ns(lab, "lb"))
                 for mark, table, node_ip in lbmod.routes(cluster):
                     lb_ipr.route("add", dst="0.0.0.0/0", gateway=node_ip, table=table)
                     lb_ipr.rule("add", fwmark=mark, table=table, priority=lbmod.RULE_PRIORITY_BASE + mark)

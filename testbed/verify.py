@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from . import model, state
+from . import model, state, versions
 from .conformance import Cell, Matrix, Row, derive_rows, run_row
 
 # Modes this build cannot run yet, and why (shown in the matrix, not hidden).
@@ -38,8 +38,13 @@ def table_for(topo_path: str | None) -> list[Row] | None:
     return TABLES.get(path.name)
 
 
+def column(mode: str, version: str | None) -> str:
+    """A matrix column: the mode, or the mode at a kube-proxy release ("nftables 1.33")."""
+    return f"{mode} {version}" if version else mode
+
+
 def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda e, i: None,
-              options: dict | None = None) -> bool:
+              options: dict | None = None, version: str | None = None) -> bool:
     """Run this mode's column inside `testbed vm` (a guest kernel that has IPVS), one boot.
 
     Returns False when the runner is not installed (the caller then reports why it skipped)."""
@@ -49,23 +54,25 @@ def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda 
 
     if os.environ.get("TESTBED_IN_VM") == "1" or vm.available() is not None:
         return False
-    progress("check", {"behaviour": "booting a guest kernel with IPVS (testbed vm)", "mode": mode})
+    col = column(mode, version)
+    progress("check", {"behaviour": "booting a guest kernel with IPVS (testbed vm)", "mode": col})
     out, err = io.BytesIO(), io.BytesIO()
     argv = [vm.guest_python(), "-m", "testbed.cli", "verify", "--mode", mode, "--json", "-"]
     if topo_path:
         argv.insert(4, os.path.abspath(topo_path))
     argv += [flag for flag, on in (("--strict", (options or {}).get("strict")),
                                    ("--rebuild-endpoints", (options or {}).get("rebuild_endpoints"))) if on]
+    argv += ["--kube-proxy-version", version] if version else []
     try:
         code = vm.run(argv, timeout=1800, cwd=str(Path(__file__).resolve().parent.parent), stdout=out, stderr=err)
     except Exception as e:  # a failed boot is a failed column, with the reason
-        matrix.put(BUILD_ROW, mode, Cell("fail", f"testbed vm: {e}"))
+        matrix.put(BUILD_ROW, col, Cell("fail", f"testbed vm: {e}"))
         return True
     try:
         guest = Matrix.from_json(json.loads(out.getvalue().decode()))
     except ValueError:
         tail = err.getvalue().decode(errors="replace").strip().splitlines()[-3:]
-        matrix.put(BUILD_ROW, mode, Cell("fail", f"testbed vm exited {code} without a matrix: {' | '.join(tail)}"))
+        matrix.put(BUILD_ROW, col, Cell("fail", f"testbed vm exited {code} without a matrix: {' | '.join(tail)}"))
         return True
     for behaviour, row in guest.rows.items():
         for m, cell in row.items():
@@ -75,47 +82,53 @@ def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda 
 
 
 def run_mode(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda e, i: None, name: str | None = None,
-             options: dict | None = None) -> None:
-    """Build the lab in `mode`, run every row into `matrix`, always tear down."""
+             options: dict | None = None, version: str | None = None) -> None:
+    """Build the lab in `mode` (its nodes at kube-proxy `version`, when given), run every row into
+    `matrix` (column `mode` or `mode version`), always tear down."""
     from .lab import Lab  # the kernel side only when verifying for real
 
-    reason = unavailable(mode)
-    if reason and mode == "ipvs" and run_in_vm(topo_path, mode, matrix, progress, options):
+    col = column(mode, version)
+    reason = unavailable(mode) or (versions.check_mode(versions.parse(version), mode) if version else None)
+    if reason and mode == "ipvs" and unavailable(mode) and run_in_vm(topo_path, mode, matrix, progress, options, version):
         return
     if reason:
-        matrix.put(BUILD_ROW, mode, Cell("skip", reason))
+        matrix.put(BUILD_ROW, col, Cell("skip", reason))
         for behaviour in list(matrix.rows):
-            if mode not in matrix.rows[behaviour]:
-                matrix.put(behaviour, mode, Cell("skip", reason))
+            if col not in matrix.rows[behaviour]:
+                matrix.put(behaviour, col, Cell("skip", reason))
         return
-    lab_name = name or f"verify-{mode}"[:16]
+    lab_name = name or (f"v{version.replace('.', '')}-{mode}" if version else f"verify-{mode}")[:16]
     if name is None and state.read(lab_name) is not None:  # another verify is running: don't collide
         lab_name = f"v{os.getpid() % 100000}-{mode}"[:16]
     try:
-        lab = Lab.up(topo_path, name=lab_name, mode=mode, progress=progress, **(options or {}))
+        lab = Lab.up(topo_path, name=lab_name, mode=mode, progress=progress, kube_proxy_version=version,
+                     **(options or {}))
     except Exception as e:  # the whole column fails with the reason
-        matrix.put(BUILD_ROW, mode, Cell("fail", str(e)))
+        matrix.put(BUILD_ROW, col, Cell("fail", str(e)))
         return
     try:
         cluster = lab.cluster()
-        matrix.put(BUILD_ROW, mode, Cell("pass", f"{len(cluster.nodes)} nodes, {len(cluster.pods)} pods, "
-                                                 f"{len(cluster.services)} services"))
+        matrix.put(BUILD_ROW, col, Cell("pass", f"{len(cluster.nodes)} nodes, {len(cluster.pods)} pods, "
+                                                f"{len(cluster.services)} services"))
         rows = table_for(topo_path) or derive_rows(cluster)
         for row in rows:
-            progress("check", {"behaviour": row.behaviour, "mode": mode})
+            progress("check", {"behaviour": row.behaviour, "mode": col})
             try:
                 cell = run_row(lab, row, mode)
             except Exception as e:
                 cell = Cell("fail", f"{type(e).__name__}: {e}")
-            matrix.put(row.behaviour, mode, cell)
+            matrix.put(row.behaviour, col, cell)
     finally:
         lab.down()
 
 
-def verify(topo_path: str | None, modes: list[str], progress=lambda e, i: None, options: dict | None = None) -> Matrix:
-    """`options`: Lab.up's strict and rebuild_endpoints."""
-    matrix = Matrix(modes)
+def verify(topo_path: str | None, modes: list[str], progress=lambda e, i: None, options: dict | None = None,
+           kube_proxy_versions: list[str] | None = None) -> Matrix:
+    """`options`: Lab.up's strict and rebuild_endpoints. With `kube_proxy_versions`, every mode runs
+    once per version, the columns side by side (a behaviour that changed between releases shows)."""
+    runs = [(m, v) for m in modes for v in (kube_proxy_versions or [None])]
+    matrix = Matrix([column(m, v) for m, v in runs])
     # Available modes first, so the rows exist when unavailable columns are filled with skips.
-    for m in sorted(modes, key=lambda m: unavailable(m) is not None):
-        run_mode(topo_path, m, matrix, progress=progress, options=options)
+    for m, v in sorted(runs, key=lambda r: unavailable(r[0]) is not None):
+        run_mode(topo_path, m, matrix, progress=progress, options=options, version=v)
     return matrix

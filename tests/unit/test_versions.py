@@ -382,3 +382,39 @@ def test_deprecations_are_said_where_they_apply():
                    if "IPVS" in n)
     old = reconcile(model.with_kube_proxy_version(topo, "1.34"))[0].version_notes("ipvs")
     assert not any("deprecated" in n for n in old)
+
+
+# --- rows and the matrix at several releases --------------------------------------------------------
+
+from testbed import verify  # noqa: E402
+from testbed.conformance import Cell, Row, by_mode  # noqa: E402
+
+
+def test_a_rows_expectation_by_release():
+    r = Row("x", "node/n", "tcp", "lb/l:80", expect={"nftables<1.34": "dropped", "<1.30": "refused", "*": "answered"})
+    assert r.expected("nftables", (1, 33)) == "dropped"  # the mode's bound first
+    assert r.expected("nftables", (1, 29)) == "dropped"
+    assert r.expected("iptables", (1, 29)) == "refused"
+    assert r.expected("nftables", (1, 34)) == r.expected("iptables", (1, 35)) == "answered"
+    assert by_mode({"<1.31": "svc", "<1.35": "zone", "*": None}, "ipvs", (1, 30), None) == "svc"  # the lowest bound
+
+
+def test_verify_runs_each_mode_once_per_release_side_by_side(monkeypatch):
+    runs = []
+
+    def fake_run_mode(path, mode, matrix, progress=None, name=None, options=None, version=None):
+        runs.append((mode, version))
+        matrix.put("row", verify.column(mode, version), Cell("pass", "ok"))
+
+    monkeypatch.setattr(verify, "run_mode", fake_run_mode)
+    m = verify.verify(None, ["iptables", "nftables"], kube_proxy_versions=["1.28", "1.35"])
+    assert m.modes == ["iptables 1.28", "iptables 1.35", "nftables 1.28", "nftables 1.35"]
+    assert sorted(runs) == [("iptables", "1.28"), ("iptables", "1.35"), ("nftables", "1.28"), ("nftables", "1.35")]
+    assert verify.verify(None, ["iptables"]).modes == ["iptables"]
+
+
+def test_a_release_without_the_mode_is_a_skipped_column():
+    m = verify.Matrix(["nftables 1.28"])
+    verify.run_mode(None, "nftables", m, version="1.28")
+    assert m.rows[verify.BUILD_ROW]["nftables 1.28"].status == "skip"
+    assert "no nftables mode" in m.rows[verify.BUILD_ROW]["nftables 1.28"].reason
