@@ -184,7 +184,7 @@ class ClusterState:
         version = self.kube_proxy_version(node_name)
         # kube-proxy knows the Service CIDRs only from ServiceCIDR objects (MultiCIDRServiceAllocator).
         watched = versions.on(versions.SERVICE_CIDRS_WATCHED, version)
-        return ProxyConfig(cluster_cidr=self.lab.cluster_cidr, service_cidrs=(self.lab.service_cidr,) if watched else (),
+        return ProxyConfig(cluster_cidr=self.lab.cluster_cidr, service_cidrs=self.lab.service_cidrs if watched else (),
                            masquerade_all=self.lab.masquerade_all, ipvs_scheduler=self.lab.ipvs_scheduler,
                            kube_proxy_version=version)
 
@@ -291,8 +291,9 @@ def _static_band(size: int) -> int:
 
 
 def _allocate_cluster_ips(topo: Topology, alloc: Allocations) -> dict[str, str | None]:
-    net = ipaddress.ip_network(topo.lab.service_cidr)
-    size = net.num_addresses
+    """ClusterIPs as the API server allocates them: explicit ones kept, the others from the Service
+    CIDR, then (when it is full) from the further ServiceCIDR objects' ranges, in order."""
+    nets = [ipaddress.ip_network(c) for c in topo.lab.service_cidrs]
     out: dict[str, str | None] = {}
     used = {s.cluster_ip for s in topo.services if s.cluster_ip and not s.headless}
     if topo.lab.cluster_dns:
@@ -302,7 +303,7 @@ def _allocate_cluster_ips(topo: Topology, alloc: Allocations) -> dict[str, str |
         if s.type == "ExternalName" or s.headless:
             continue
         prev = alloc.cluster_ips.get(s.key)
-        if not s.cluster_ip and prev and prev not in used and ipaddress.ip_address(prev) in net:
+        if not s.cluster_ip and prev and prev not in used and any(ipaddress.ip_address(prev) in n for n in nets):
             keep[s.key] = prev
             used.add(prev)
     for s in sorted(topo.services, key=lambda s: s.key):
@@ -311,20 +312,26 @@ def _allocate_cluster_ips(topo: Topology, alloc: Allocations) -> dict[str, str |
             continue
         ip = s.cluster_ip or keep.get(s.key)
         if not ip:
-            band = _static_band(size)
-            span = size - band - 1
-            start = digest(s.key) % span
-            for i in range(span):
-                cand = str(net.network_address + band + (start + i) % span)
-                if cand not in used:
-                    ip = cand
-                    break
-            else:
-                raise TopologyError(topo.source, f"Service {s.key}", "spec.clusterIP", f"the Service CIDR {net} is full")
+            ip = next((cand for net in nets for cand in _free_in(net, s.key, used)), None)
+            if ip is None:
+                raise TopologyError(topo.source, f"Service {s.key}", "spec.clusterIP",
+                                    f"the Service CIDR {', '.join(map(str, nets))} is full")
             used.add(ip)
         out[s.key] = ip
     alloc.cluster_ips = {k: v for k, v in out.items() if v}
     return out
+
+
+def _free_in(net, key: str, used: set):
+    """The free addresses of `net` a Service's hash starts from, above the static band."""
+    size = net.num_addresses
+    band = _static_band(size)
+    span = size - band - 1
+    start = digest(key) % span
+    for i in range(span):
+        cand = str(net.network_address + band + (start + i) % span)
+        if cand not in used:
+            yield cand
 
 
 def _allocate_node_ports(topo: Topology, alloc: Allocations) -> dict[str, tuple[int | None, ...]]:

@@ -174,12 +174,16 @@ def service_manifest(info: ServiceInfo) -> dict:
         spec["loadBalancerClass"] = s.load_balancer_class
     if s.type == "LoadBalancer" and not s.allocate_node_ports:
         spec["allocateLoadBalancerNodePorts"] = False
-    out = {"apiVersion": "v1", "kind": "Service",
-           "metadata": _meta(s.name, s.namespace, s.labels,
-                             {"testbed.dev/ipvs-scheduler": s.ipvs_scheduler} if s.ipvs_scheduler else None),
+    if s.traffic_distribution:
+        spec["trafficDistribution"] = s.traffic_distribution
+    annotations = {"testbed.dev/ipvs-scheduler": s.ipvs_scheduler} if s.ipvs_scheduler else {}
+    if s.topology_mode is not None:
+        annotations[model.TOPOLOGY_ANNOTATIONS[0]] = s.topology_mode
+    out = {"apiVersion": "v1", "kind": "Service", "metadata": _meta(s.name, s.namespace, s.labels, annotations or None),
            "spec": spec}
     if info.load_balancer_ips:
-        out["status"] = {"loadBalancer": {"ingress": [{"ip": ip} for ip in info.load_balancer_ips]}}
+        out["status"] = {"loadBalancer": {"ingress": [
+            {"ip": ip, **({"ipMode": "Proxy"} if ip in s.lb_proxy_ips else {})} for ip in info.load_balancer_ips]}}
     return out
 
 
@@ -227,6 +231,7 @@ def slice_manifests(info: ServiceInfo, user_slices) -> list[dict]:
                     ep["nodeName"] = e.node
                 if hostnames.get(e.ip):
                     ep["hostname"] = hostnames[e.ip]
+                ep.update(_hints(e.zone_hints, e.node_hints))
                 endpoints.append(ep)
             suffix = re.sub(r"[^a-z0-9-]", "-", (sp.name or str(sp.port)).lower())
             out.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
@@ -236,6 +241,12 @@ def slice_manifests(info: ServiceInfo, user_slices) -> list[dict]:
                         "ports": [{"port": port, "protocol": sp.protocol, **({"name": sp.name} if sp.name else {})}],
                         "endpoints": endpoints})
     return out
+
+
+def _hints(zones, nodes) -> dict:
+    """An endpoint's topology hints as an EndpointSlice writes them."""
+    hints = {k: [{"name": n} for n in v] for k, v in (("forZones", zones), ("forNodes", nodes)) if v}
+    return {"hints": hints} if hints else {}
 
 
 def _user_slice(sl: model.EndpointSlice) -> dict:
@@ -252,6 +263,9 @@ def _user_slice(sl: model.EndpointSlice) -> dict:
             ep["nodeName"] = e.node_name
         if e.hostname:
             ep["hostname"] = e.hostname
+        if e.zone:
+            ep["zone"] = e.zone
+        ep.update(_hints(e.hint_zones, e.hint_nodes))
         eps.append(ep)
     return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": _meta(sl.name, sl.namespace, tuple(labels.items())), "addressType": "IPv4",
@@ -453,6 +467,13 @@ def redact(docs: list[dict]) -> list[dict]:
                     e["nodeName"] = r.name("node", e["nodeName"], "node")
                 if e.get("hostname"):
                     e["hostname"] = r.pod(ns, e["hostname"])
+                # Zones as the nodes' zone labels are renamed, nodes as nodeName: hints keep pointing right.
+                if e.get("zone"):
+                    e["zone"] = r.label_value(model.ZONE_LABEL, e["zone"], "")
+                for h in e.get("hints", {}).get("forZones", ()):
+                    h["name"] = r.label_value(model.ZONE_LABEL, h["name"], "")
+                for h in e.get("hints", {}).get("forNodes", ()):
+                    h["name"] = r.name("node", h["name"], "node")
         elif kind == "Ingress":
             _redact_ingress(r, spec, ns)
     return docs

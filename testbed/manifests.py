@@ -254,7 +254,8 @@ NOT_MODELLED = {
     "NetworkPolicy": "traffic between pods is not filtered here",
     "HorizontalPodAutoscaler": "replica counts stay as the workloads declare them",
     "CronJob": "no Jobs are started on its schedule",
-    "ServiceCIDR": "ClusterIPs come from the Lab's serviceCIDR only",
+    "ServiceCIDR": "its CIDRs become the Lab's serviceCIDR (the one named kubernetes) and additionalServiceCIDRs; "
+                   "its status and deletion protection are not modelled",
     "IPAddress": "ClusterIPs are allocated by testbed, not from these objects",
 }
 

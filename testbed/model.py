@@ -307,6 +307,8 @@ class LabSpec:
     cluster_cidr: str = "10.244.0.0/16"
     node_cidr_mask: int = 24
     service_cidr: str = "10.96.0.0/12"
+    # More ServiceCIDR objects' ranges: the API server allocates from them once serviceCIDR is full.
+    extra_service_cidrs: tuple[str, ...] = ()
     node_port_range: tuple[int, int] = (30000, 32767)
     masquerade_all: bool = False
     conntrack_cleanup: bool = True  # kube-proxy's stale UDP conntrack reconciler; off reproduces the bug
@@ -321,6 +323,11 @@ class LabSpec:
     rebuild_endpoints: bool = False  # a replay's controller EndpointSlices are rebuilt from its pods
     pinned: frozenset[str] = frozenset()  # the spec fields the Lab document sets (the rest may be inferred)
     inferred: tuple[str, ...] = ()  # what testbed.replay inferred from the objects, said once
+
+    @property
+    def service_cidrs(self) -> tuple[str, ...]:
+        """Every range ClusterIPs come from, serviceCIDR first (the ServiceCIDR objects of a cluster)."""
+        return (self.service_cidr, *self.extra_service_cidrs)
 
 
 @dataclass(frozen=True)
@@ -802,7 +809,7 @@ def _controller_ref(doc: _Doc) -> tuple[str | None, str | None]:
 
 LAB_FIELDS = {"proxyMode", "nodes", "clients", "nodeNetwork", "clusterCIDR", "nodeCIDRMaskSize", "serviceCIDR",
               "serviceNodePortRange", "masqueradeAll", "conntrackCleanup", "loadBalancer", "clusterDNS",
-              "ingressController", "ipvsScheduler", "replay", "kubeProxy"}
+              "ingressController", "ipvsScheduler", "replay", "kubeProxy", "additionalServiceCIDRs"}
 
 
 def _parse_lab(doc: _Doc) -> LabSpec:
@@ -890,6 +897,12 @@ def _parse_lab(doc: _Doc) -> LabSpec:
     slices = doc.string("spec.replay.endpointSlices", replay.get("endpointSlices"), default="keep")
     if slices not in ("keep", "rebuild"):
         doc.fail("spec.replay.endpointSlices", f"expected keep or rebuild, got {_show(slices)}")
+    extra_cidrs = tuple(doc.cidr(f"spec.additionalServiceCIDRs[{i}]", c)
+                        for i, c in enumerate(doc.seq("spec.additionalServiceCIDRs")))
+    for i, c in enumerate(extra_cidrs):
+        for pa, a in {**nets, **{f"spec.additionalServiceCIDRs[{j}]": x for j, x in enumerate(extra_cidrs[:i])}}.items():
+            if ipaddress.ip_network(a).overlaps(ipaddress.ip_network(c)):
+                doc.fail(f"spec.additionalServiceCIDRs[{i}]", f"expected a range that does not overlap {pa} ({a}), got {c}")
     kube_proxy = doc.mapping("spec.kubeProxy")
     doc.check_keys("spec.kubeProxy", kube_proxy, {"version"})
     kp_version = (_kube_proxy_version(doc, "spec.kubeProxy.version", kube_proxy["version"])
@@ -900,7 +913,7 @@ def _parse_lab(doc: _Doc) -> LabSpec:
                    cluster_domain=domain, ingress_service_type=ing_type,
                    ipvs_scheduler=_scheduler(doc, "spec.ipvsScheduler", spec.get("ipvsScheduler")) or "rr",
                    lb_pool=lb_pool, lb_mode=lb_mode,
-                   cluster_cidr=cluster_cidr, node_cidr_mask=mask, service_cidr=service_cidr,
+                   cluster_cidr=cluster_cidr, node_cidr_mask=mask, service_cidr=service_cidr, extra_service_cidrs=extra_cidrs,
                    node_port_range=(int(m[1]), int(m[2])), masquerade_all=doc.boolean("spec.masqueradeAll"),
                    conntrack_cleanup=doc.boolean("spec.conntrackCleanup", default=True),
                    rebuild_endpoints=slices == "rebuild", pinned=frozenset(pinned), kube_proxy_version=kp_version)
@@ -1353,7 +1366,10 @@ def _not_modelled(draft: _Draft, doc_obj: str, raw: dict, api: str, kind: str, f
     elif kind == "ServiceCIDR" and group == "networking.k8s.io":
         spec = raw.get("spec") if isinstance(raw.get("spec"), dict) else {}
         cidrs = spec.get("cidrs") if isinstance(spec.get("cidrs"), list) else []
-        draft.service_cidrs.extend(c for c in cidrs if isinstance(c, str) and ":" not in c)
+        v4 = [c for c in cidrs if isinstance(c, str) and ":" not in c]
+        # The API server's own (from --service-cluster-ip-range) is named kubernetes: the default one.
+        draft.service_cidrs[0:0] = v4 if meta.get("name") == "kubernetes" else []
+        draft.service_cidrs.extend(v4 if meta.get("name") != "kubernetes" else [])
 
 
 def _kube_proxy_config(raw: dict, file: str, obj: str, notes: Notes) -> dict | None:
@@ -1564,17 +1580,20 @@ def validate(topo: Topology) -> None:
         if d.template.node_name and d.template.node_name not in node_names:
             raise TopologyError(file, topo.where(d.kind, d.key), "spec.template.spec.nodeName",
                                 f"expected one of the lab's nodes ({_names(node_names)}), got {d.template.node_name!r}")
-    svc_net = ipaddress.ip_network(lab.service_cidr)
+    svc_nets = [ipaddress.ip_network(c) for c in lab.service_cidrs]
+    svc_net = svc_nets[0]
     lo, hi = lab.node_port_range
     used_ips, used_np = {}, {}
     dns = str(svc_net.network_address + 10) if not lab.cluster_dns_ip else lab.cluster_dns_ip
     for s in topo.services:
         obj = topo.where("Service", s.key)
         if s.cluster_ip and not s.headless:
-            if ipaddress.ip_address(s.cluster_ip) not in svc_net:
-                raise TopologyError(file, obj, "spec.clusterIP", f"expected an address inside the Service CIDR {lab.service_cidr}, got {s.cluster_ip}")
-            if s.cluster_ip in (str(svc_net.network_address), str(svc_net.broadcast_address)):
-                raise TopologyError(file, obj, "spec.clusterIP", f"{s.cluster_ip} is the network or broadcast address of {lab.service_cidr}")
+            net = next((n for n in svc_nets if ipaddress.ip_address(s.cluster_ip) in n), None)
+            if net is None:
+                raise TopologyError(file, obj, "spec.clusterIP", f"expected an address inside the Service CIDR "
+                                    f"{', '.join(lab.service_cidrs)}, got {s.cluster_ip}")
+            if s.cluster_ip in (str(net.network_address), str(net.broadcast_address)):
+                raise TopologyError(file, obj, "spec.clusterIP", f"{s.cluster_ip} is the network or broadcast address of {net}")
             if s.cluster_ip in used_ips:
                 raise TopologyError(file, obj, "spec.clusterIP", f"{s.cluster_ip} is already allocated to Service {used_ips[s.cluster_ip]}")
             if lab.cluster_dns and s.cluster_ip == dns and s.key != "kube-system/kube-dns":
@@ -1641,7 +1660,9 @@ def lab_document(lab: LabSpec) -> dict:
         "proxyMode": lab.proxy_mode, "nodes": [node(n) for n in lab.nodes],
         "clients": [{"name": c.name, **({"ip": c.ip} if c.ip else {})} for c in lab.clients],
         "nodeNetwork": lab.node_network, "clusterCIDR": lab.cluster_cidr, "nodeCIDRMaskSize": lab.node_cidr_mask,
-        "serviceCIDR": lab.service_cidr, "serviceNodePortRange": f"{lab.node_port_range[0]}-{lab.node_port_range[1]}",
+        "serviceCIDR": lab.service_cidr, **({"additionalServiceCIDRs": list(lab.extra_service_cidrs)}
+                                            if lab.extra_service_cidrs else {}),
+        "serviceNodePortRange": f"{lab.node_port_range[0]}-{lab.node_port_range[1]}",
         "masqueradeAll": lab.masquerade_all, "conntrackCleanup": lab.conntrack_cleanup,
         "loadBalancer": {"mode": lab.lb_mode, **({"pool": f"{lab.lb_pool[0]}-{lab.lb_pool[1]}"} if lab.lb_pool else {})},
         "clusterDNS": {"enabled": lab.cluster_dns, "domain": lab.cluster_domain,

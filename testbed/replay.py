@@ -117,6 +117,11 @@ def complete(topo, node_objects, kube_proxy: dict | None, service_cidrs: list[st
         if cidr is not None and str(cidr) != lab.service_cidr:
             changes["service_cidr"] = str(cidr)
             inferred.append(f"serviceCIDR {cidr} ({how}; pin spec.serviceCIDR for an exact render)")
+    # The other ServiceCIDR objects: more ranges the API server allocates ClusterIPs from.
+    extra = [c for c in dict.fromkeys(service_cidrs) if c != changes.get("service_cidr", lab.service_cidr)]
+    if extra and "additionalServiceCIDRs" not in pinned:
+        changes["extra_service_cidrs"] = tuple(str(ipaddress.ip_network(c)) for c in extra)
+        inferred.append(f"additionalServiceCIDRs {', '.join(changes['extra_service_cidrs'])} (the other ServiceCIDR objects)")
 
     # kube-proxy's own settings, if its ConfigMap was dumped.
     conf = kube_proxy or {}

@@ -13,7 +13,7 @@ from testbed.lab import render_for_mode
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGIES = ["topologies/default.yaml", "topologies/service-types.yaml", "topologies/ingress.yaml",
-              "tests/fixtures/replay/kind.yaml"]
+              "tests/fixtures/replay/kind.yaml", "topologies/kube-proxy-releases.yaml"]
 
 
 def exported(path: str, redact: bool = False):

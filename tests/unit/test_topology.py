@@ -190,3 +190,68 @@ def test_an_ip_mode_proxy_ingress_gets_no_rules_since_1_30(version, ip_mode, pro
 def test_a_bad_ip_mode_is_refused_with_the_field():
     with pytest.raises(model.TopologyError, match=r"status.loadBalancer.ingress\[0\].ipMode: expected VIP or Proxy"):
         model.load_text(LB % ("1.35", "Passthrough"), file="lb.yaml")
+
+
+# --- several Service CIDRs (ServiceCIDR objects) ------------------------------------------------------
+
+CIDRS = textwrap.dedent("""\
+    apiVersion: testbed.dev/v1alpha1
+    kind: Lab
+    metadata: {name: cidrs}
+    spec: {serviceCIDR: 10.96.0.0/27, clusterDNS: {enabled: false}}
+    ---
+    apiVersion: networking.k8s.io/v1
+    kind: ServiceCIDR
+    metadata: {name: extra}
+    spec: {cidrs: [10.100.0.0/24]}
+    """)
+
+
+def services(n, first=0):
+    return "".join(f"---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}}}\nspec: {{ports: [{{port: 80}}]}}\n"
+                   for i in range(first, first + n))
+
+
+def test_a_second_service_cidr_takes_clusterips_once_the_first_is_full():
+    topo = model.load_text(CIDRS + services(20), file="cidrs.yaml")
+    assert topo.lab.service_cidrs == ("10.96.0.0/27", "10.100.0.0/24")
+    assert any("additionalServiceCIDRs 10.100.0.0/24" in x for x in topo.lab.inferred)
+    cluster, _ = reconcile(topo)
+    ips = [s.cluster_ip for s in cluster.services]
+    first = [ip for ip in ips if ip.startswith("10.96.0.")]
+    assert len(first) == 15 and all(16 <= int(ip.rsplit(".", 1)[1]) <= 30 for ip in first)  # above the static band
+    assert len([ip for ip in ips if ip.startswith("10.100.0.")]) == 5
+    # kube-proxy (nftables, 1.33+) drops traffic to unallocated addresses of every range.
+    assert "ip daddr { 10.96.0.0/27,10.100.0.0/24 } drop" in nft.render(cluster.node_view("node-1"))
+
+
+def test_an_explicit_clusterip_may_be_in_any_service_cidr():
+    text = CIDRS + "---\napiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {clusterIP: 10.100.0.7, ports: [{port: 80}]}\n"
+    cluster, _ = reconcile(model.load_text(text, file="cidrs.yaml"))
+    assert cluster.services[0].cluster_ip == "10.100.0.7"
+    bad = text.replace("10.100.0.7", "10.200.0.7")
+    with pytest.raises(model.TopologyError, match="expected an address inside the Service CIDR 10.96.0.0/27, "
+                                                  "10.100.0.0/24, got 10.200.0.7"):
+        model.load_text(bad, file="cidrs.yaml")
+
+
+def test_a_running_lab_keeps_the_service_cidrs():
+    topo = model.load_text(CIDRS, file="cidrs.yaml")
+    again = model.parse_documents([model.lab_document(topo.lab)], "kept.yaml")
+    assert again.lab.service_cidrs == ("10.96.0.0/27", "10.100.0.0/24")
+
+
+def test_the_kubernetes_servicecidr_is_the_default_one():
+    dump = textwrap.dedent("""\
+        apiVersion: networking.k8s.io/v1
+        kind: ServiceCIDR
+        metadata: {name: more}
+        spec: {cidrs: [10.100.0.0/24]}
+        ---
+        apiVersion: networking.k8s.io/v1
+        kind: ServiceCIDR
+        metadata: {name: kubernetes}
+        spec: {cidrs: [10.96.0.0/16]}
+        """)
+    topo = model.load_text(dump, file="dump.yaml")
+    assert topo.lab.service_cidrs == ("10.96.0.0/16", "10.100.0.0/24")
