@@ -418,3 +418,9 @@ def test_a_release_without_the_mode_is_a_skipped_column():
     verify.run_mode(None, "nftables", m, version="1.28")
     assert m.rows[verify.BUILD_ROW]["nftables 1.28"].status == "skip"
     assert "no nftables mode" in m.rows[verify.BUILD_ROW]["nftables 1.28"].reason
+
+
+def test_the_docs_table_names_every_switch():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "versions.md").read_text()
+    for s in versions.SWITCHES:
+        assert f"`{s.name}`" in doc, s.name
