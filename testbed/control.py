@@ -173,7 +173,7 @@ class ClusterState:
         by_version: dict[versions.Version, list[str]] = {}
         for n in self.nodes:
             by_version.setdefault(self.kube_proxy_version(n.name), []).append(n.name)
-        external = any(s.service.external_ips for s in self.services)
+        external = tuple(s.key for s in self.services if s.service.external_ips)
         out = []
         for v, names in sorted(by_version.items()):
             where = "" if len(by_version) == 1 else f" (nodes {', '.join(names)})"

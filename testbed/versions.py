@@ -176,13 +176,13 @@ def notes(version: Version, mode: str) -> list[str]:
     return out
 
 
-def deprecations(version: Version, mode: str, external_ips: bool = False) -> list[str]:
-    """The deprecation notices that apply: IPVS mode, Services with externalIPs."""
+def deprecations(version: Version, mode: str, external_ips: tuple[str, ...] = ()) -> list[str]:
+    """The deprecation notices that apply: IPVS mode, the Services (names) with externalIPs."""
     out = []
     for what, since, message in DEPRECATIONS:
-        applies = mode == "ipvs" if what == "ipvs" else external_ips
+        applies = mode == "ipvs" if what == "ipvs" else bool(external_ips)
         if applies and version >= since:
-            out.append(message)
+            out.append(message + (f": {', '.join(external_ips)}" if what == "externalIPs" else ""))
     return out
 
 

@@ -377,7 +377,7 @@ def test_deprecations_are_said_where_they_apply():
     topo = model.with_kube_proxy_version(model.load_file(model.builtin("service-types")), "1.36")
     notes = reconcile(topo)[0].version_notes("ipvs")
     assert any("IPVS mode is deprecated since 1.35" in n for n in notes)
-    assert any("spec.externalIPs is deprecated since 1.36" in n for n in notes)
+    assert any("spec.externalIPs is deprecated since 1.36 (KEP-5707): default/ext" in n for n in notes)
     assert not any("deprecated" in n for n in reconcile(topo)[0].version_notes("iptables")
                    if "IPVS" in n)
     old = reconcile(model.with_kube_proxy_version(topo, "1.34"))[0].version_notes("ipvs")
@@ -424,3 +424,14 @@ def test_the_docs_table_names_every_switch():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "versions.md").read_text()
     for s in versions.SWITCHES:
         assert f"`{s.name}`" in doc, s.name
+
+
+def test_render_says_what_the_release_means(capsys):
+    from testbed import cli
+    assert cli.main(["render", str(model.builtin("default")), "--mode", "ipvs", "--node", "node-1",
+                     "--kube-proxy-version", "v1.36.1"]) == 0
+    out, err = capsys.readouterr()
+    assert "-A KUBE-SERVICES" in out
+    assert "kube-proxy versions:" in err and "rendered as 1.35" in err and "IPVS mode is deprecated" in err
+    assert cli.main(["render", "--mode", "nftables", "--kube-proxy-version", "1.28"]) == 2
+    assert "kube-proxy 1.28 has no nftables mode" in capsys.readouterr().err
