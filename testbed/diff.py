@@ -210,8 +210,8 @@ def run(topology: str, node: str, rule_files: list[str], mode: str | None = None
     # What may explain a difference: values inferred from a dump, and what the lab does not model
     # that would change the rules (fields without an effect on Service networking are left out).
     version = versions.text(cluster.kube_proxy_version(node))
-    notes = ([f"kube-proxy {version}'s rules: {n}" if not n.startswith("kube-proxy") else n
-              for n in cluster.version_notes(mode)]
+    notes = ([f"expected: kube-proxy {version}'s rules (--kube-proxy-version to pick another)"]
+             + cluster.version_notes(mode)
              + [f"{topology}: inferred: {x}" for x in topo.lab.inferred]
              + [f"not modelled, changes behaviour: {e}" for e in topo.effects] + notes + have.notes)
     return Report(node, mode, topology, rules.files, compare(expected, have), have.foreign, notes)

@@ -435,3 +435,16 @@ def test_render_says_what_the_release_means(capsys):
     assert "kube-proxy versions:" in err and "rendered as 1.35" in err and "IPVS mode is deprecated" in err
     assert cli.main(["render", "--mode", "nftables", "--kube-proxy-version", "1.28"]) == 2
     assert "kube-proxy 1.28 has no nftables mode" in capsys.readouterr().err
+
+
+def test_diff_against_a_node_of_another_release():
+    """The fixture node ran the 1.34 tree's rules: against 1.33 its base chains and masquerade rules
+    differ, and the report says which release was expected."""
+    from testbed import diff
+    fix = Path(__file__).resolve().parents[1] / "fixtures" / "rules"
+    now = str(fix / "now.yaml")
+    assert diff.run(now, "node-1", [str(fix / "nft-ruleset.txt")]).exit_code == 0
+    report = diff.run(now, "node-1", [str(fix / "nft-ruleset.txt")], kube_proxy_version="1.33")
+    assert report.exit_code == 1
+    assert any(g.status != "same" for g in report.groups)
+    assert report.notes[0].startswith("expected: kube-proxy 1.33's rules")
