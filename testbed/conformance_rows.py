@@ -161,7 +161,7 @@ RELEASES = [
     Row("trafficDistribution PreferClose: a pod in zone-a reaches zone-a's endpoints only, split evenly",
         "pod/client", "tcp", "svc/near:80", backends={"<1.31": "svc", "*": "zone"}, source_seen="client", balance=True,
         skip={"userspace": NO_NEW_FEATURES_IN_USERSPACE},
-        notes={"<1.31": "1.30's EndpointSlice controller set no hints (ServiceTrafficDistribution was alpha): every "
+        notes={"<1.31": "before 1.31 the EndpointSlice controller set no hints for it (alpha in 1.30): every "
                         "endpoint", "*": "the controller's zone hints; kube-proxy keeps the endpoints hinted for zone-a"}),
     Row("trafficDistribution PreferClose, no endpoint in zone-a: falls back to every endpoint", "pod/client", "tcp",
         "svc/far:80", backends="svc", source_seen="client", balance=True, skip={"userspace": NO_NEW_FEATURES_IN_USERSPACE},
@@ -172,7 +172,7 @@ RELEASES = [
     Row("LoadBalancer ipMode Proxy: a pod's traffic to the LB IP goes to the load balancer", "pod/client", "tcp",
         "lb/lb-proxy:80", backends="svc", source_seen={"<1.30": "client", "*": "lb"},
         skip={"userspace": NO_NEW_FEATURES_IN_USERSPACE},
-        notes={"<1.30": "1.29 ignored ipMode (LoadBalancerIPMode was alpha): short-circuited like VIP",
+        notes={"<1.30": "kube-proxy ignored ipMode before 1.30 (alpha in 1.29): short-circuited like VIP",
                "*": "kube-proxy writes no rule for the LB IP: the cloud LB full-NATs it to a NodePort"}),
     Row("a node without the LoadBalancer's (eTP Local) endpoint reaches its LB IP itself", "node/node-1", "tcp",
         "lb/lb-vip:80", expect={"nftables<1.34": "dropped", "*": "answered"}, backends="svc",
