@@ -101,8 +101,8 @@ def print_notes(topo, out: Console | None = None, mode: str | None = None) -> No
             out.print(Text(text), soft_wrap=True)
 
     if mode:
-        from .control import reconcile
-        block("kube-proxy versions:", reconcile(topo)[0].version_notes(mode), "bold yellow")
+        from .control import version_notes
+        block("kube-proxy versions:", version_notes(topo, mode), "bold yellow")
     block("inferred (pin them in the Lab document for an exact replay):", list(topo.lab.inferred), "cyan")
     block("not modelled (accepted):", topo.summary(), "yellow")
     block("not modelled, and it changes behaviour:", list(topo.effects), "bold yellow")

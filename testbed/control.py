@@ -163,22 +163,10 @@ class ClusterState:
 
     def kube_proxy_version(self, node_name: str | None = None) -> versions.Version:
         """The release a node's kube-proxy renders: its own (a dumped Node's), else the lab's."""
-        node = next((n for n in self.lab.nodes if n.name == node_name), None)
-        text = (node.kube_proxy_version if node else None) or self.lab.kube_proxy_version
-        return versions.parse(text) if text else versions.DEFAULT
+        return node_kube_proxy_version(self.lab, node_name)
 
     def version_notes(self, mode: str) -> list[str]:
-        """What rendering these nodes' releases in `mode` means: versions testbed does not know or
-        has not checked, and the deprecation notices their users see."""
-        by_version: dict[versions.Version, list[str]] = {}
-        for n in self.nodes:
-            by_version.setdefault(self.kube_proxy_version(n.name), []).append(n.name)
-        external = tuple(s.key for s in self.services if s.service.external_ips)
-        out = []
-        for v, names in sorted(by_version.items()):
-            where = "" if len(by_version) == 1 else f" (nodes {', '.join(names)})"
-            out += [f"{line}{where}" for line in versions.notes(v, mode) + versions.deprecations(v, mode, external)]
-        return out
+        return version_notes(self.topology, mode)
 
     def proxy_config(self, node_name: str | None = None) -> ProxyConfig:
         version = self.kube_proxy_version(node_name)
@@ -213,6 +201,27 @@ class ClusterState:
         ports.sort(key=lambda p: (p.port_name_string, p.protocol))
         return NodeView(node_name=node.name, node_ips=(node.ip,), config=config, services=tuple(ports),
                         zone=spec.label_map.get(ZONE_LABEL) if spec else None)
+
+
+def node_kube_proxy_version(lab, node_name: str | None = None) -> versions.Version:
+    """The release a node's kube-proxy renders: its own (a dumped Node's), else the lab's."""
+    node = next((n for n in lab.nodes if n.name == node_name), None)
+    text = (node.kube_proxy_version if node else None) or lab.kube_proxy_version
+    return versions.parse(text) if text else versions.DEFAULT
+
+
+def version_notes(topo: Topology, mode: str) -> list[str]:
+    """What rendering the nodes' releases in `mode` means: versions testbed does not know or has not
+    checked, and the deprecation notices their users see (no reconcile needed)."""
+    by_version: dict[versions.Version, list[str]] = {}
+    for n in topo.lab.nodes:
+        by_version.setdefault(node_kube_proxy_version(topo.lab, n.name), []).append(n.name)
+    external = tuple(s.key for s in topo.services if s.external_ips)
+    out = []
+    for v, names in sorted(by_version.items()):
+        where = "" if len(by_version) == 1 else f" (nodes {', '.join(names)})"
+        out += [f"{line}{where}" for line in versions.notes(v, mode) + versions.deprecations(v, mode, external)]
+    return out
 
 
 # ----------------------------------------------------------------------------- IPAM
