@@ -30,6 +30,22 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
 MAX_DEPTH = 100  # Kubernetes objects nest ~30 levels at most (CRD schemas); deeper is not a manifest
 
 
+class _Loader(_YAML_LOADER):
+    """The safe loader, with an integer Python cannot read (more than sys.get_int_max_str_digits()
+    digits) refused at its line instead of raising a bare ValueError."""
+
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"expected an integer of at most {sys.get_int_max_str_digits()} digits, got one "
+                f"of {len(node.value)} characters", node.start_mark) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
 @dataclass(frozen=True)
 class Document:
     data: dict
@@ -76,7 +92,7 @@ def parse_stream(text: str, file: str) -> list[Document]:
 
 def _parse_yaml(text: str, file: str) -> list:
     try:
-        return list(yaml.load_all(text, Loader=_YAML_LOADER))
+        return list(yaml.load_all(text, Loader=_Loader))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
@@ -99,7 +115,7 @@ def _parse_json(text: str, file: str) -> list | None:
                 break
             obj, pos = dec.raw_decode(text, pos)
             out.extend(obj if isinstance(obj, list) else [obj])
-    except json.JSONDecodeError:
+    except ValueError:  # JSONDecodeError, or an integer too long for Python (YAML then names its line)
         return None  # YAML flow style ({a: b}) starts like JSON too: let the YAML parser decide
     except RecursionError:
         raise TopologyError(file, None, None, f"expected a Kubernetes manifest, got JSON nested more than "
