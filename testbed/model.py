@@ -580,6 +580,20 @@ class _Doc:
         return ann
 
 
+def _digits(text: str) -> bool:
+    """A port written as a string of ASCII digits ("²" and "١" are digits to str.isdigit, not to int)."""
+    return text.isascii() and text.isdigit()
+
+
+def _port_number(doc: "_Doc", path: str, value) -> int | None:
+    """A port given as a number or as a string of digits ("8080", as IntOrString allows)."""
+    if isinstance(value, str):
+        if len(value) > 5:  # also beyond what int() reads
+            doc.fail(path, f"expected an integer in 1-65535, got {_show(value)}")
+        value = int(value)
+    return doc.integer(path, value, 1, 65535)
+
+
 def _show(value, limit: int = 80) -> str:
     """A value for an error message: repr, cut short (a 10,000-character name is not printed whole)."""
     text = repr(value)
@@ -616,10 +630,10 @@ def _probe(doc: _Doc, path: str, kind: str, raw) -> ProbeSpec:
             port = doc.integer(f"{path}.grpc.port", port, 1, 65535)
             doc.notes.effect(doc.file, doc.obj, f"{path}.grpc", "checked as a TCP connection to the port "
                              "(testbed's pods do not speak the gRPC health protocol)")
-        elif isinstance(port, str) and not port.isdigit():
+        elif isinstance(port, str) and not _digits(port):
             doc.name(f"{path}.{a}.port", port, max_len=15, what="a port number or a named container port")
         else:
-            port = doc.integer(f"{path}.{a}.port", int(port) if isinstance(port, str) else port, 1, 65535)
+            port = _port_number(doc, f"{path}.{a}.port", port)
         if port is None:
             doc.fail(f"{path}.{a}.port", "is required")
         kw["port"] = port
@@ -1011,12 +1025,10 @@ def _parse_service(doc: _Doc) -> Service | None:
         elif len(raw_ports) > 1:
             doc.fail(f"{pp}.name", "is required when a Service has more than one port")
         target = p.get("targetPort")
-        if isinstance(target, str) and not target.isdigit():
+        if isinstance(target, str) and not _digits(target):
             doc.name(f"{pp}.targetPort", target, max_len=15, what="a port number or an IANA service name")
-        elif isinstance(target, str):
-            target = doc.integer(f"{pp}.targetPort", int(target[:6]), 1, 65535)
         elif target is not None:
-            target = doc.integer(f"{pp}.targetPort", target, 1, 65535)
+            target = _port_number(doc, f"{pp}.targetPort", target)
         node_port = doc.integer(f"{pp}.nodePort", p.get("nodePort"), 1, 65535)
         if node_port is not None and stype not in ("NodePort", "LoadBalancer"):
             doc.fail(f"{pp}.nodePort", f"may only be set for type NodePort or LoadBalancer, not {stype}")

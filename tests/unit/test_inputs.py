@@ -28,3 +28,23 @@ def test_an_integer_longer_than_python_reads_is_refused_at_its_line(text):
     e = refused(text)
     assert e.obj and e.obj.startswith("line "), str(e)
     assert "at most 4300 digits" in str(e)
+
+
+def pod_with_probe_port(port: str) -> str:
+    return ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n"
+            f"    readinessProbe: {{tcpSocket: {{port: '{port}'}}}}\n")
+
+
+def service_with_target(target: str) -> str:
+    return f"apiVersion: v1\nkind: Service\nmetadata: {{name: s}}\nspec: {{ports: [{{port: 80, targetPort: '{target}'}}]}}\n"
+
+
+@pytest.mark.parametrize("text, field", [
+    (pod_with_probe_port("²"), "spec.containers[0].readinessProbe.tcpSocket.port"),
+    (pod_with_probe_port("١٢"), "spec.containers[0].readinessProbe.tcpSocket.port"),
+    (pod_with_probe_port("1" * 5000), "spec.containers[0].readinessProbe.tcpSocket.port"),
+    (service_with_target("²"), "spec.ports[0].targetPort"),
+])
+def test_a_port_of_digits_python_cannot_read_is_refused_at_its_field(text, field):
+    e = refused(text)
+    assert "(document 1)" in e.obj and e.field == field, str(e)
