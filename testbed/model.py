@@ -1498,6 +1498,10 @@ def validate(topo: Topology) -> None:
     svc_net = ipaddress.ip_network(lab.service_cidr)
     lo, hi = lab.node_port_range
     used_ips, used_np = {}, {}
+    if lab.cluster_dns and not lab.cluster_dns_ip and svc_net.num_addresses < 16:
+        raise TopologyError(file, lab_obj, "spec.serviceCIDR", f"{svc_net} is too small for the cluster DNS Service "
+                            "(its 10th address, as kubeadm gives kube-dns): expected a /28 or larger, or set "
+                            "spec.clusterDNS.ip or spec.clusterDNS.enabled: false")
     dns = str(svc_net.network_address + 10) if not lab.cluster_dns_ip else lab.cluster_dns_ip
     for s in topo.services:
         obj = topo.where("Service", s.key)

@@ -48,3 +48,15 @@ def service_with_target(target: str) -> str:
 def test_a_port_of_digits_python_cannot_read_is_refused_at_its_field(text, field):
     e = refused(text)
     assert "(document 1)" in e.obj and e.field == field, str(e)
+
+
+@pytest.mark.parametrize("cidr", ["255.255.255.248/29", "10.96.0.0/29", "10.96.0.0/32"])
+def test_a_service_cidr_without_room_for_the_dns_address_is_refused(cidr):
+    e = refused(f"apiVersion: testbed.dev/v1alpha1\nkind: Lab\nspec: {{serviceCIDR: {cidr}}}\n")
+    assert e.obj.startswith("Lab testbed") and e.field == "spec.serviceCIDR", str(e)
+
+
+def test_a_small_service_cidr_is_taken_without_cluster_dns():
+    topo = model.load_text("apiVersion: testbed.dev/v1alpha1\nkind: Lab\n"
+                           "spec: {serviceCIDR: 10.96.0.0/29, clusterDNS: {enabled: false}}\n", file=FILE)
+    assert topo.lab.service_cidr == "10.96.0.0/29"
