@@ -1287,7 +1287,11 @@ def _not_modelled(draft: _Draft, doc_obj: str, raw: dict, api: str, kind: str, f
     elif kind == "ServiceCIDR" and group == "networking.k8s.io":
         spec = raw.get("spec") if isinstance(raw.get("spec"), dict) else {}
         cidrs = spec.get("cidrs") if isinstance(spec.get("cidrs"), list) else []
-        draft.service_cidrs.extend(c for c in cidrs if isinstance(c, str) and ":" not in c)
+        for i, c in enumerate(cidrs):
+            if isinstance(c, str) and ":" in c:
+                continue  # the IPv6 range of a dual-stack cluster
+            # The Service CIDR is inferred from it (testbed.replay): the API server's validation first.
+            draft.service_cidrs.append(_Doc(file, doc_obj, raw, notes, kind).cidr(f"spec.cidrs[{i}]", c))
 
 
 def _kube_proxy_config(raw: dict, file: str, obj: str, notes: Notes) -> dict | None:
@@ -1301,10 +1305,26 @@ def _kube_proxy_config(raw: dict, file: str, obj: str, notes: Notes) -> dict | N
         return None
     try:
         conf = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: an integer longer than Python reads
         notes.effect(file, obj, "data.config.conf", "not valid YAML: kube-proxy's settings are not taken from it")
         return None
-    return conf if isinstance(conf, dict) else None
+    if not isinstance(conf, dict):
+        return None
+    # What testbed.replay takes from it, checked as kube-proxy checks its flags at start-up.
+    cidr = conf.get("clusterCIDR")
+    if cidr not in (None, ""):
+        try:
+            for part in cidr.split(","):
+                if ":" not in part:  # IPv6 parts of a dual-stack cluster are not modelled
+                    ipaddress.ip_network(part.strip(), strict=False)
+        except (ValueError, AttributeError):
+            raise TopologyError(file, obj, "data.config.conf", f"clusterCIDR: expected a CIDR such as 10.244.0.0/16, "
+                                f"got {_show(cidr)}") from None
+    ipvs = conf.get("ipvs") if isinstance(conf.get("ipvs"), dict) else {}
+    if ipvs.get("scheduler") not in (None, "", *IPVS_SCHEDULERS):
+        raise TopologyError(file, obj, "data.config.conf", f"ipvs.scheduler: expected an IPVS scheduler "
+                            f"({', '.join(IPVS_SCHEDULERS)}), got {_show(ipvs['scheduler'])}")
+    return conf
 
 
 def parse_documents(docs: list, file: str, base: Topology | None = None, require_lab: bool = False,

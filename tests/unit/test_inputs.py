@@ -60,3 +60,37 @@ def test_a_small_service_cidr_is_taken_without_cluster_dns():
     topo = model.load_text("apiVersion: testbed.dev/v1alpha1\nkind: Lab\n"
                            "spec: {serviceCIDR: 10.96.0.0/29, clusterDNS: {enabled: false}}\n", file=FILE)
     assert topo.lab.service_cidr == "10.96.0.0/29"
+
+
+def kube_proxy_config(conf: str) -> str:
+    body = "\n".join("    " + line for line in conf.splitlines())
+    return ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kube-proxy, namespace: kube-system}\n"
+            f"data:\n  config.conf: |\n{body}\n")
+
+
+POD_WITH_IP = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c}]}\nstatus: {podIP: 10.244.0.5}\n"
+
+
+@pytest.mark.parametrize("conf, what", [
+    ("clusterCIDR: garbage", "clusterCIDR"),
+    ("clusterCIDR: 10.244.0.0/33", "clusterCIDR"),
+    ("clusterCIDR: [10.244.0.0/16]", "clusterCIDR"),
+    ("ipvs: {scheduler: fastest}", "ipvs.scheduler"),
+])
+def test_kube_proxy_settings_that_kube_proxy_refuses_are_refused(conf, what):
+    e = refused(kube_proxy_config(conf) + POD_WITH_IP)
+    assert "ConfigMap kube-proxy (document 1)" in e.obj and e.field == "data.config.conf", str(e)
+    assert e.problem.startswith(f"{what}: expected"), str(e)
+
+
+@pytest.mark.parametrize("conf", ["mode: " + "9" * 5000, "a: " + "[" * 2000 + "]" * 2000])
+def test_a_kube_proxy_config_python_cannot_read_is_named_and_not_taken(conf):
+    topo = model.load_text(kube_proxy_config(conf) + POD_WITH_IP, file=FILE)
+    assert any("data.config.conf" in e and "not valid YAML" in e for e in topo.effects), topo.effects
+
+
+def test_a_service_cidr_object_that_is_not_a_cidr_is_refused_at_its_field():
+    e = refused("apiVersion: networking.k8s.io/v1\nkind: ServiceCIDR\nmetadata: {name: x}\n"
+                "spec: {cidrs: ['fd00::/108', garbage]}\n---\napiVersion: v1\nkind: Service\n"
+                "metadata: {name: s}\nspec: {clusterIP: 10.96.0.5, ports: [{port: 80}]}\n")
+    assert "ServiceCIDR x (document 1)" in e.obj and e.field == "spec.cidrs[1]", str(e)
