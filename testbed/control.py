@@ -207,7 +207,7 @@ def _allocate_hosts(topo: Topology, alloc: Allocations) -> tuple[tuple[NodeInfo,
             if ip not in taken:
                 taken.add(ip)
                 return ip
-        raise TopologyError(topo.source, f"Lab {lab.name}", "spec.nodeNetwork", f"no free address left in {net}")
+        raise TopologyError(topo.source, topo.where("Lab", lab.name), "spec.nodeNetwork", f"no free address left in {net}")
 
     cluster = ipaddress.ip_network(lab.cluster_cidr)
     subnets = cluster.subnets(new_prefix=lab.node_cidr_mask)
@@ -233,7 +233,7 @@ def _allocate_hosts(topo: Topology, alloc: Allocations) -> tuple[tuple[NodeInfo,
                     used_cidrs.append(sub)
                     break
             else:
-                raise TopologyError(topo.source, f"Lab {lab.name}", "spec.clusterCIDR", f"{cluster} has no /{lab.node_cidr_mask} left for node {n.name}")
+                raise TopologyError(topo.source, topo.where("Lab", lab.name), "spec.clusterCIDR", f"{cluster} has no /{lab.node_cidr_mask} left for node {n.name}")
         nodes.append(NodeInfo(n.name, ip, cidr))
         new_nodes[n.name] = {"ip": ip, "pod_cidr": cidr}
     clients = []
@@ -283,7 +283,7 @@ def _allocate_cluster_ips(topo: Topology, alloc: Allocations) -> dict[str, str |
                     ip = cand
                     break
             else:
-                raise TopologyError(topo.source, f"Service {s.key}", "spec.clusterIP", f"the Service CIDR {net} is full")
+                raise TopologyError(topo.source, topo.where("Service", s.key), "spec.clusterIP", f"the Service CIDR {net} is full")
             used.add(ip)
         out[s.key] = ip
     alloc.cluster_ips = {k: v for k, v in out.items() if v}
@@ -323,7 +323,7 @@ def _allocate_node_ports(topo: Topology, alloc: Allocations) -> dict[str, tuple[
                         np_ = cand
                         break
                 else:
-                    raise TopologyError(topo.source, f"Service {s.key}", "spec.ports", f"the NodePort range {lo}-{hi} is full")
+                    raise TopologyError(topo.source, topo.where("Service", s.key), "spec.ports", f"the NodePort range {lo}-{hi} is full")
                 used.add((np_, p.protocol))
             ports.append(np_)
             new[k] = np_
@@ -465,7 +465,7 @@ def _schedule_and_address(topo: Topology, alloc: Allocations, nodes: tuple[NodeI
                 if ip not in used[node]:
                     break
             else:
-                raise TopologyError(topo.source, f"Pod {pod.key}", "spec.nodeName", f"node {node}'s pod CIDR {net} is full")
+                raise TopologyError(topo.source, topo.where("Pod", pod.key), "spec.nodeName", f"node {node}'s pod CIDR {net} is full")
             used[node].add(ip)
             alloc.ip_cursor[node] = off
             rec.update(node=node, ip=ip)

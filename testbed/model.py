@@ -1379,6 +1379,7 @@ def parse_documents(docs: list, file: str, base: Topology | None = None, require
             if ("Lab", "") in seen:
                 raise TopologyError(file, obj, None, f"expected one Lab document, found a second (the first: {seen['Lab', '']})")
             seen["Lab", ""] = d.where
+            draft.positions[f"Lab {parsed.name}"] = d.where
             draft.lab = parsed
             continue
         if parsed is None:  # accepted, named in the notes, not modelled (hostNetwork pods, IPv6 Services, …)
@@ -1470,7 +1471,7 @@ def validate(topo: Topology) -> None:
     hosts = [("spec.nodes", n) for n in lab.nodes] + [("spec.clients", c) for c in lab.clients]
     names, ips = {}, {}
     net = ipaddress.ip_network(lab.node_network)
-    lab_obj = f"Lab {lab.name}"
+    lab_obj = topo.where("Lab", lab.name)
     for path, h in hosts:
         if h.name in ("fabric", "lb"):
             raise TopologyError(file, lab_obj, path, f"the host name {h.name!r} is reserved (the lab's node network and load balancer)")
@@ -1568,7 +1569,7 @@ def _from_node_object(topo: Topology, h) -> bool:
 
 
 def _host_obj(topo: Topology, path: str, h) -> str:
-    return topo.where("Node", h.name) if path == "spec.nodes" and _from_node_object(topo, h) else f"Lab {topo.lab.name}"
+    return topo.where("Node", h.name) if path == "spec.nodes" and _from_node_object(topo, h) else topo.where("Lab", topo.lab.name)
 
 
 # ----------------------------------------------------------------------------- writing a Lab back

@@ -94,3 +94,26 @@ def test_a_service_cidr_object_that_is_not_a_cidr_is_refused_at_its_field():
                 "spec: {cidrs: ['fd00::/108', garbage]}\n---\napiVersion: v1\nkind: Service\n"
                 "metadata: {name: s}\nspec: {clusterIP: 10.96.0.5, ports: [{port: 80}]}\n")
     assert "ServiceCIDR x (document 1)" in e.obj and e.field == "spec.cidrs[1]", str(e)
+
+
+LAB = "apiVersion: testbed.dev/v1alpha1\nkind: Lab\nmetadata: {name: l}\n"
+
+
+@pytest.mark.parametrize("text, obj, field", [
+    # A cross-object check in model.validate
+    ("apiVersion: v1\nkind: Namespace\nmetadata: {name: n}\n---\n" + LAB + "spec: {nodes: [{name: a}, {name: a}]}\n",
+     "Lab l (document 2)", "spec.nodes"),
+    # An allocation in control.reconcile: no /28 left in a /28 for the second node
+    (LAB + "spec: {clusterCIDR: 10.244.0.0/28, nodeCIDRMaskSize: 28}\n", "Lab l (document 1)", "spec.clusterCIDR"),
+    # A Service of the file whose allocation fails names its document too
+    (LAB + "spec: {serviceCIDR: 10.96.0.0/28}\n" + "".join(
+        f"---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}}}\nspec: {{ports: [{{port: 80}}]}}\n" for i in range(6)),
+     "(document ", "spec.clusterIP"),
+])
+def test_lab_and_allocation_errors_name_the_document(text, obj, field):
+    from testbed.control import reconcile
+
+    with pytest.raises(TopologyError) as ei:
+        reconcile(model.load_text(text, file=FILE))
+    e = ei.value
+    assert obj in e.obj and e.field == field, str(e)
