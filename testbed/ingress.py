@@ -81,10 +81,10 @@ PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 _PATH_RANK = {t: i for i, t in enumerate(PATH_TYPES)}  # tie-break at equal length: Exact first
 
 # Shapes from k8s.io/apimachinery/pkg/util/validation and pkg/apis/networking/validation.
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # ValidateServiceName
-_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")  # IsValidPortName, plus the rules below
-_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9/\-._~%!$&'()*+,;=:]+$")  # IsDomainPrefixedPath, path part
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?\Z")  # ValidateServiceName
+_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?\Z")  # IsValidPortName, plus the rules below
+_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9/\-._~%!$&'()*+,;=:]+\Z")  # IsDomainPrefixedPath, path part
 _INVALID_PATH_SEQUENCES = ("//", "/./", "/../", "%2f", "%2F")
 _INVALID_PATH_SUFFIXES = ("/..", "/.")
 MAX_CONTROLLER_LEN = 250

@@ -125,3 +125,16 @@ def test_an_alias_bomb_is_refused_without_walking_every_value():
     lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
     e = refused("\n".join(lines) + "\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
     assert e.obj == "document 1" and "1,000,000 values" in e.problem, str(e)
+
+
+@pytest.mark.parametrize("meta, field", [
+    ('{name: "web\\n"}', "metadata.name"),
+    ('{name: web, namespace: "default\\n"}', "metadata.namespace"),
+    ('{name: web, labels: {"app\\n": x}}', "metadata.labels.'app\\n'"),
+    ('{name: web, labels: {app: "x\\n"}}', "metadata.labels.app"),
+])
+def test_a_name_or_label_with_a_trailing_newline_is_refused(meta, field):
+    """`$` matched before a final newline: "web\\n" passed as a DNS label and split the rendered
+    iptables rule that names it over two lines."""
+    e = refused(f"apiVersion: v1\nkind: Service\nmetadata: {meta}\nspec: {{ports: [{{port: 80}}]}}\n")
+    assert e.field == field, str(e)
