@@ -105,8 +105,24 @@ def assert_refusal(e: TopologyError, file: str, text: str | None = None) -> None
             assert "document " in e.obj, msg
 
 
+_PRINTABLE_NAME = re.compile(r"[^\x00-\x20\x7f]+")
+
+
+def assert_names_are_printable(topo: model.Topology) -> None:
+    """What loaded names its objects with printable text only: names and labels go into rules, comments,
+    namespaces and DNS (a newline in one once split an iptables rule)."""
+    names = [o.name for o in (*topo.pods, *topo.deployments, *topo.services, *topo.slices)]
+    names += [o.namespace for o in (*topo.pods, *topo.deployments, *topo.services, *topo.slices)]
+    names += [n.name for n in topo.lab.nodes] + [c.name for c in topo.lab.clients] + list(topo.namespaces)
+    names += [x for o in (*topo.pods, *topo.services) for kv in o.labels for x in kv if x]
+    names += [p.name for s in topo.services for p in s.ports if p.name]
+    for name in names:
+        assert _PRINTABLE_NAME.fullmatch(name), repr(name)
+
+
 def render_everything(topo: model.Topology) -> None:
     """Reconcile, then render every node in every mode: nothing but TopologyError may come out."""
+    assert_names_are_printable(topo)
     try:
         cluster, _ = reconcile(topo)
     except TopologyError as e:
@@ -160,7 +176,8 @@ ODD_STRINGS = [
 HUGE_INTS = [2**31, 2**32, 2**63, 2**64, -(2**63), 10**100, 10**4299, -(10**4299), 65535, 65536, 0, -1, 1, 30000,
              32767, 80, 24, 28, 32, 33]
 
-long_strings = st.builds(lambda c, n: c * n, st.characters(), st.integers(60, 20_000))
+# A file holds UTF-8: no lone surrogates (st.text() below still feeds them to load_text).
+long_strings = st.builds(lambda c, n: c * n, st.characters(codec="utf-8"), st.integers(60, 20_000))
 odd_text = st.text(st.characters(codec="utf-8"), max_size=40)
 
 
