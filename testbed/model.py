@@ -1491,6 +1491,9 @@ def validate(topo: Topology) -> None:
     if len(hosts) > net.num_addresses - 3:
         raise TopologyError(file, lab_obj, "spec.nodeNetwork", f"{lab.node_network} is too small for {len(hosts)} hosts")
     cluster = ipaddress.ip_network(lab.cluster_cidr)
+    if lab.node_cidr_mask < cluster.prefixlen:  # also for a clusterCIDR inferred from a dump, or the default mask
+        raise TopologyError(file, lab_obj, "spec.nodeCIDRMaskSize", f"expected a mask of at least /{cluster.prefixlen} "
+                            f"(the clusterCIDR {cluster} is split into the nodes' pod CIDRs), got /{lab.node_cidr_mask}")
     cidrs = []
     for n in lab.nodes:
         if n.pod_cidr:

@@ -138,3 +138,12 @@ def test_a_name_or_label_with_a_trailing_newline_is_refused(meta, field):
     iptables rule that names it over two lines."""
     e = refused(f"apiVersion: v1\nkind: Service\nmetadata: {meta}\nspec: {{ports: [{{port: 80}}]}}\n")
     assert e.field == field, str(e)
+
+
+@pytest.mark.parametrize("text", [
+    "apiVersion: testbed.dev/v1alpha1\nkind: Lab\nspec: {clusterCIDR: 10.244.0.0/30}\n",
+    kube_proxy_config("clusterCIDR: 10.244.0.0/30") + POD_WITH_IP,
+])
+def test_a_cluster_cidr_smaller_than_a_node_mask_is_refused(text):
+    e = refused(text)
+    assert e.field == "spec.nodeCIDRMaskSize" and "/30" in e.problem, str(e)
