@@ -147,3 +147,9 @@ def test_a_name_or_label_with_a_trailing_newline_is_refused(meta, field):
 def test_a_cluster_cidr_smaller_than_a_node_mask_is_refused(text):
     e = refused(text)
     assert e.field == "spec.nodeCIDRMaskSize" and "/30" in e.problem, str(e)
+
+
+def test_a_dumped_api_server_service_at_0_0_0_0_is_refused_at_its_cluster_ip():
+    e = refused("apiVersion: v1\nkind: Service\nmetadata: {name: kubernetes}\n"
+                "spec: {clusterIP: 0.0.0.0, ports: [{port: 443}]}\n")
+    assert "Service default/kubernetes (document 1)" in e.obj and e.field == "spec.clusterIP", str(e)
