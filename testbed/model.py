@@ -585,6 +585,11 @@ def _digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def _node_name(doc: "_Doc", path: str, value) -> str | None:
+    """A nodeName, validated as the API server does (a node may be inferred from it: testbed.replay)."""
+    return None if value is None else doc.name(path, value, pattern=DNS_SUBDOMAIN, max_len=253, what="a node name")
+
+
 def _port_number(doc: "_Doc", path: str, value) -> int | None:
     """A port given as a number or as a string of digits ("8080", as IntOrString allows)."""
     if isinstance(value, str):
@@ -720,7 +725,7 @@ def _pod_spec(doc: _Doc, path: str, spec: dict) -> _PodSpec:
     subdomain = spec.get("subdomain")
     if subdomain is not None:
         doc.name(f"{path}.subdomain", subdomain)
-    return _PodSpec(tuple(ports), tuple(probes), grace, doc.string(f"{path}.nodeName", spec.get("nodeName")),
+    return _PodSpec(tuple(ports), tuple(probes), grace, _node_name(doc, f"{path}.nodeName", spec.get("nodeName")),
                     tuple(sorted((str(k), v) for k, v in selector.items())),
                     _tolerations(doc, f"{path}.tolerations", spec.get("tolerations")), hostname, subdomain,
                     doc.boolean(f"{path}.hostNetwork", value=spec.get("hostNetwork")))
@@ -1131,7 +1136,7 @@ def _parse_slice(doc: _Doc) -> EndpointSlice | None:
         doc.check_keys(f"{ep}.conditions", cond, {"ready", "serving", "terminating"}, "conditions")
         flags = {c: _condition(doc, f"{ep}.conditions.{c}", cond.get(c)) for c in ("ready", "serving", "terminating")}
         eps.append(SliceEndpoint(addrs, flags["ready"], flags["serving"], flags["terminating"],
-                                 doc.string(f"{ep}.nodeName", e.get("nodeName")), doc.string(f"{ep}.hostname", e.get("hostname"))))
+                                 _node_name(doc, f"{ep}.nodeName", e.get("nodeName")), doc.string(f"{ep}.hostname", e.get("hostname"))))
     ports = []
     for i, p in enumerate(doc.seq("ports")):
         pp = f"ports[{i}]"
@@ -1177,7 +1182,7 @@ def _parse_endpoints(doc: _Doc) -> EndpointSlice | None:
                 if isinstance(ip, str) and ":" in ip:
                     continue
                 eps.append(SliceEndpoint((doc.ip(f"{ap}.ip", ip),), ready, ready, False,
-                                         doc.string(f"{ap}.nodeName", a.get("nodeName")),
+                                         _node_name(doc, f"{ap}.nodeName", a.get("nodeName")),
                                          doc.string(f"{ap}.hostname", a.get("hostname"))))
     return EndpointSlice(f"{name}-mirror", ns, name, tuple(eps), tuple(ports), MIRROR_CONTROLLER)
 

@@ -153,3 +153,18 @@ def test_a_dumped_api_server_service_at_0_0_0_0_is_refused_at_its_cluster_ip():
     e = refused("apiVersion: v1\nkind: Service\nmetadata: {name: kubernetes}\n"
                 "spec: {clusterIP: 0.0.0.0, ports: [{port: 443}]}\n")
     assert "Service default/kubernetes (document 1)" in e.obj and e.field == "spec.clusterIP", str(e)
+
+
+@pytest.mark.parametrize("doc, field", [
+    ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {nodeName: NODE, containers: [{name: c}]}\n", "spec.nodeName"),
+    ("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: e, labels: {kubernetes.io/service-name: s}}\n"
+     "addressType: IPv4\nendpoints: [{addresses: [10.0.0.1], nodeName: NODE}]\n", "endpoints[0].nodeName"),
+    ("apiVersion: v1\nkind: Endpoints\nmetadata: {name: e}\nsubsets: [{addresses: [{ip: 10.0.0.1, nodeName: NODE}]}]\n",
+     "subsets[0].addresses[0].nodeName"),
+])
+@pytest.mark.parametrize("node", ['"a\\n"', "a" * 300, "Node_1"])
+def test_a_node_name_that_the_api_server_refuses_is_refused(doc, field, node):
+    """A dump's nodes are inferred from the names its objects use: a 300-character or multi-line one
+    was a node of the lab."""
+    e = refused(doc.replace("NODE", node))
+    assert e.field == field and "a node name" in e.problem, str(e)
