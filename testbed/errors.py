@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 
+def show(value, limit: int = 80) -> str:
+    """A value for an error message: repr, cut short (a 10,000-character name is not printed whole)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 class TestbedError(Exception):
     """Base class: a message meant for the user, shown without a traceback by the CLI."""
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import manifests, schema
-from .errors import TopologyError
+from .errors import TopologyError, show as _show
 
 PROXY_MODES = ("iptables", "nftables", "ipvs", "userspace")
 IMPLEMENTED_MODES = ("iptables", "nftables", "userspace", "ipvs")
@@ -597,12 +597,6 @@ def _port_number(doc: "_Doc", path: str, value) -> int | None:
             doc.fail(path, f"expected an integer in 1-65535, got {_show(value)}")
         value = int(value)
     return doc.integer(path, value, 1, 65535)
-
-
-def _show(value, limit: int = 80) -> str:
-    """A value for an error message: repr, cut short (a 10,000-character name is not printed whole)."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 @dataclass(frozen=True)

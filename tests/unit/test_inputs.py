@@ -168,3 +168,17 @@ def test_a_node_name_that_the_api_server_refuses_is_refused(doc, field, node):
     was a node of the lab."""
     e = refused(doc.replace("NODE", node))
     assert e.field == field and "a node name" in e.problem, str(e)
+
+
+LONG = "A" * 20_000
+
+
+@pytest.mark.parametrize("text", [
+    f"apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: i}}\nspec: {{rules: [{{host: {LONG}}}]}}\n",
+    "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec: {rules: [{http: {paths: "
+    f"[{{path: {LONG}, pathType: Prefix, backend: {{service: {{name: s, port: {{number: 80}}}}}}}}]}}}}]}}\n",
+    f"apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: i, annotations: {{a: [{LONG}]}}}}\n",
+])
+def test_a_very_long_value_is_cut_short_in_the_error(text):
+    e = refused(text)
+    assert len(str(e)) < 500 and " characters)" in str(e), str(e)[:300]
