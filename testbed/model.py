@@ -768,6 +768,7 @@ def _controller_ref(doc: _Doc) -> tuple[str | None, str | None]:
 # ----------------------------------------------------------------------------- per kind
 
 
+MAX_LB_POOL = 65_536
 LAB_FIELDS = {"proxyMode", "nodes", "clients", "nodeNetwork", "clusterCIDR", "nodeCIDRMaskSize", "serviceCIDR",
               "serviceNodePortRange", "masqueradeAll", "conntrackCleanup", "loadBalancer", "clusterDNS",
               "ingressController", "ipvsScheduler", "replay"}
@@ -840,6 +841,9 @@ def _parse_lab(doc: _Doc) -> LabSpec:
             first, last = str(net.network_address), str(net.broadcast_address)
         if ipaddress.ip_address(first) > ipaddress.ip_address(last):
             doc.fail("spec.loadBalancer.pool", f"expected FIRST-LAST with FIRST <= LAST, got {raw}")
+        size = int(ipaddress.ip_address(last)) - int(ipaddress.ip_address(first)) + 1
+        if size > MAX_LB_POOL:  # the simulated cloud lists its pool's addresses on every sync
+            doc.fail("spec.loadBalancer.pool", f"expected at most {MAX_LB_POOL:,} addresses (a /16), got {size:,} ({raw})")
         lb_pool = (first, last)
     dns = doc.mapping("spec.clusterDNS")
     doc.check_keys("spec.clusterDNS", dns, {"enabled", "ip", "domain"})

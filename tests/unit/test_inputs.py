@@ -182,3 +182,16 @@ LONG = "A" * 20_000
 def test_a_very_long_value_is_cut_short_in_the_error(text):
     e = refused(text)
     assert len(str(e)) < 500 and " characters)" in str(e), str(e)[:300]
+
+
+@pytest.mark.parametrize("pool", ["100.0.0.0/10", "100.0.0.0-100.128.0.0"])
+def test_a_load_balancer_pool_of_millions_of_addresses_is_refused(pool):
+    """A /10 pool took minutes and gigabytes to allocate from; a /1 would not finish."""
+    e = refused(f"apiVersion: testbed.dev/v1alpha1\nkind: Lab\nspec: {{nodeNetwork: 100.0.0.0/8, loadBalancer: {{pool: {pool}}}}}\n")
+    assert e.field == "spec.loadBalancer.pool" and "at most 65,536 addresses" in e.problem, str(e)
+
+
+def test_a_load_balancer_pool_of_a_slash_16_is_taken():
+    topo = model.load_text("apiVersion: testbed.dev/v1alpha1\nkind: Lab\n"
+                           "spec: {nodeNetwork: 100.0.0.0/8, loadBalancer: {pool: 100.1.0.0/16}}\n", file=FILE)
+    assert topo.lab.lb_pool == ("100.1.0.0", "100.1.255.255")
