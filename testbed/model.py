@@ -482,7 +482,8 @@ class _Doc:
         for k in value:
             if k in modelled:
                 continue
-            where = f"{path}.{k}" if path else str(k)
+            name = str(k) if len(str(k)) <= 80 else _show(k)  # a 20,000-character key is not printed whole
+            where = f"{path}.{name}" if path else name
             if structure is not None and schema.known(structure, k):
                 how = schema.EFFECTS.get((structure, k))
                 harmless = schema.VALUE_EFFECTS.get((structure, k))

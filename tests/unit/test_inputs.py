@@ -195,3 +195,15 @@ def test_a_load_balancer_pool_of_a_slash_16_is_taken():
     topo = model.load_text("apiVersion: testbed.dev/v1alpha1\nkind: Lab\n"
                            "spec: {nodeNetwork: 100.0.0.0/8, loadBalancer: {pool: 100.1.0.0/16}}\n", file=FILE)
     assert topo.lab.lb_pool == ("100.1.0.0", "100.1.255.255")
+
+
+def test_a_very_long_unknown_field_is_cut_short_in_the_error_and_the_notes():
+    import json
+
+    key = "b" * 20_000
+    lab = {"apiVersion": "testbed.dev/v1alpha1", "kind": "Lab", "spec": {key: 1}}
+    e = refused(json.dumps(lab))
+    assert len(str(e)) < 500 and e.field.startswith("spec.'bbb"), str(e)[:300]
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}], key: 1}}
+    topo = model.load_text(json.dumps(svc), file=FILE)
+    assert topo.effects and all(len(line) < 500 for line in topo.effects + topo.warnings), topo.effects
