@@ -28,9 +28,9 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _YAML_LOADER = yaml.SafeLoader
 
 MAX_DEPTH = 100  # Kubernetes objects nest ~30 levels at most (CRD schemas); deeper is not a manifest
-# Values in one document, counted as every later step sees them (an alias repeats its whole value): the
-# largest real documents (CRD bundles) hold ~25,000; far more is an alias bomb, which kubectl refuses too.
-MAX_VALUES = 1_000_000
+# Values that YAML aliases repeat in one document: a dump of any size repeats none, an alias bomb
+# (nine aliases of nine aliases …) billions; kubectl refuses such "excessive aliasing" too.
+MAX_REPEATED = 1_000_000
 
 
 class _Loader(_YAML_LOADER):
@@ -127,20 +127,22 @@ def _parse_json(text: str, file: str) -> list | None:
 
 
 def _check_depth(raw, file: str, where: str) -> None:
-    """Refuse pathological nesting and size here, so nothing later (validation, the lab's JSON state)
-    recurses on it or walks a billion values."""
+    """Refuse pathological nesting and aliasing here, so nothing later (validation, the lab's JSON
+    state) recurses on it or walks a billion values."""
     stack = [(raw, 1)]
-    values = 0
+    seen: set[int] = set()
+    repeated = 0
     while stack:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise TopologyError(file, where, None, f"expected a Kubernetes manifest, got data nested more than "
                                                    f"{MAX_DEPTH} levels deep")
-        if isinstance(node, (dict, list)):
-            values += len(node)
-            if values > MAX_VALUES:
-                raise TopologyError(file, where, None, f"expected a Kubernetes manifest, got more than {MAX_VALUES:,} "
-                                                       "values in one document (counting what YAML aliases repeat)")
+        if id(node) in seen:  # reached again: an alias
+            repeated += len(node)
+            if repeated > MAX_REPEATED:
+                raise TopologyError(file, where, None, f"expected a Kubernetes manifest, got YAML aliases that repeat "
+                                                       f"more than {MAX_REPEATED:,} values (an alias bomb)")
+        seen.add(id(node))
         if isinstance(node, dict):
             stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
         elif isinstance(node, list):
