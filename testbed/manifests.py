@@ -100,6 +100,8 @@ def _parse_yaml(text: str, file: str) -> list:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
         problem = getattr(e, "problem", None) or str(e)
+        if len(problem) > 200:  # it quotes the input (a tag, a scalar): not all of it
+            problem = f"{problem[:200]}… ({len(problem)} characters)"
         raise TopologyError(file, where, None, f"expected valid YAML: {problem}") from None
     except RecursionError:
         raise TopologyError(file, None, None, f"expected a Kubernetes manifest, got YAML nested more than "

@@ -215,3 +215,8 @@ def test_a_very_long_unknown_field_is_cut_short_in_the_error_and_the_notes():
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}], key: 1}}
     topo = model.load_text(json.dumps(svc), file=FILE)
     assert topo.effects and all(len(line) < 500 for line in topo.effects + topo.warnings), topo.effects
+
+
+def test_a_yaml_error_quoting_a_very_long_tag_is_cut_short():
+    e = refused("!!" + "0" * 20_000 + " x\n")
+    assert e.obj == "line 1, column 1" and len(str(e)) < 500, str(e)[:300]
