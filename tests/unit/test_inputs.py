@@ -68,7 +68,8 @@ def kube_proxy_config(conf: str) -> str:
             f"data:\n  config.conf: |\n{body}\n")
 
 
-POD_WITH_IP = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c}]}\nstatus: {podIP: 10.244.0.5}\n"
+POD_WITH_IP = ("---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c}]}\n"
+               "status: {podIP: 10.244.0.5}\n")
 
 
 @pytest.mark.parametrize("conf, what", [
@@ -195,7 +196,8 @@ def test_a_very_long_value_is_cut_short_in_the_error(text):
 @pytest.mark.parametrize("pool", ["100.0.0.0/10", "100.0.0.0-100.128.0.0"])
 def test_a_load_balancer_pool_of_millions_of_addresses_is_refused(pool):
     """A /10 pool took minutes and gigabytes to allocate from; a /1 would not finish."""
-    e = refused(f"apiVersion: testbed.dev/v1alpha1\nkind: Lab\nspec: {{nodeNetwork: 100.0.0.0/8, loadBalancer: {{pool: {pool}}}}}\n")
+    e = refused("apiVersion: testbed.dev/v1alpha1\nkind: Lab\n"
+                f"spec: {{nodeNetwork: 100.0.0.0/8, loadBalancer: {{pool: {pool}}}}}\n")
     assert e.field == "spec.loadBalancer.pool" and "at most 65,536 addresses" in e.problem, str(e)
 
 
