@@ -1066,7 +1066,7 @@ def _parse_service(doc: _Doc) -> Service | None:
     ext_ips = tuple(doc.ip(f"spec.externalIPs[{i}]", v) for i, v in enumerate(doc.seq("spec.externalIPs")))
     ranges = []
     for i, v in enumerate(doc.seq("spec.loadBalancerSourceRanges")):
-        v = doc.string(f"spec.loadBalancerSourceRanges[{i}]", v).strip()
+        v = doc.string(f"spec.loadBalancerSourceRanges[{i}]", v, required=True).strip()  # a null item too
         if ":" in v:
             doc.notes.effect(doc.file, doc.obj, f"spec.loadBalancerSourceRanges[{i}]", "an IPv6 range is not modelled")
             continue

@@ -222,3 +222,9 @@ def test_a_very_long_unknown_field_is_cut_short_in_the_error_and_the_notes():
 def test_a_yaml_error_quoting_a_very_long_tag_is_cut_short():
     e = refused("!!" + "0" * 20_000 + " x\n")
     assert e.obj == "line 1, column 1" and len(str(e)) < 500, str(e)[:300]
+
+
+def test_a_null_load_balancer_source_range_is_refused_at_its_index():
+    e = refused("apiVersion: v1\nkind: Service\nmetadata: {name: s}\n"
+                "spec: {type: LoadBalancer, ports: [{port: 80}], loadBalancerSourceRanges: [null]}\n")
+    assert e.field == "spec.loadBalancerSourceRanges[0]" and e.problem == "is required", str(e)
