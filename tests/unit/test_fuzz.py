@@ -547,7 +547,7 @@ def mutate(data: st.DataObject, docs: list) -> list:
     """One random edit of the kinds a user (or a bad tool) makes to a manifest set."""
     op = data.draw(st.sampled_from(["replace", "replace", "replace", "delete", "insert", "rename", "duplicate",
                                     "wrap-list", "wrap-typed-list", "kind", "apiVersion", "stringify", "nest",
-                                    "drop-doc", "scalar-doc"]), label="mutation")
+                                    "drop-doc", "scalar-doc", "transplant", "transplant"]), label="mutation")
     if not docs:
         return [data.draw(values)]
     i = data.draw(st.integers(0, len(docs) - 1), label="document")
@@ -576,6 +576,13 @@ def mutate(data: st.DataObject, docs: list) -> list:
         return docs
     places = list(_containers(doc))
     _path, where = places[data.draw(st.integers(0, len(places) - 1), label="place")]
+    if op == "transplant" and isinstance(where, dict):
+        # A field of the set, valid where it was, put somewhere else: valid values in new combinations
+        # reach reconcile and the renderers more often than random ones do.
+        fields = [(k, v) for d in docs for _p, c in _containers(d) if isinstance(c, dict) for k, v in c.items()]
+        k, v = fields[data.draw(st.integers(0, len(fields) - 1), label="field")]
+        where[k] = copy.deepcopy(v)
+        return docs
     if isinstance(where, dict):
         if op == "insert" or not where:
             where[data.draw(keys, label="new key")] = data.draw(values, label="value")
