@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import TopologyError
+from .errors import TopologyError, show
 
 try:  # libyaml's C parser: about 7x faster than the pure-Python one on large dumps
     _YAML_LOADER = yaml.CSafeLoader
@@ -34,16 +34,27 @@ MAX_REPEATED = 1_000_000
 
 
 class _Loader(_YAML_LOADER):
-    """The safe loader, with an integer Python cannot read (more than sys.get_int_max_str_digits()
-    digits) refused at its line instead of raising a bare ValueError."""
+    """The safe loader, with a scalar its constructors cannot read (`!!int` of nothing, `!!bool maybe`,
+    `!!timestamp 2001-13-45`, an integer of more than sys.get_int_max_str_digits() digits) refused at
+    its line instead of raising a bare Python error."""
 
     def construct_yaml_int(self, node):
         try:
             return super().construct_yaml_int(node)
         except ValueError:
+            if not node.value.lstrip("+-").isdigit():
+                raise
             raise yaml.constructor.ConstructorError(
                 None, None, f"expected an integer of at most {sys.get_int_max_str_digits()} digits, got one "
                 f"of {len(node.value)} characters", node.start_mark) from None
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, IndexError, KeyError, AttributeError, TypeError):
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise yaml.constructor.ConstructorError(None, None, f"expected a {tag} value, got {show(node.value)}",
+                                                    node.start_mark) from None
 
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)

@@ -228,3 +228,13 @@ def test_a_null_load_balancer_source_range_is_refused_at_its_index():
     e = refused("apiVersion: v1\nkind: Service\nmetadata: {name: s}\n"
                 "spec: {type: LoadBalancer, ports: [{port: 80}], loadBalancerSourceRanges: [null]}\n")
     assert e.field == "spec.loadBalancerSourceRanges[0]" and e.problem == "is required", str(e)
+
+
+@pytest.mark.parametrize("text, line", [
+    ("!!int", 1), ("!!float", 1), ("a: !!bool maybe", 1), ("a:\n  b: !!timestamp x", 2), ("a: !!int 0x", 1),
+    ("a: 2001-13-45", 1), ("a: [!!int 1:2:x]", 1),
+])
+def test_a_scalar_yaml_cannot_construct_is_refused_at_its_line(text, line):
+    """PyYAML's constructors raised IndexError, KeyError, AttributeError or ValueError for these."""
+    e = refused(text)
+    assert e.obj.startswith(f"line {line}, column ") and "expected a !!" in e.problem, str(e)
