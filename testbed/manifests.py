@@ -33,7 +33,7 @@ MAX_DEPTH = 100  # Kubernetes objects nest ~30 levels at most (CRD schemas); dee
 MAX_REPEATED = 1_000_000
 
 
-class _Loader(_YAML_LOADER):
+class SafeLoader(_YAML_LOADER):
     """The safe loader, with a scalar its constructors cannot read (`!!int` of nothing, `!!bool maybe`,
     `!!timestamp 2001-13-45`, an integer of more than sys.get_int_max_str_digits() digits) refused at
     its line instead of raising a bare Python error."""
@@ -57,7 +57,7 @@ class _Loader(_YAML_LOADER):
                                                     node.start_mark) from None
 
 
-_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+SafeLoader.add_constructor("tag:yaml.org,2002:int", SafeLoader.construct_yaml_int)
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def parse_stream(text: str, file: str) -> list[Document]:
 
 def _parse_yaml(text: str, file: str) -> list:
     try:
-        return list(yaml.load_all(text, Loader=_Loader))
+        return list(yaml.load_all(text, Loader=SafeLoader))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None

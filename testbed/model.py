@@ -1308,8 +1308,8 @@ def _kube_proxy_config(raw: dict, file: str, obj: str, notes: Notes) -> dict | N
     if not isinstance(text, str):
         return None
     try:
-        conf = yaml.safe_load(text)
-    except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: an integer longer than Python reads
+        conf = yaml.load(text, Loader=manifests.SafeLoader)  # what its constructors cannot read is a YAMLError
+    except yaml.YAMLError:
         notes.effect(file, obj, "data.config.conf", "not valid YAML: kube-proxy's settings are not taken from it")
         return None
     if not isinstance(conf, dict):

@@ -84,7 +84,7 @@ def test_kube_proxy_settings_that_kube_proxy_refuses_are_refused(conf, what):
     assert e.problem.startswith(f"{what}: expected"), str(e)
 
 
-@pytest.mark.parametrize("conf", ["mode: " + "9" * 5000, "a: " + "[" * 2000 + "]" * 2000])
+@pytest.mark.parametrize("conf", ["mode: " + "9" * 5000, "a: " + "[" * 2000 + "]" * 2000, "mode: !!bool maybe"])
 def test_a_kube_proxy_config_python_cannot_read_is_named_and_not_taken(conf):
     topo = model.load_text(kube_proxy_config(conf) + POD_WITH_IP, file=FILE)
     assert any("data.config.conf" in e and "not valid YAML" in e for e in topo.effects), topo.effects
