@@ -647,6 +647,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("[red]interrupted[/]")
         return 130
+    except BrokenPipeError:
+        # The reader went away (`testbed render | head`): no traceback, as other Unix tools. Standard
+        # output goes to /dev/null so that Python's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

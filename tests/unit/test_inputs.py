@@ -238,3 +238,16 @@ def test_a_scalar_yaml_cannot_construct_is_refused_at_its_line(text, line):
     """PyYAML's constructors raised IndexError, KeyError, AttributeError or ValueError for these."""
     e = refused(text)
     assert e.obj.startswith(f"line {line}, column ") and "expected a !!" in e.problem, str(e)
+
+
+def test_render_into_a_closed_pipe_prints_no_traceback():
+    """`testbed render | head`: the reader goes away before render has written everything."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "render", str(model.builtin("default"))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the child has written anything
+    _, err = proc.communicate(timeout=120)
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()[-2000:]
+    assert proc.returncode == 141
