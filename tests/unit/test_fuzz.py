@@ -576,10 +576,10 @@ def mutate(data: st.DataObject, docs: list) -> list:
         return docs
     places = list(_containers(doc))
     _path, where = places[data.draw(st.integers(0, len(places) - 1), label="place")]
-    if op == "transplant" and isinstance(where, dict):
+    fields = [(k, v) for d in docs for _p, c in _containers(d) if isinstance(c, dict) for k, v in c.items()]
+    if op == "transplant" and isinstance(where, dict) and fields:
         # A field of the set, valid where it was, put somewhere else: valid values in new combinations
         # reach reconcile and the renderers more often than random ones do.
-        fields = [(k, v) for d in docs for _p, c in _containers(d) if isinstance(c, dict) for k, v in c.items()]
         k, v = fields[data.draw(st.integers(0, len(fields) - 1), label="field")]
         where[k] = copy.deepcopy(v)
         return docs
