@@ -253,7 +253,7 @@ def _allocate_hosts(topo: Topology, alloc: Allocations) -> tuple[tuple[NodeInfo,
             if ip not in taken:
                 taken.add(ip)
                 return ip
-        raise TopologyError(topo.source, f"Lab {lab.name}", "spec.nodeNetwork", f"no free address left in {net}")
+        raise TopologyError(topo.source, topo.where("Lab", lab.name), "spec.nodeNetwork", f"no free address left in {net}")
 
     cluster = ipaddress.ip_network(lab.cluster_cidr)
     subnets = cluster.subnets(new_prefix=lab.node_cidr_mask)
@@ -279,7 +279,7 @@ def _allocate_hosts(topo: Topology, alloc: Allocations) -> tuple[tuple[NodeInfo,
                     used_cidrs.append(sub)
                     break
             else:
-                raise TopologyError(topo.source, f"Lab {lab.name}", "spec.clusterCIDR", f"{cluster} has no /{lab.node_cidr_mask} left for node {n.name}")
+                raise TopologyError(topo.source, topo.where("Lab", lab.name), "spec.clusterCIDR", f"{cluster} has no /{lab.node_cidr_mask} left for node {n.name}")
         nodes.append(NodeInfo(n.name, ip, cidr))
         new_nodes[n.name] = {"ip": ip, "pod_cidr": cidr}
     clients = []
@@ -323,7 +323,7 @@ def _allocate_cluster_ips(topo: Topology, alloc: Allocations) -> dict[str, str |
         if not ip:
             ip = next((cand for net in nets for cand in _free_in(net, s.key, used)), None)
             if ip is None:
-                raise TopologyError(topo.source, f"Service {s.key}", "spec.clusterIP",
+                raise TopologyError(topo.source, topo.where("Service", s.key), "spec.clusterIP",
                                     f"the Service CIDR {', '.join(map(str, nets))} is full")
             used.add(ip)
         out[s.key] = ip
@@ -376,7 +376,7 @@ def _allocate_node_ports(topo: Topology, alloc: Allocations) -> dict[str, tuple[
                         np_ = cand
                         break
                 else:
-                    raise TopologyError(topo.source, f"Service {s.key}", "spec.ports", f"the NodePort range {lo}-{hi} is full")
+                    raise TopologyError(topo.source, topo.where("Service", s.key), "spec.ports", f"the NodePort range {lo}-{hi} is full")
                 used.add((np_, p.protocol))
             ports.append(np_)
             new[k] = np_
@@ -543,7 +543,7 @@ def _schedule_and_address(topo: Topology, alloc: Allocations, nodes: tuple[NodeI
                 if ip not in used[node]:
                     break
             else:
-                raise TopologyError(topo.source, f"Pod {pod.key}", "spec.nodeName", f"node {node}'s pod CIDR {net} is full")
+                raise TopologyError(topo.source, topo.where("Pod", pod.key), "spec.nodeName", f"node {node}'s pod CIDR {net} is full")
             used[node].add(ip)
             alloc.ip_cursor[node] = off
             rec.update(node=node, ip=ip)

@@ -9,6 +9,12 @@ def fill(text: str, width: int = 80) -> str:
     return textwrap.fill(text, width, break_long_words=False, break_on_hyphens=False)
 
 
+def show(value, limit: int = 80) -> str:
+    """A value for an error message: repr, cut short (a 10,000-character name is not printed whole)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 class TestbedError(Exception):
     """Base class: a message meant for the user, shown without a traceback by the CLI."""
 

@@ -69,6 +69,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .errors import show
+
 if TYPE_CHECKING:  # pragma: no cover
     from .control import ServiceInfo
     from .model import _Doc
@@ -81,10 +83,10 @@ PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 _PATH_RANK = {t: i for i, t in enumerate(PATH_TYPES)}  # tie-break at equal length: Exact first
 
 # Shapes from k8s.io/apimachinery/pkg/util/validation and pkg/apis/networking/validation.
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # ValidateServiceName
-_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")  # IsValidPortName, plus the rules below
-_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9/\-._~%!$&'()*+,;=:]+$")  # IsDomainPrefixedPath, path part
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?\Z")  # ValidateServiceName
+_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?\Z")  # IsValidPortName, plus the rules below
+_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9/\-._~%!$&'()*+,;=:]+\Z")  # IsDomainPrefixedPath, path part
 _INVALID_PATH_SEQUENCES = ("//", "/./", "/../", "%2f", "%2F")
 _INVALID_PATH_SUFFIXES = ("/..", "/.")
 MAX_CONTROLLER_LEN = 250
@@ -143,7 +145,7 @@ def _annotations(doc: _Doc) -> dict:
     ann = doc.mapping("metadata.annotations")
     for k, v in ann.items():
         if not isinstance(v, str):
-            doc.fail(f"metadata.annotations.{k}", f"expected a string (annotation values are strings: quote it), got {v!r}")
+            doc.fail(f"metadata.annotations.{k}", f"expected a string (annotation values are strings: quote it), got {show(v)}")
     return ann
 
 
@@ -156,11 +158,11 @@ def _host(doc: _Doc, path: str, value) -> str:
     except ValueError:
         pass
     else:
-        doc.fail(path, f"must be a DNS name, not an IP address, got {host!r}")
+        doc.fail(path, f"must be a DNS name, not an IP address, got {show(host)}")
     name = host.removeprefix("*.")
     if len(host) > 253 or "*" in name or not _DNS_SUBDOMAIN.match(name):
         doc.fail(path, f"expected a lower-case DNS name such as foo.example.com, or a wildcard such as *.example.com "
-                       f"('*' alone as the first label; no port), got {host!r}")
+                       f"('*' alone as the first label; no port), got {show(host)}")
     return host
 
 
@@ -180,7 +182,7 @@ def _backend(doc: _Doc, path: str, raw) -> IngressBackend:
         doc.fail(f"{path}.service.name", "is required")
     if len(name) > 63 or not _DNS1035_LABEL.match(name):
         doc.fail(f"{path}.service.name", f"expected a Service name (a DNS-1035 label: lower-case letters, digits, '-', "
-                                         f"starting with a letter, at most 63 characters), got {name!r}")
+                                         f"starting with a letter, at most 63 characters), got {show(name)}")
     port = doc.mapping(f"{path}.service.port", svc.get("port"))
     doc.check_keys(f"{path}.service.port", port, {"name", "number"})
     pname, number = port.get("name") or None, port.get("number")
@@ -192,7 +194,7 @@ def _backend(doc: _Doc, path: str, raw) -> IngressBackend:
         pname = doc.string(f"{path}.service.port.name", pname)
         if len(pname) > 15 or not _IANA_SVC_NAME.match(pname) or "--" in pname or not re.search("[a-z]", pname):
             doc.fail(f"{path}.service.port.name", "expected a Service port name (an IANA service name: at most 15 lower-case "
-                                                  f"letters, digits and '-', at least one letter), got {pname!r}")
+                                                  f"letters, digits and '-', at least one letter), got {show(pname)}")
         return IngressBackend(name, pname)
     doc.fail(f"{path}.service.port", "port name or number is required")
     raise AssertionError  # unreachable: fail raises
@@ -205,17 +207,17 @@ def _path(doc: _Doc, path: str, raw) -> IngressPath:
     if ptype is None:
         doc.fail(f"{path}.pathType", f"is required ({', '.join(PATH_TYPES)})")
     if ptype not in PATH_TYPES:
-        doc.fail(f"{path}.pathType", f"expected one of {', '.join(PATH_TYPES)}, got {ptype!r}")
+        doc.fail(f"{path}.pathType", f"expected one of {', '.join(PATH_TYPES)}, got {show(ptype)}")
     value = doc.string(f"{path}.path", p.get("path"), default="")
     if (ptype in ("Exact", "Prefix") or value) and not value.startswith("/"):  # ImplementationSpecific may be empty
-        doc.fail(f"{path}.path", f"must be an absolute path (starting with '/'), got {value!r}")
+        doc.fail(f"{path}.path", f"must be an absolute path (starting with '/'), got {show(value)}")
     if ptype in ("Exact", "Prefix"):
         for seq in _INVALID_PATH_SEQUENCES:
             if seq in value:
-                doc.fail(f"{path}.path", f"must not contain {seq!r}, got {value!r}")
+                doc.fail(f"{path}.path", f"must not contain {seq!r}, got {show(value)}")
         for suffix in _INVALID_PATH_SUFFIXES:
             if value.endswith(suffix):
-                doc.fail(f"{path}.path", f"cannot end with {suffix!r}, got {value!r}")
+                doc.fail(f"{path}.path", f"cannot end with {suffix!r}, got {show(value)}")
     if p.get("backend") is None:
         doc.fail(f"{path}.backend", "is required")
     return IngressPath(value, ptype, _backend(doc, f"{path}.backend", p["backend"]))
@@ -235,7 +237,7 @@ def parse_ingress(doc: _Doc) -> Ingress:
     annotated = ann.get(CLASS_ANNOTATION)
     if annotated is not None and cls is not None and annotated != cls:
         doc.fail(f"metadata.annotations.{CLASS_ANNOTATION}", f"must match spec.ingressClassName when both are specified "
-                                                             f"({annotated!r} vs {cls!r})")
+                                                             f"({show(annotated)} vs {show(cls)})")
     default = _backend(doc, "spec.defaultBackend", spec["defaultBackend"]) if spec.get("defaultBackend") is not None else None
     rules = []
     for i, r in enumerate(doc.seq("spec.rules")):
@@ -281,7 +283,7 @@ def parse_ingress_class(doc: _Doc) -> IngressClass:
         doc.fail("spec.controller", f"expected at most {MAX_CONTROLLER_LEN} characters, got {len(controller)}")
     domain, slash, rest = controller.partition("/")
     if not slash or not rest or not _DNS_SUBDOMAIN.match(domain) or len(domain) > 253 or not _PATH_SEGMENT.match(rest):
-        doc.fail("spec.controller", f"expected a domain-prefixed path such as example.com/ingress-controller, got {controller!r}")
+        doc.fail("spec.controller", f"expected a domain-prefixed path such as example.com/ingress-controller, got {show(controller)}")
     return IngressClass(name, controller, ann.get(DEFAULT_CLASS_ANNOTATION) == "true")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import TopologyError
+from .errors import TopologyError, show
 
 _STR, _TIMESTAMP = "tag:yaml.org,2002:str", "tag:yaml.org,2002:timestamp"
 _MAP, _SEQ, _MERGE = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:merge"
@@ -58,7 +58,16 @@ class _Constructor(yaml.constructor.SafeConstructor):
                 tag = n.tag
                 if tag == _STR or tag == _TIMESTAMP:
                     return n.value
-                return scalar[tag](self, n) if tag in scalar else self.construct_undefined(n)
+                if tag not in scalar:
+                    return self.construct_undefined(n)
+                try:
+                    return scalar[tag](self, n)
+                except yaml.constructor.ConstructorError:
+                    raise
+                except (ValueError, IndexError, KeyError, AttributeError, TypeError):
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"expected a {tag.replace('tag:yaml.org,2002:', '!!')} value, got {show(n.value)}",
+                        n.start_mark) from None
             seen = memo.get(id(n))
             if seen is not None:
                 return seen  # an alias: the same object, as PyYAML makes it
@@ -102,6 +111,36 @@ class _Loader(_Parser, _Constructor, _Resolver):
 _YAML_LOADER = _Loader
 
 MAX_DEPTH = 100  # Kubernetes objects nest ~30 levels at most (CRD schemas); deeper is not a manifest
+# Values that YAML aliases repeat in one document: a dump of any size repeats none, an alias bomb
+# (nine aliases of nine aliases …) billions; kubectl refuses such "excessive aliasing" too.
+MAX_REPEATED = 1_000_000
+
+
+class SafeLoader(_YAML_LOADER):
+    """The safe loader, with a scalar its constructors cannot read (`!!int` of nothing, `!!bool maybe`,
+    `!!timestamp 2001-13-45`, an integer of more than sys.get_int_max_str_digits() digits) refused at
+    its line instead of raising a bare Python error."""
+
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            if not node.value.lstrip("+-").isdigit():
+                raise
+            raise yaml.constructor.ConstructorError(
+                None, None, f"expected an integer of at most {sys.get_int_max_str_digits()} digits, got one "
+                f"of {len(node.value)} characters", node.start_mark) from None
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, IndexError, KeyError, AttributeError, TypeError):
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise yaml.constructor.ConstructorError(None, None, f"expected a {tag} value, got {show(node.value)}",
+                                                    node.start_mark) from None
+
+
+SafeLoader.add_constructor("tag:yaml.org,2002:int", SafeLoader.construct_yaml_int)
 
 
 @dataclass(frozen=True)
@@ -150,11 +189,13 @@ def parse_stream(text: str, file: str) -> list[Document]:
 
 def _parse_yaml(text: str, file: str) -> list:
     try:
-        return list(yaml.load_all(text, Loader=_YAML_LOADER))
+        return list(yaml.load_all(text, Loader=SafeLoader))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
         problem = getattr(e, "problem", None) or str(e)
+        if len(problem) > 200:  # it quotes the input (a tag, a scalar): not all of it
+            problem = f"{problem[:200]}… ({len(problem)} characters)"
         raise TopologyError(file, where, None, f"expected valid YAML: {problem}") from None
     except RecursionError:
         raise TopologyError(file, None, None, f"expected a Kubernetes manifest, got YAML nested more than "
@@ -173,7 +214,7 @@ def _parse_json(text: str, file: str) -> list | None:
                 break
             obj, pos = dec.raw_decode(text, pos)
             out.extend(obj if isinstance(obj, list) else [obj])
-    except json.JSONDecodeError:
+    except ValueError:  # JSONDecodeError, or an integer too long for Python (YAML then names its line)
         return None  # YAML flow style ({a: b}) starts like JSON too: let the YAML parser decide
     except RecursionError:
         raise TopologyError(file, None, None, f"expected a Kubernetes manifest, got JSON nested more than "
@@ -182,13 +223,22 @@ def _parse_json(text: str, file: str) -> list | None:
 
 
 def _check_depth(raw, file: str, where: str) -> None:
-    """Refuse pathological nesting here, so nothing later (validation, the lab's JSON state) recurses on it."""
+    """Refuse pathological nesting and aliasing here, so nothing later (validation, the lab's JSON
+    state) recurses on it or walks a billion values."""
     stack = [(raw, 1)]
+    seen: set[int] = set()
+    repeated = 0
     while stack:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise TopologyError(file, where, None, f"expected a Kubernetes manifest, got data nested more than "
                                                    f"{MAX_DEPTH} levels deep")
+        if id(node) in seen:  # reached again: an alias
+            repeated += len(node)
+            if repeated > MAX_REPEATED:
+                raise TopologyError(file, where, None, f"expected a Kubernetes manifest, got YAML aliases that repeat "
+                                                       f"more than {MAX_REPEATED:,} values (an alias bomb)")
+        seen.add(id(node))
         if isinstance(node, dict):
             stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
         elif isinstance(node, list):

@@ -25,15 +25,16 @@ from pathlib import Path
 
 from . import manifests, schema, versions
 from .errors import TopologyError
+from .errors import show as _show
 
 PROXY_MODES = ("iptables", "nftables", "ipvs", "userspace")
 IMPLEMENTED_MODES = ("iptables", "nftables", "userspace", "ipvs")
 IPVS_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh")
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-LAB_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,14}[a-z0-9])?$")
-LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+LAB_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,14}[a-z0-9])?\Z")
+LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\Z")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?\Z")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"^{_OCTET}(\.{_OCTET}){{3}}$")
@@ -508,7 +509,8 @@ class _Doc:
         for k in value:
             if k in modelled:
                 continue
-            where = f"{path}.{k}" if path else str(k)
+            name = str(k) if len(str(k)) <= 80 else _show(k)  # a 20,000-character key is not printed whole
+            where = f"{path}.{name}" if path else name
             if structure is not None and schema.known(structure, k):
                 how = schema.EFFECTS.get((structure, k))
                 harmless = schema.VALUE_EFFECTS.get((structure, k))
@@ -608,10 +610,23 @@ class _Doc:
         return ann
 
 
-def _show(value, limit: int = 80) -> str:
-    """A value for an error message: repr, cut short (a 10,000-character name is not printed whole)."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+def _digits(text: str) -> bool:
+    """A port written as a string of ASCII digits ("²" and "١" are digits to str.isdigit, not to int)."""
+    return text.isascii() and text.isdigit()
+
+
+def _node_name(doc: "_Doc", path: str, value) -> str | None:
+    """A nodeName, validated as the API server does (a node may be inferred from it: testbed.replay)."""
+    return None if value is None else doc.name(path, value, pattern=DNS_SUBDOMAIN, max_len=253, what="a node name")
+
+
+def _port_number(doc: "_Doc", path: str, value) -> int | None:
+    """A port given as a number or as a string of digits ("8080", as IntOrString allows)."""
+    if isinstance(value, str):
+        if len(value) > 5:  # also beyond what int() reads
+            doc.fail(path, f"expected an integer in 1-65535, got {_show(value)}")
+        value = int(value)
+    return doc.integer(path, value, 1, 65535)
 
 
 @dataclass(frozen=True)
@@ -644,10 +659,10 @@ def _probe(doc: _Doc, path: str, kind: str, raw) -> ProbeSpec:
             port = doc.integer(f"{path}.grpc.port", port, 1, 65535)
             doc.notes.effect(doc.file, doc.obj, f"{path}.grpc", "checked as a TCP connection to the port "
                              "(testbed's pods do not speak the gRPC health protocol)")
-        elif isinstance(port, str) and not port.isdigit():
+        elif isinstance(port, str) and not _digits(port):
             doc.name(f"{path}.{a}.port", port, max_len=15, what="a port number or a named container port")
         else:
-            port = doc.integer(f"{path}.{a}.port", int(port) if isinstance(port, str) else port, 1, 65535)
+            port = _port_number(doc, f"{path}.{a}.port", port)
         if port is None:
             doc.fail(f"{path}.{a}.port", "is required")
         kw["port"] = port
@@ -758,7 +773,7 @@ def _pod_spec(doc: _Doc, path: str, spec: dict) -> _PodSpec:
     subdomain = spec.get("subdomain")
     if subdomain is not None:
         doc.name(f"{path}.subdomain", subdomain)
-    return _PodSpec(tuple(ports), tuple(probes), grace, doc.string(f"{path}.nodeName", spec.get("nodeName")),
+    return _PodSpec(tuple(ports), tuple(probes), grace, _node_name(doc, f"{path}.nodeName", spec.get("nodeName")),
                     tuple(sorted((str(k), v) for k, v in selector.items())),
                     _tolerations(doc, f"{path}.tolerations", spec.get("tolerations")), hostname, subdomain,
                     doc.boolean(f"{path}.hostNetwork", value=spec.get("hostNetwork")))
@@ -807,6 +822,7 @@ def _controller_ref(doc: _Doc) -> tuple[str | None, str | None]:
 # ----------------------------------------------------------------------------- per kind
 
 
+MAX_LB_POOL = 65_536
 LAB_FIELDS = {"proxyMode", "nodes", "clients", "nodeNetwork", "clusterCIDR", "nodeCIDRMaskSize", "serviceCIDR",
               "serviceNodePortRange", "masqueradeAll", "conntrackCleanup", "loadBalancer", "clusterDNS",
               "ingressController", "ipvsScheduler", "replay", "kubeProxy", "additionalServiceCIDRs"}
@@ -881,6 +897,9 @@ def _parse_lab(doc: _Doc) -> LabSpec:
             first, last = str(net.network_address), str(net.broadcast_address)
         if ipaddress.ip_address(first) > ipaddress.ip_address(last):
             doc.fail("spec.loadBalancer.pool", f"expected FIRST-LAST with FIRST <= LAST, got {raw}")
+        size = int(ipaddress.ip_address(last)) - int(ipaddress.ip_address(first)) + 1
+        if size > MAX_LB_POOL:  # the simulated cloud lists its pool's addresses on every sync
+            doc.fail("spec.loadBalancer.pool", f"expected at most {MAX_LB_POOL:,} addresses (a /16), got {size:,} ({raw})")
         lb_pool = (first, last)
     dns = doc.mapping("spec.clusterDNS")
     doc.check_keys("spec.clusterDNS", dns, {"enabled", "ip", "domain"})
@@ -1079,12 +1098,10 @@ def _parse_service(doc: _Doc) -> Service | None:
         elif len(raw_ports) > 1:
             doc.fail(f"{pp}.name", "is required when a Service has more than one port")
         target = p.get("targetPort")
-        if isinstance(target, str) and not target.isdigit():
+        if isinstance(target, str) and not _digits(target):
             doc.name(f"{pp}.targetPort", target, max_len=15, what="a port number or an IANA service name")
-        elif isinstance(target, str):
-            target = doc.integer(f"{pp}.targetPort", int(target[:6]), 1, 65535)
         elif target is not None:
-            target = doc.integer(f"{pp}.targetPort", target, 1, 65535)
+            target = _port_number(doc, f"{pp}.targetPort", target)
         node_port = doc.integer(f"{pp}.nodePort", p.get("nodePort"), 1, 65535)
         if node_port is not None and stype not in ("NodePort", "LoadBalancer"):
             doc.fail(f"{pp}.nodePort", f"may only be set for type NodePort or LoadBalancer, not {stype}")
@@ -1118,7 +1135,7 @@ def _parse_service(doc: _Doc) -> Service | None:
     ext_ips = tuple(doc.ip(f"spec.externalIPs[{i}]", v) for i, v in enumerate(doc.seq("spec.externalIPs")))
     ranges = []
     for i, v in enumerate(doc.seq("spec.loadBalancerSourceRanges")):
-        v = doc.string(f"spec.loadBalancerSourceRanges[{i}]", v).strip()
+        v = doc.string(f"spec.loadBalancerSourceRanges[{i}]", v, required=True).strip()  # a null item too
         if ":" in v:
             doc.notes.effect(doc.file, doc.obj, f"spec.loadBalancerSourceRanges[{i}]", "an IPv6 range is not modelled")
             continue
@@ -1202,7 +1219,7 @@ def _parse_slice(doc: _Doc) -> EndpointSlice | None:
                                       required=True) for j, h in enumerate(doc.seq(f"{ep}.hints.{k}", hints.get(k))))
                   for k in ("forZones", "forNodes")}
         eps.append(SliceEndpoint(addrs, flags["ready"], flags["serving"], flags["terminating"],
-                                 doc.string(f"{ep}.nodeName", e.get("nodeName")), doc.string(f"{ep}.hostname", e.get("hostname")),
+                                 _node_name(doc, f"{ep}.nodeName", e.get("nodeName")), doc.string(f"{ep}.hostname", e.get("hostname")),
                                  doc.string(f"{ep}.zone", e.get("zone")), hinted["forZones"], hinted["forNodes"]))
     ports = []
     for i, p in enumerate(doc.seq("ports")):
@@ -1249,7 +1266,7 @@ def _parse_endpoints(doc: _Doc) -> EndpointSlice | None:
                 if isinstance(ip, str) and ":" in ip:
                     continue
                 eps.append(SliceEndpoint((doc.ip(f"{ap}.ip", ip),), ready, ready, False,
-                                         doc.string(f"{ap}.nodeName", a.get("nodeName")),
+                                         _node_name(doc, f"{ap}.nodeName", a.get("nodeName")),
                                          doc.string(f"{ap}.hostname", a.get("hostname"))))
     return EndpointSlice(f"{name}-mirror", ns, name, tuple(eps), tuple(ports), MIRROR_CONTROLLER)
 
@@ -1366,7 +1383,9 @@ def _not_modelled(draft: _Draft, doc_obj: str, raw: dict, api: str, kind: str, f
     elif kind == "ServiceCIDR" and group == "networking.k8s.io":
         spec = raw.get("spec") if isinstance(raw.get("spec"), dict) else {}
         cidrs = spec.get("cidrs") if isinstance(spec.get("cidrs"), list) else []
-        v4 = [c for c in cidrs if isinstance(c, str) and ":" not in c]
+        # The API server's validation first: the Service CIDRs are inferred from them (testbed.replay).
+        v4 = [_Doc(file, doc_obj, raw, notes, kind).cidr(f"spec.cidrs[{i}]", c) for i, c in enumerate(cidrs)
+              if not (isinstance(c, str) and ":" in c)]  # not the IPv6 range of a dual-stack cluster
         # The API server's own (from --service-cluster-ip-range) is named kubernetes: the default one.
         draft.service_cidrs[0:0] = v4 if meta.get("name") == "kubernetes" else []
         draft.service_cidrs.extend(v4 if meta.get("name") != "kubernetes" else [])
@@ -1382,11 +1401,27 @@ def _kube_proxy_config(raw: dict, file: str, obj: str, notes: Notes) -> dict | N
     if not isinstance(text, str):
         return None
     try:
-        conf = yaml.safe_load(text)
+        conf = yaml.load(text, Loader=manifests.SafeLoader)  # what its constructors cannot read is a YAMLError
     except yaml.YAMLError:
         notes.effect(file, obj, "data.config.conf", "not valid YAML: kube-proxy's settings are not taken from it")
         return None
-    return conf if isinstance(conf, dict) else None
+    if not isinstance(conf, dict):
+        return None
+    # What testbed.replay takes from it, checked as kube-proxy checks its flags at start-up.
+    cidr = conf.get("clusterCIDR")
+    if cidr not in (None, ""):
+        try:
+            for part in cidr.split(","):
+                if ":" not in part:  # IPv6 parts of a dual-stack cluster are not modelled
+                    ipaddress.ip_network(part.strip(), strict=False)
+        except (ValueError, AttributeError):
+            raise TopologyError(file, obj, "data.config.conf", f"clusterCIDR: expected a CIDR such as 10.244.0.0/16, "
+                                f"got {_show(cidr)}") from None
+    ipvs = conf.get("ipvs") if isinstance(conf.get("ipvs"), dict) else {}
+    if ipvs.get("scheduler") not in (None, "", *IPVS_SCHEDULERS):
+        raise TopologyError(file, obj, "data.config.conf", f"ipvs.scheduler: expected an IPVS scheduler "
+                            f"({', '.join(IPVS_SCHEDULERS)}), got {_show(ipvs['scheduler'])}")
+    return conf
 
 
 def parse_documents(docs: list, file: str, base: Topology | None = None, require_lab: bool = False,
@@ -1444,6 +1479,7 @@ def parse_documents(docs: list, file: str, base: Topology | None = None, require
             if ("Lab", "") in seen:
                 raise TopologyError(file, obj, None, f"expected one Lab document, found a second (the first: {seen['Lab', '']})")
             seen["Lab", ""] = d.where
+            draft.positions[f"Lab {parsed.name}"] = d.where
             draft.lab = parsed
             continue
         if parsed is None:  # accepted, named in the notes, not modelled (an IPv6 Service, a finished pod, …)
@@ -1535,7 +1571,7 @@ def validate(topo: Topology) -> None:
     hosts = [("spec.nodes", n) for n in lab.nodes] + [("spec.clients", c) for c in lab.clients]
     names, ips = {}, {}
     net = ipaddress.ip_network(lab.node_network)
-    lab_obj = f"Lab {lab.name}"
+    lab_obj = topo.where("Lab", lab.name)
     for path, h in hosts:
         if h.name in ("fabric", "lb"):
             raise TopologyError(file, lab_obj, path, f"the host name {h.name!r} is reserved (the lab's node network and load balancer)")
@@ -1555,6 +1591,9 @@ def validate(topo: Topology) -> None:
     if len(hosts) > net.num_addresses - 3:
         raise TopologyError(file, lab_obj, "spec.nodeNetwork", f"{lab.node_network} is too small for {len(hosts)} hosts")
     cluster = ipaddress.ip_network(lab.cluster_cidr)
+    if lab.node_cidr_mask < cluster.prefixlen:  # also for a clusterCIDR inferred from a dump, or the default mask
+        raise TopologyError(file, lab_obj, "spec.nodeCIDRMaskSize", f"expected a mask of at least /{cluster.prefixlen} "
+                            f"(the clusterCIDR {cluster} is split into the nodes' pod CIDRs), got /{lab.node_cidr_mask}")
     cidrs = []
     for n in lab.nodes:
         if n.pod_cidr:
@@ -1584,6 +1623,10 @@ def validate(topo: Topology) -> None:
     svc_net = svc_nets[0]
     lo, hi = lab.node_port_range
     used_ips, used_np = {}, {}
+    if lab.cluster_dns and not lab.cluster_dns_ip and svc_net.num_addresses < 16:
+        raise TopologyError(file, lab_obj, "spec.serviceCIDR", f"{svc_net} is too small for the cluster DNS Service "
+                            "(its 10th address, as kubeadm gives kube-dns): expected a /28 or larger, or set "
+                            "spec.clusterDNS.ip or spec.clusterDNS.enabled: false")
     dns = str(svc_net.network_address + 10) if not lab.cluster_dns_ip else lab.cluster_dns_ip
     for s in topo.services:
         obj = topo.where("Service", s.key)
@@ -1632,7 +1675,7 @@ def _from_node_object(topo: Topology, h) -> bool:
 
 
 def _host_obj(topo: Topology, path: str, h) -> str:
-    return topo.where("Node", h.name) if path == "spec.nodes" and _from_node_object(topo, h) else f"Lab {topo.lab.name}"
+    return topo.where("Node", h.name) if path == "spec.nodes" and _from_node_object(topo, h) else topo.where("Lab", topo.lab.name)
 
 
 # ----------------------------------------------------------------------------- writing a Lab back

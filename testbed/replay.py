@@ -112,7 +112,8 @@ def complete(topo, node_objects, kube_proxy: dict | None, service_cidrs: list[st
             if cidr is None:
                 api = next((ipaddress.ip_address(s.cluster_ip) for s in topo.services
                             if s.key == "default/kubernetes" and s.cluster_ip and not s.headless), None)
-                cidr = _covering(cips, longest=24, network_at=api - 1 if api else None)
+                # The API server's address is the range's first after the network address (none before 0.0.0.0).
+                cidr = _covering(cips, longest=24, network_at=api - 1 if api and int(api) else None)
                 how = "the smallest range holding every ClusterIP"
         if cidr is not None and str(cidr) != lab.service_cidr:
             changes["service_cidr"] = str(cidr)
