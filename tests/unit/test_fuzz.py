@@ -51,7 +51,7 @@ PROFILES = {
     "deep": dict(scale=None, settings=dict(max_examples=10_000, deadline=None, database=None,
                                            suppress_health_check=_SLOW_OK, print_blob=True)),
 }
-_profile_name = os.environ.get("TESTBED_FUZZ", "ci")
+_profile_name = os.environ.get("TESTBED_FUZZ") or "ci"
 if _profile_name not in PROFILES:
     raise pytest.UsageError(f"TESTBED_FUZZ: expected one of {', '.join(PROFILES)}, got {_profile_name!r}")
 _PROFILE = PROFILES[_profile_name]
