@@ -315,7 +315,7 @@ class Lab:
             faultpoint.reach("workloads-started")
             for p in new:
                 have_entry = {"ns": wiring.pod_ns(lab, p.namespace, p.name), "node": p.node, "ip": p.ip,
-                              "proc": procs[p.key]}
+                              "proc": procs[p.key], "created": time.time()}
                 if p.key in have:  # re-addressed pod: keep the old record for removal below
                     have[p.key + "#old"] = have[p.key]
                     gone = [g if g != p.key else p.key + "#old" for g in gone]
@@ -373,6 +373,7 @@ class Lab:
                     report.removed_pods.append(k.split("#")[0])
         report.seconds_total = time.perf_counter() - started
         report.failed_nodes = sorted(failed)
+        self._note_first_seen(cluster)
         self.saved["syncs"] = (self.saved.get("syncs", []) + [{
             "at": time.time(), "change": change, "trigger": f"{change}: {detail}" if detail else change,
             "mode": self.saved["mode"],
@@ -384,6 +385,14 @@ class Lab:
         if failed:
             raise SyncError(failed, report)
         return report
+
+    def _note_first_seen(self, cluster: ClusterState) -> None:
+        """When each Service, workload and Ingress first appeared (kubectl's AGE in `testbed get`)."""
+        seen, now = self.saved.get("since", {}), time.time()
+        topo = cluster.topology
+        keys = [f"Service/{s.key}" for s in cluster.services] + [w.ref for w in topo.workloads] + \
+               [f"Ingress/{i.key}" for i in topo.ingresses]
+        self.saved["since"] = {k: seen.get(k, now) for k in keys}
 
     def _remove_orphans(self, cluster: ClusterState) -> list[str]:
         """Pod namespaces that a sync journaled and made but never recorded (it was killed, or

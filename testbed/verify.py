@@ -17,6 +17,7 @@ from .conformance import Cell, Matrix, Row, derive_rows, run_row
 UNAVAILABLE = {
 }
 BUILD_ROW = "(lab built)"
+BUILD_SHORT = "lab built"
 
 
 def unavailable(mode: str) -> str | None:
@@ -59,18 +60,18 @@ def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda 
     try:
         code = vm.run(argv, timeout=1800, cwd=str(Path(__file__).resolve().parent.parent), stdout=out, stderr=err)
     except Exception as e:  # a failed boot is a failed column, with the reason
-        matrix.put(BUILD_ROW, mode, Cell("fail", f"testbed vm: {e}"))
+        matrix.put(BUILD_ROW, mode, short=BUILD_SHORT, cell=Cell("fail", f"testbed vm: {e}"))
         return True
     try:
         guest = Matrix.from_json(json.loads(out.getvalue().decode()))
     except ValueError:
         tail = err.getvalue().decode(errors="replace").strip().splitlines()[-3:]
-        matrix.put(BUILD_ROW, mode, Cell("fail", f"testbed vm exited {code} without a matrix: {' | '.join(tail)}"))
+        matrix.put(BUILD_ROW, mode, short=BUILD_SHORT, cell=Cell("fail", f"testbed vm exited {code} without a matrix: {' | '.join(tail)}"))
         return True
     for behaviour, row in guest.rows.items():
         for m, cell in row.items():
             reason = cell.reason if behaviour != BUILD_ROW else f"{cell.reason} (in testbed vm)"
-            matrix.put(behaviour, m, Cell(cell.status, reason))
+            matrix.put(behaviour, m, Cell(cell.status, reason), guest.shorts.get(behaviour, ""))
     return True
 
 
@@ -83,33 +84,65 @@ def run_mode(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda e
     if reason and mode == "ipvs" and run_in_vm(topo_path, mode, matrix, progress, options):
         return
     if reason:
-        matrix.put(BUILD_ROW, mode, Cell("skip", reason))
+        matrix.put(BUILD_ROW, mode, short=BUILD_SHORT, cell=Cell("skip", reason))
         for behaviour in list(matrix.rows):
             if mode not in matrix.rows[behaviour]:
                 matrix.put(behaviour, mode, Cell("skip", reason))
         return
+    progress = _tagged(progress, mode)
     lab_name = name or f"verify-{mode}"[:16]
     if name is None and state.read(lab_name) is not None:  # another verify is running: don't collide
         lab_name = f"v{os.getpid() % 100000}-{mode}"[:16]
     try:
         lab = Lab.up(topo_path, name=lab_name, mode=mode, progress=progress, **(options or {}))
     except Exception as e:  # the whole column fails with the reason
-        matrix.put(BUILD_ROW, mode, Cell("fail", str(e)))
+        matrix.put(BUILD_ROW, mode, short=BUILD_SHORT, cell=Cell("fail", str(e)))
         return
     try:
         cluster = lab.cluster()
-        matrix.put(BUILD_ROW, mode, Cell("pass", f"{len(cluster.nodes)} nodes, {len(cluster.pods)} pods, "
+        matrix.put(BUILD_ROW, mode, short=BUILD_SHORT, cell=Cell("pass", f"{len(cluster.nodes)} nodes, {len(cluster.pods)} pods, "
                                                  f"{len(cluster.services)} services"))
         rows = table_for(topo_path) or derive_rows(cluster)
-        for row in rows:
-            progress("check", {"behaviour": row.behaviour, "mode": mode})
+        for n, row in enumerate(rows, 1):
+            progress("check", {"behaviour": row.behaviour, "short": row.short, "mode": mode, "n": n, "total": len(rows)})
             try:
                 cell = run_row(lab, row, mode)
             except Exception as e:
                 cell = Cell("fail", f"{type(e).__name__}: {e}")
-            matrix.put(row.behaviour, mode, cell)
+            if cell.status == "fail" and mode != "ipvs":
+                cell = _with_trace(lab, row, cell)
+            matrix.put(row.behaviour, mode, cell, row.short)
     finally:
         lab.down()
+
+
+def _with_trace(lab, row: Row, cell: Cell) -> Cell:
+    """A failed packet row gets the trace of one packet through the rules (`testbed trace`), for
+    the HTML report. The trace is best effort: where it cannot run, the cell says why."""
+    from rich.console import Console
+
+    from .conformance import _resolve_target
+    from .trace import run_trace
+    from .trace_view import render_tree
+
+    kind, _, name = row.source.partition("/")
+    if row.check != "packet" or row.action or kind not in ("pod", "node", "client") or row.proto not in ("tcp", "udp"):
+        return cell
+    try:
+        ip, port, _, _ = _resolve_target(lab.cluster(), row.target, row.proto)
+        trace = run_trace(lab, name if kind == "pod" else row.source, f"{ip}:{port}", proto=row.proto)
+        with open(os.devnull, "w") as sink:
+            out = Console(width=100, record=True, file=sink)
+            out.print(render_tree(trace))
+        text = out.export_text()
+    except Exception as e:  # noqa: BLE001 - the cell's own failure is what matters
+        text = f"no trace: {type(e).__name__}: {e}"
+    return Cell(cell.status, cell.reason, {**cell.data, "trace": text})
+
+
+def _tagged(progress, mode: str):
+    """The lab's own progress events (fabric, pods, rules), saying which mode's lab they build."""
+    return lambda event, info: progress(event, {"mode": mode, **info})
 
 
 def verify(topo_path: str | None, modes: list[str], progress=lambda e, i: None, options: dict | None = None) -> Matrix:
