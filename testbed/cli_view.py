@@ -8,6 +8,7 @@ import time
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -128,7 +129,8 @@ def _wrap(text: str, width: int, indent: str) -> str:
 
 
 class RichView:
-    """The library's progress events as a rich progress bar (a terminal)."""
+    """The library's progress events as rich progress bars (a terminal): the step being done,
+    then the checks of each mode; a finished bar goes away."""
 
     def __init__(self, progress: Progress, notes):
         self.p = progress
@@ -136,21 +138,27 @@ class RichView:
         self.checks = None
         self.notes = notes
 
+    def _drop(self, task) -> None:
+        if task is not None:
+            self.p.remove_task(task)
+
     def __call__(self, event: str, info: dict) -> None:
-        mode = f"[{info['mode']}] " if info.get("mode") else ""
+        mode = f"{info['mode']}: " if info.get("mode") else ""
         if event == "step":
-            if self.task is not None:
-                self.p.update(self.task, completed=self.p.tasks[self.task].total)
-            self.task = self.p.add_task(mode + info["what"], total=info.get("total") or 1)
+            self._drop(self.task)
+            self.task = self.p.add_task(escape(mode + info["what"]), total=info.get("total") or 1)
         elif event == "advance" and self.task is not None:
-            self.p.update(self.task, advance=1, description=mode + info["what"])
+            self.p.update(self.task, advance=1, description=escape(mode + info["what"]))
         elif event == "notes":
             self.notes(info["topology"], self.p.console)
         elif event == "check":
-            if self.checks is None or self.p.tasks[self.checks].total != info.get("total"):
+            self._drop(self.task)
+            self.task = None
+            if self.checks is None or self.p.tasks[-1].id != self.checks or info.get("n", 1) == 1:
+                self._drop(self.checks)
                 self.checks = self.p.add_task("checks", total=info.get("total"))
             what = info.get("short") or info["behaviour"]
-            self.p.update(self.checks, completed=info.get("n", 1) - 1, description=f"{mode}{what}")
+            self.p.update(self.checks, completed=info.get("n", 1) - 1, description=escape(mode + what))
 
 
 class PlainView:

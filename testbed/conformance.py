@@ -301,7 +301,7 @@ def _run_failover(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
     kinds = sorted({s.outcome for s in failed})
     expected = row.expected(mode)
     seen = {"victim": victim.name, "timeline": [[round(s.at, 3), s.outcome] for s in t.samples],
-            "recovery_ms": None if t.recovery is None else round(t.recovery * 1000)}
+            "recovery_ms": None if t.recovery is None or expected != "recovers" else round(t.recovery * 1000)}
     summary = f"{len(failed)}/{len(after)} new connections failed ({', '.join(kinds) or 'none'}) in {window:.0f} s after {victim.name}'s server died"
     if expected == "recovers":
         late = [s for s in after if s.at > window - 1.0]
@@ -442,15 +442,15 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
                   iface=iface)
         if row.backends != "self" or h.backend == (src.pod.name if src.pod else None) or h.outcome != "answered":
             break
-    seen = {"dialled": h.dialled, "outcome": h.outcome, "reply": h.reply, "backend": h.backend,
+    evidence = {"dialled": h.dialled, "outcome": h.outcome, "reply": h.reply, "backend": h.backend,
             "dnat": h.backend_saw_dst, "source_seen": h.backend_saw_src, "ms": round(h.elapsed * 1000)}
     if h.outcome != expected:
         extra = f" by {h.reply}" if h.reply else ""
-        return Cell("fail", f"expected {expected}, got {h.outcome}{extra} (backend {h.backend or '-'}, saw {h.backend_saw_src or '-'} → {h.backend_saw_dst or '-'})", seen)
+        return Cell("fail", f"expected {expected}, got {h.outcome}{extra} (backend {h.backend or '-'}, saw {h.backend_saw_src or '-'} → {h.backend_saw_dst or '-'})", evidence)
     if expected == "refused":
-        return Cell("pass", f"refused by {h.reply} after {h.elapsed * 1000:.0f} ms", seen)
+        return Cell("pass", f"refused by {h.reply} after {h.elapsed * 1000:.0f} ms", evidence)
     if expected == "dropped":
-        return Cell("pass", f"no answer within {h.elapsed:.1f} s", seen)
+        return Cell("pass", f"no answer within {h.elapsed:.1f} s", evidence)
     if expected == "closed":
         return Cell("pass", f"connection accepted, then closed without an answer after {h.elapsed * 1000:.0f} ms")
     facts = []
@@ -506,8 +506,8 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
         if d.p_value is None or d.p_value <= P_VALUE_FLOOR:
             return Cell("fail", f"split {d.counts} fails chi-square (p={d.p_value})")
         facts.append(f"300 over {len(backends)} backends, p={d.p_value:.3f}")
-        seen.update(p_value=d.p_value, counts=dict(d.counts))
-    return Cell("pass", "; ".join(facts), seen)
+        evidence.update(p_value=d.p_value, counts=dict(d.counts))
+    return Cell("pass", "; ".join(facts), evidence)
 
 
 def connect_probe(client_ns: str, client_ip: str, dst_ip: str, dst_port: int, proto: str = "tcp",
