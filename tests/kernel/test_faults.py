@@ -283,7 +283,7 @@ def test_apply_killed_at_each_point_leaves_a_consistent_lab(lab_factory, tmp_pat
     assert saved is not None  # never half a file
     assert any(d["metadata"]["name"] == "extra" for d in saved["manifests"]) == (found == "new")
     pods = json.loads(ok(run_cli("get", "pods", "--lab", lab.name, "-o", "json")).stdout)["items"]
-    web = {p["metadata"]["name"] for p in pods if p["metadata"]["labels"].get("app") == "web"}
+    web = {p["metadata"]["name"] for p in pods if p["metadata"].get("labels", {}).get("app") == "web"}
     old_web = {p.name for p in before.pods if p.owner == "default/web"}
     assert (web == old_web) == (found == "old") and len(web) == 2
     marked = Lab(lab.name).out_of_date()
@@ -426,7 +426,7 @@ def test_full_state_file_system_is_a_clear_error_and_the_state_stays(small_run, 
         assert (seen / name / "state.json").read_bytes() == before
         assert all(len(line.split()) >= 2 for line in (seen / name / "journal").read_text().splitlines())
         pods = json.loads(ok(run_cli("get", "pods", "--lab", name, "-o", "json", prefix=prefix, env=env)).stdout)["items"]
-        assert len([p for p in pods if p["metadata"]["labels"].get("app") == "web"]) == 2
+        assert len([p for p in pods if p["metadata"].get("labels", {}).get("app") == "web"]) == 2
         return said
 
     try:

@@ -588,7 +588,7 @@ def test_verify_iptables_json(tmp_path, verify_turn):
         raise
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     data = json.loads(out.read_text())
-    assert set(data) == {"modes", "rows"}
+    assert set(data) == {"modes", "rows", "topology"}  # topology: the file verified (for `testbed report`)
     assert data["modes"] == ["iptables"]
     assert isinstance(data["rows"], list) and len(data["rows"]) >= 5
     behaviours = []
