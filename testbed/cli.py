@@ -5,11 +5,8 @@ import argparse
 import json
 import os
 import sys
-import time
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from rich.text import Text
 
 from . import manifests, model, state
@@ -578,7 +575,7 @@ EXAMPLES = {
                "testbed verify --json matrix.json --html report.html"],
     "report": ["testbed report matrix.json -o report.html"],
     "graph": ["testbed graph demo > demo.svg", "testbed graph topologies/ingress.yaml -o mermaid",
-              "testbed graph -o dot | dot -Tpng > lab.png"],
+              "testbed graph -o dot > lab.dot"],
 }
 
 
@@ -618,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every lab on this machine")
     p.set_defaults(fn=cmd_down)
 
-    p = _command(sub, "get", help="show nodes, pods, services or endpoints")
+    p = _command(sub, "get", help="show pods, services, endpoints, nodes, workloads … as kubectl prints them")
     p.add_argument("what", metavar="KIND[,KIND...]",
                    help="pods, services, endpoints, endpointslices, nodes, deployments, replicasets, statefulsets, "
                         "daemonsets, jobs, replicationcontrollers, ingresses, clients, all (kubectl's short names too)")

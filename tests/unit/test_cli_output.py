@@ -258,3 +258,22 @@ def test_version(capsys):
         cli.main(["--version"])
     assert e.value.code == 0
     assert capsys.readouterr().out.startswith("testbed ")
+
+
+def test_rich_progress_keeps_one_bar_for_the_step_and_one_for_the_checks():
+    from rich.progress import Progress
+
+    from testbed.cli_view import RichView
+
+    out = Console(file=io.StringIO(), force_terminal=True, width=80)
+    with Progress(console=out, transient=True) as p:
+        view = RichView(p, lambda topo, console: None)
+        for mode in ("iptables", "nftables"):
+            for step in ("fabric", "pods", "rules"):
+                view("step", {"what": step, "total": 2, "mode": mode})
+                view("advance", {"what": f"{step} [1]", "mode": mode})
+                assert len(p.tasks) <= 2
+            for n in (1, 2, 3):
+                view("check", {"behaviour": "b", "short": f"row [x{n}]", "mode": mode, "n": n, "total": 3})
+                assert len(p.tasks) == 1
+                assert p.tasks[0].description == f"{mode}: row \\[x{n}]"  # escaped: not rich markup
