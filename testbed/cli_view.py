@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -151,6 +151,9 @@ class RichView:
             self.p.update(self.task, advance=1, description=escape(mode + info["what"]))
         elif event == "notes":
             self.notes(info["topology"], self.p.console)
+        elif event == "guest":  # a line of the verify running inside `testbed vm`
+            self._drop(self.task)
+            self.task = self.p.add_task(escape(f"testbed vm: {info['what']}"), total=None)
         elif event == "check":
             self._drop(self.task)
             self.task = None
@@ -184,6 +187,8 @@ class PlainView:
             n, total = info.get("n"), info.get("total")
             count = f"{n}/{total} " if n and total else ""
             self.say(f"{mode}{count}{info.get('short') or info['behaviour']}")
+        elif event == "guest":
+            self.say(f"[testbed vm] {info['what']}")
         elif event == "failed":
             self.say(f"{mode}failed: {info.get('what')}: {info.get('error')}")
         elif event == "rollback":
@@ -194,7 +199,7 @@ class PlainView:
 def progress(console: Console, notes):
     """A progress callback for the library: rich on a terminal, plain lines otherwise."""
     if console.is_terminal:
-        p = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                      TimeElapsedColumn(), console=console, transient=True)
         with p:
             yield RichView(p, notes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from . import model, state
@@ -51,7 +52,11 @@ def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda 
     if os.environ.get("TESTBED_IN_VM") == "1" or vm.available() is not None:
         return False
     progress("check", {"behaviour": "booting a guest kernel with IPVS (testbed vm)", "mode": mode})
-    out, err = io.BytesIO(), io.BytesIO()
+    from .bench import _LineSink
+
+    # The guest's own progress lines (it verifies off a terminal: one plain line per step) come through.
+    out = io.BytesIO()
+    err = _LineSink(lambda line: progress("guest", {"what": re.sub(r"^\[vm\] (\[ *[\d.]+s\] )?", "", line)}))
     argv = [vm.guest_python(), "-m", "testbed.cli", "verify", "--mode", mode, "--json", "-"]
     if topo_path:
         argv.insert(4, os.path.abspath(topo_path))
@@ -65,7 +70,7 @@ def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda 
     try:
         guest = Matrix.from_json(json.loads(out.getvalue().decode()))
     except ValueError:
-        tail = err.getvalue().decode(errors="replace").strip().splitlines()[-3:]
+        tail = err.lines[-3:]
         matrix.put(BUILD_ROW, mode, short=BUILD_SHORT, cell=Cell("fail", f"testbed vm exited {code} without a matrix: {' | '.join(tail)}"))
         return True
     for behaviour, row in guest.rows.items():

@@ -236,8 +236,10 @@ def test_plain_progress_is_one_line_per_step():
         view("advance", {"what": f"pod default/p{i}", "mode": "iptables"})
     view("check", {"behaviour": "ClusterIP TCP from a pod: DNAT…", "short": "ClusterIP TCP from a pod",
                    "mode": "nftables", "n": 2, "total": 12})
+    view("guest", {"what": "ipvs: 3/12 NodePort via node-1"})  # verify inside `testbed vm`, relayed
     lines = out.getvalue().splitlines()
-    assert len(lines) == 2 and "\x1b" not in out.getvalue()
+    assert len(lines) == 3 and "\x1b" not in out.getvalue()
+    assert lines[2].endswith("[testbed vm] ipvs: 3/12 NodePort via node-1")
     assert lines[0].endswith("iptables: pods (300)")
     assert lines[1].endswith("nftables: 2/12 ClusterIP TCP from a pod")
 
