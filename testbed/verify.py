@@ -54,9 +54,15 @@ def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda 
     progress("check", {"behaviour": "booting a guest kernel with IPVS (testbed vm)", "mode": mode})
     from .bench import _LineSink
 
-    # The guest's own progress lines (it verifies off a terminal: one plain line per step) come through.
+    # The guest verifies off a terminal: its progress lines ("[  1.2s] ipvs: 3/12 …") come through;
+    # the rest of its stderr (its own matrix, notes) is kept for the error message only.
+    def relay(line: str) -> None:
+        m = re.match(r"\[vm\] \[ *[\d.]+s\] (.*)", line)
+        if m:
+            progress("guest", {"what": m[1]})
+
     out = io.BytesIO()
-    err = _LineSink(lambda line: progress("guest", {"what": re.sub(r"^\[vm\] (\[ *[\d.]+s\] )?", "", line)}))
+    err = _LineSink(relay)
     argv = [vm.guest_python(), "-m", "testbed.cli", "verify", "--mode", mode, "--json", "-"]
     if topo_path:
         argv.insert(4, os.path.abspath(topo_path))
