@@ -2,6 +2,7 @@
 matrix, and progress (rich on a terminal, one plain line per step otherwise)."""
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 import time
@@ -197,8 +198,9 @@ class PlainView:
 
 @contextmanager
 def progress(console: Console, notes):
-    """A progress callback for the library: rich on a terminal, plain lines otherwise."""
-    if console.is_terminal:
+    """A progress callback for the library: rich on a terminal, plain lines otherwise. Inside
+    `testbed vm` stderr is the guest's serial line, relayed to the host as lines: plain there too."""
+    if console.is_terminal and os.environ.get("TESTBED_IN_VM") != "1":
         p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                      TimeElapsedColumn(), console=console, transient=True)
         with p:

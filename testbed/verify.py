@@ -40,6 +40,20 @@ def table_for(topo_path: str | None) -> list[Row] | None:
     return TABLES.get(path.name)
 
 
+def guest_stderr(progress):
+    """A sink for the guest's stderr. The guest verifies with plain progress: its lines
+    ("[  1.2s] ipvs: 3/12 …") come through as "guest" events; the rest (its own matrix, notes)
+    is kept for the error message only."""
+    from .bench import _LineSink
+
+    def relay(line: str) -> None:
+        m = re.match(r"\[vm\] \[ *[\d.]+s\] (.*)", line)
+        if m:
+            progress("guest", {"what": m[1]})
+
+    return _LineSink(relay)
+
+
 def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda e, i: None,
               options: dict | None = None) -> bool:
     """Run this mode's column inside `testbed vm` (a guest kernel that has IPVS), one boot.
@@ -52,17 +66,7 @@ def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda 
     if os.environ.get("TESTBED_IN_VM") == "1" or vm.available() is not None:
         return False
     progress("check", {"behaviour": "booting a guest kernel with IPVS (testbed vm)", "mode": mode})
-    from .bench import _LineSink
-
-    # The guest verifies off a terminal: its progress lines ("[  1.2s] ipvs: 3/12 …") come through;
-    # the rest of its stderr (its own matrix, notes) is kept for the error message only.
-    def relay(line: str) -> None:
-        m = re.match(r"\[vm\] \[ *[\d.]+s\] (.*)", line)
-        if m:
-            progress("guest", {"what": m[1]})
-
-    out = io.BytesIO()
-    err = _LineSink(relay)
+    out, err = io.BytesIO(), guest_stderr(progress)
     argv = [vm.guest_python(), "-m", "testbed.cli", "verify", "--mode", mode, "--json", "-"]
     if topo_path:
         argv.insert(4, os.path.abspath(topo_path))

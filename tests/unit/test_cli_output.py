@@ -279,3 +279,18 @@ def test_rich_progress_keeps_one_bar_for_the_step_and_one_for_the_checks():
                 view("check", {"behaviour": "b", "short": f"row [x{n}]", "mode": mode, "n": n, "total": 3})
                 assert len(p.tasks) == 1
                 assert p.tasks[0].description == f"{mode}: row \\[x{n}]"  # escaped: not rich markup
+
+
+def test_the_vm_guests_progress_lines_are_relayed(monkeypatch):
+    from testbed import verify
+
+    seen = []
+    sink = verify.guest_stderr(lambda event, info: seen.append((event, info["what"])))
+    sink.write(b"[   0.1s] ipvs: fabric (3)\n behaviour \xc3\x97 proxy mode\n[  12.0s] ipvs: 3/12 NodePort")
+    sink.write(b" via node-1\n")
+    assert seen == [("guest", "ipvs: fabric (3)"), ("guest", "ipvs: 3/12 NodePort via node-1")]
+    assert sink.lines[1].strip() == "behaviour × proxy mode"  # kept for the error message
+    monkeypatch.setenv("TESTBED_IN_VM", "1")  # the guest's stderr is a serial tty: plain lines there
+    from testbed.cli_view import progress
+    with progress(Console(file=io.StringIO(), force_terminal=True), lambda t, c: None) as view:
+        assert isinstance(view, PlainView)
