@@ -5,11 +5,8 @@ import argparse
 import json
 import os
 import sys
-import time
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from rich.text import Text
 
 from . import manifests, model, state
@@ -55,29 +52,6 @@ def _open(args):
     """The lab a command works on (--lab, or the only one), its agent running again if it died."""
     from .lab import Lab
     return Lab.open(_lab_name(args), progress=_notice)
-
-
-class _ProgressView:
-    """Turns the library's progress events into a rich progress bar."""
-
-    def __init__(self, progress: Progress):
-        self.p = progress
-        self.task = None
-
-    def __call__(self, event: str, info: dict) -> None:
-        if event == "step":
-            if self.task is not None:
-                self.p.update(self.task, completed=self.p.tasks[self.task].total)
-            self.task = self.p.add_task(info["what"], total=info.get("total") or 1)
-        elif event == "advance" and self.task is not None:
-            self.p.update(self.task, advance=1, description=info["what"])
-        elif event == "notes":
-            topo = info["topology"]
-            print_notes(topo, self.p.console, mode=topo.lab.proxy_mode)
-        elif event == "check":
-            if self.task is None or self.p.tasks[self.task].description.startswith("rules"):
-                self.task = self.p.add_task("checks", total=None)
-            self.p.update(self.task, description=f"[{info['mode']}] {info['behaviour'][:70]}")
 
 
 def print_notes(topo, out: Console | None = None, mode: str | None = None) -> None:
@@ -139,115 +113,32 @@ def _load(args, path: str | None = None):
     return topo
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), console=err, transient=True)
+def _progress():
+    """Progress on stderr: a rich bar on a terminal, one plain line per step otherwise (CI logs)."""
+    from .cli_view import progress
+    return progress(err, lambda topo, out: print_notes(topo, out, mode=topo.lab.proxy_mode))
 
 
-def _summary(lab, report=None) -> None:
-    cluster = lab.cluster()
-    console.print(f"[bold]lab[/] {lab.name}  [bold]mode[/] {lab.saved['mode']} ({MODE_NOTES[lab.saved['mode']]})")
-    _print_nodes(cluster, lab.out_of_date())
-    _print_pods(cluster)
-    _print_services(cluster)
-    if report:
-        console.print(f"rules: {report.transactions} iptables-restore transactions (one per node); "
-                      f"change → rules applied in {report.seconds_to_rules * 1000:.1f} ms "
-                      f"(render {report.render_seconds * 1000:.1f} ms, kernel {report.apply_seconds * 1000:.1f} ms); "
-                      f"total {report.seconds_total * 1000:.1f} ms")
+def _summary(lab) -> None:
+    from . import get_view
+    snap = get_view.Snapshot.of_lab(lab)
+    console.print(f"[bold]lab[/] {lab.name}  [bold]mode[/] {lab.saved['mode']} ({MODE_NOTES[lab.saved['mode']]})",
+                  soft_wrap=True)
+    for kinds in (["nodes"], ["clients"], ["pods"], ["services"]):
+        text, _ = get_view.render(snap, kinds, "table", None)
+        sys.stdout.write("\n" + text)
+        sys.stdout.flush()
+    _why_not(snap, None)
 
 
-def _print_nodes(cluster, out_of_date: dict[str, str] | None = None) -> None:
-    t = Table(title="nodes", title_justify="left")
-    for c in ("NAME", "ROLE", "IP", "POD CIDR", "PODS", "RULES"):
-        t.add_column(c)
-    stale = out_of_date or {}
-    for n in cluster.nodes:
-        why = stale.get(n.name)
-        rules = Text("up to date") if not why else Text("syncing", style="yellow") if why == "syncing" else \
-            Text("OUT OF DATE", style="bold red")
-        t.add_row(n.name, "node", n.ip, n.pod_cidr, str(sum(p.node == n.name for p in cluster.pods)), rules)
-    for c in cluster.clients:
-        t.add_row(c.name, "client (outside the cluster)", c.ip, "-", "-", "-")
-    console.print(t)
-    for name, why in stale.items():
+def _why_not(snap, namespaces) -> None:
+    """What kubectl would say in events: why a node's rules are out of date, why a pod is Pending."""
+    for name, why in snap.out_of_date.items():
         if why != "syncing":
-            console.print(Text(f"{name}: out of date: {why}; its next sync is a full one"), soft_wrap=False)
-
-
-def _in(namespaces, ns: str) -> bool:
-    return namespaces is None or ns in namespaces
-
-
-def _print_pods(cluster, pods_state: dict | None = None, namespaces=None) -> None:
-    t = Table(title="pods", title_justify="left")
-    for c in ("NAMESPACE", "NAME", "NODE", "IP", "PORTS", "OWNER", "READY", "STATUS", "RESTARTS"):
-        t.add_column(c)
-    for p in cluster.pods:
-        if not _in(namespaces, p.namespace):
-            continue
-        status = "Terminating" if p.terminating else "Running"
-        restarts = str((pods_state or {}).get(p.key, {}).get("restarts", 0))
-        owner = f"{p.owner_kind}/{p.owner.split('/', 1)[1]}" if p.owner and p.owner_kind else (p.owner or "-")
-        t.add_row(p.namespace, p.name, p.node, p.ip, ",".join(f"{c.port}/{c.protocol}" for c in p.ports),
-                  owner, "yes" if p.ready else "no", status, restarts)
-    for key, why in cluster.pending:
-        ns, name = key.split("/", 1)
-        if _in(namespaces, ns):
-            t.add_row(ns, name, "<none>", "<none>", "", "", "no", "Pending", "0")
-    console.print(t)
-    for key, why in cluster.pending:
-        if _in(namespaces, key.split("/", 1)[0]):
+            err.print(Text(f"{name}: out of date: {why}; its next sync is a full one"), soft_wrap=True)
+    for key, why in snap.cluster.pending:
+        if namespaces is None or key.split("/", 1)[0] in namespaces:
             err.print(Text(f"pod {key} is Pending: {why}"), soft_wrap=True)
-
-
-def _ports(info) -> str:
-    out = []
-    for sp, np_ in zip(info.service.ports, info.node_ports):
-        out.append(f"{sp.port}{':' + str(np_) if np_ else ''}/{sp.protocol}")
-    return ",".join(out)
-
-
-def _external(info) -> str:
-    s = info.service
-    if s.type == "ExternalName":
-        return s.external_name or ""
-    ips = list(info.load_balancer_ips) + list(s.external_ips)
-    if s.type == "LoadBalancer" and not info.load_balancer_ips:
-        return "<pending>"
-    return ",".join(ips) or "<none>"
-
-
-def _print_services(cluster, namespaces=None) -> None:
-    t = Table(title="services", title_justify="left")
-    for c in ("NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "ENDPOINTS"):
-        t.add_column(c)
-    for info in cluster.services:
-        if not _in(namespaces, info.service.namespace):
-            continue
-        eps = sorted({e.address for eps in info.endpoints for e in eps if e.ready})
-        t.add_row(info.service.namespace, info.service.name, info.service.type, info.cluster_ip or "None",
-                  _external(info), _ports(info), ", ".join(eps) or "[red]<none>[/]")
-    console.print(t)
-
-
-def _service_json(info) -> dict:
-    s = info.service
-    return {"namespace": s.namespace, "name": s.name, "type": s.type, "clusterIP": info.cluster_ip,
-            "externalIPs": list(s.external_ips), "healthCheckNodePort": info.health_check_node_port,
-            "status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in info.load_balancer_ips]}},
-            "ports": [{"name": sp.name, "protocol": sp.protocol, "port": sp.port,
-                       "targetPort": sp.target_port if sp.target_port is not None else sp.port, "nodePort": np_}
-                      for sp, np_ in zip(s.ports, info.node_ports)]}
-
-
-def _endpoints_json(info) -> dict:
-    s = info.service
-    return {"namespace": s.namespace, "service": s.name, "ports": [
-        {"name": sp.name, "protocol": sp.protocol, "endpoints": [
-            {"ip": e.ip, "port": e.port, "nodeName": e.node,
-             "conditions": {"ready": e.ready, "serving": e.serving, "terminating": e.terminating}} for e in eps]}
-        for sp, eps in zip(s.ports, info.endpoints)]}
 
 
 # ----------------------------------------------------------------------------- commands
@@ -255,8 +146,8 @@ def _endpoints_json(info) -> dict:
 
 def cmd_up(args) -> int:
     from .lab import Lab
-    with _progress() as p:
-        lab = Lab.up(args.file, name=args.name, mode=args.mode, progress=_ProgressView(p), strict=args.strict,
+    with _progress() as view:
+        lab = Lab.up(args.file, name=args.name, mode=args.mode, progress=view, strict=args.strict,
                      rebuild_endpoints=True if args.rebuild_endpoints else None)
     report_sync = lab.saved["syncs"][-1] if lab.saved.get("syncs") else None
     _summary(lab)
@@ -280,84 +171,67 @@ def cmd_down(args) -> int:
 
 
 def cmd_get(args) -> int:
+    from . import get_view
+    kinds: list[str] = []
+    for word in args.what.lower().split(","):
+        kind = get_view.kind_of(word)
+        kinds += list(get_view.ALL) if kind == "all" else [kind]
     lab = _open(args)
-    cluster = lab.cluster()
-    what = args.what
+    snap = get_view.Snapshot.of_lab(lab)
     # As kubectl: one namespace (-n, default "default"), or every namespace with -A.
     namespaces = None if args.all_namespaces else {args.namespace}
-    if args.output == "json":
-        if what == "nodes":
-            stale = lab.out_of_date()
-            data = [{"name": n.name, "ip": n.ip, "podCIDR": n.pod_cidr, "role": "node",
-                     "rulesUpToDate": n.name not in stale, "outOfDate": stale.get(n.name)} for n in cluster.nodes] + \
-                   [{"name": c.name, "ip": c.ip, "role": "client"} for c in cluster.clients]
-        elif what == "pods":
-            data = [{"namespace": p.namespace, "name": p.name, "node": p.node, "ip": p.ip, "owner": p.owner,
-                     "ownerKind": p.owner_kind, "labels": dict(p.labels), "ready": p.ready, "terminating": p.terminating,
-                     "restarts": lab.saved.get("pods", {}).get(p.key, {}).get("restarts", 0)}
-                    for p in cluster.pods if _in(namespaces, p.namespace)]
-            data += [{"namespace": k.split("/", 1)[0], "name": k.split("/", 1)[1], "node": None, "ip": None,
-                      "phase": "Pending", "reason": why} for k, why in cluster.pending if _in(namespaces, k.split("/", 1)[0])]
-        elif what == "services":
-            data = [_service_json(i) for i in cluster.services if _in(namespaces, i.service.namespace)]
-        else:
-            data = [_endpoints_json(i) for i in cluster.services if _in(namespaces, i.service.namespace)]
-        print(json.dumps(data, indent=2))
-        return 0
-    if what == "nodes":
-        _print_nodes(cluster, lab.out_of_date())
-    elif what == "pods":
-        _print_pods(cluster, lab.saved.get("pods"), namespaces)
-    elif what == "services":
-        _print_services(cluster, namespaces)
-    else:
-        t = Table(title="endpoints", title_justify="left")
-        for c in ("SERVICE", "PORT", "ENDPOINT", "NODE", "READY", "SERVING", "TERMINATING"):
-            t.add_column(c)
-        for info in cluster.services:
-            if not _in(namespaces, info.service.namespace):
-                continue
-            for sp, eps in zip(info.service.ports, info.endpoints):
-                for e in eps or []:
-                    t.add_row(info.key, f"{sp.name or sp.port}/{sp.protocol}", e.address, e.node or "-",
-                              str(e.ready).lower(), str(e.serving).lower(), str(e.terminating).lower())
-                if not eps:
-                    t.add_row(info.key, f"{sp.name or sp.port}/{sp.protocol}", "[red]<none>[/]", "", "", "", "")
-        console.print(t)
-        _print_programming_latency(lab.saved)
+    text, n = get_view.render(snap, kinds, args.output, namespaces, args.no_headers, set(args.names) or None)
+    if args.names and n < len(args.names):
+        raise TestbedError(f"{kinds[0]} {', '.join(args.names)} not found in "
+                           f"{'any namespace' if namespaces is None else 'namespace ' + args.namespace}")
+    sys.stdout.write(text)
+    if not n and args.output in ("table", "wide"):
+        where = "" if namespaces is None or not set(kinds) & get_view.NAMESPACED else f" in {args.namespace} namespace"
+        err.print(f"No resources found{where}.")
+    if args.output in ("table", "wide"):
+        _why_not(snap, namespaces)
+        if kinds == ["endpoints"]:
+            _print_programming_latency(lab.saved, err)
     return 0
 
 
-def _print_programming_latency(saved: dict) -> None:
+def _print_programming_latency(saved: dict, out: Console | None = None) -> None:
     """kube-proxy's metric from the sync log, and what traffic saw (`testbed latency`), per mode."""
     from . import latency
+    from .cli_view import columns
+
+    out = out or console
+
+    def say(text: str) -> None:
+        out.print(Text(text), soft_wrap=True, end="")
 
     syncs = saved.get("syncs", [])
     if syncs:
-        t = Table(title="network programming latency: change → rules on every node (kube-proxy's "
-                        "network_programming_duration), from the lab's last syncs", title_justify="left")
-        for c in ("MODE", "CHANGE", "SYNCS", "MEDIAN", "MAX"):
-            t.add_column(c, justify="right" if c in ("SYNCS", "MEDIAN", "MAX") else "left", no_wrap=c == "MODE")
-        for r in latency.sync_summary(syncs):
-            t.add_row(r["mode"], r["trigger"], str(r["n"]), f"{r['p50_ms']:.0f} ms", f"{r['max_ms']:.0f} ms")
-        console.print(t)
+        say("\nnetwork programming latency: change → rules on every node (kube-proxy's\n"
+            "network_programming_duration), from the lab's last syncs:\n")
+        say(columns(["MODE", "CHANGE", "SYNCS", "MEDIAN", "MAX"],
+                    [[r["mode"], r["trigger"], str(r["n"]), f"{r['p50_ms']:.0f} ms", f"{r['max_ms']:.0f} ms"]
+                     for r in latency.sync_summary(syncs)]))
         last = syncs[-1]
-        console.print(f"last sync ({last.get('trigger') or '?'}): change → rules applied {last['to_rules_ms']} ms; "
-                      f"{last['transactions']} transactions; added {last['added'] or '-'}; removed {last['removed'] or '-'}")
+        import textwrap
+        say(textwrap.fill(f"last sync ({last.get('trigger') or '?'}): change → rules applied {last['to_rules_ms']} ms; "
+                          f"{last['transactions']} transactions; added {', '.join(last['added']) or '-'}; "
+                          f"removed {', '.join(last['removed']) or '-'}", max(40, out.width),
+                          subsequent_indent="  ", break_on_hyphens=False) + "\n")
     rows = latency.summary(saved.get("latency", []))
     if not rows:
-        console.print("[dim]change → traffic not measured yet: `testbed latency` measures it on this lab[/]")
+        say("change → traffic not measured yet: `testbed latency` measures it on this lab\n")
         return
-    t = Table(title="change → traffic shows it (medians; testbed latency: a new connection every 2 ms from a pod), "
-                    "RULES = change → rules on every node in the same runs", title_justify="left")
-    for c in ("MODE", "CHANGE", "RUNS", "TRAFFIC", "MAX", "RULES", "±"):
-        t.add_column(c, justify="left" if c in ("MODE", "CHANGE") else "right", no_wrap=c in ("MODE", "CHANGE"))
-    for r in rows:
-        ms = lambda v: "-" if v is None else f"{v:.0f} ms"  # noqa: E731
-        runs = f"{r['n']}" + (f" ({r['missed']} not seen)" if r["missed"] else "")
-        t.add_row(r["mode"], r["change"], runs, ms(r["observed_p50_ms"]), ms(r["observed_max_ms"]),
-                  ms(r["rules_p50_ms"]), f"±{r['resolution_ms']:.0f} ms")
-    console.print(t)
+    say("\nchange → traffic shows it (medians; `testbed latency`: a new connection every 2 ms\n"
+        "from a pod); RULES = change → rules on every node in the same runs:\n")
+
+    def ms(v) -> str:
+        return "-" if v is None else f"{v:.0f} ms"
+
+    say(columns(["MODE", "CHANGE", "RUNS", "TRAFFIC", "MAX", "RULES", "±"],
+                [[r["mode"], r["change"], f"{r['n']}" + (f" ({r['missed']} not seen)" if r["missed"] else ""),
+                  ms(r["observed_p50_ms"]), ms(r["observed_max_ms"]), ms(r["rules_p50_ms"]),
+                  f"±{r['resolution_ms']:.0f} ms"] for r in rows]))
 
 
 def cmd_latency(args) -> int:
@@ -550,30 +424,25 @@ def cmd_export(args) -> int:
 
 
 def cmd_list(args) -> int:
-    t = Table(title="labs", title_justify="left")
-    for c in ("NAME", "MODE", "SOURCE", "PODS", "AGE"):
-        t.add_column(c)
-    for name in state.list_labs():
-        s = state.read(name) or {}
-        t.add_row(name, s.get("mode", "?"), s.get("source", "?"), str(len(s.get("pods", {}))),
-                  f"{time.time() - s.get('created', time.time()):.0f}s")
-    console.print(t)
+    from .cli_view import age, columns
+    labs = [(name, state.read(name) or {}) for name in state.list_labs()]
+    if args.output == "name":
+        sys.stdout.write("".join(f"{name}\n" for name, _ in labs))
+    elif args.output == "json":
+        print(json.dumps([{"name": name, "mode": s.get("mode"), "source": s.get("source"), "pods": len(s.get("pods", {})),
+                           "created": s.get("created")} for name, s in labs], indent=2))
+    elif labs:
+        sys.stdout.write(columns(["NAME", "MODE", "SOURCE", "PODS", "AGE"],
+                                 [[name, s.get("mode", "?"), s.get("source", "?"), str(len(s.get("pods", {}))),
+                                   age(s.get("created"))] for name, s in labs], args.no_headers))
+    else:
+        err.print("No labs found (`testbed up` makes one).")
     return 0
 
 
-def print_matrix(matrix, out: Console | None = None) -> None:
-    t = Table(title="behaviour × proxy mode", title_justify="left", show_lines=True)
-    t.add_column("behaviour")
-    for m in matrix.modes:
-        t.add_column(m)
-    style = {"pass": "green", "fail": "bold red", "skip": "yellow"}
-    for behaviour, row in matrix.rows.items():
-        cells = []
-        for m in matrix.modes:
-            c = row.get(m)
-            cells.append(Text("-") if c is None else Text(f"{c.status}\n{c.reason}", style=style[c.status]))
-        t.add_row(behaviour, *cells)
-    (out or console).print(t)
+def print_matrix(matrix, out: Console | None = None, verbose: bool = False) -> None:
+    from .cli_view import print_matrix as view
+    view(matrix, out or console, verbose)
 
 
 def _version(text: str):
@@ -592,6 +461,7 @@ def cmd_verify(args) -> int:
         if m not in model.PROXY_MODES:
             raise TestbedError(f"--mode: expected one of {', '.join(model.PROXY_MODES)}, got {m!r}")
     path = args.file
+    topology = None
     if path == "-":  # every mode builds from it (and the IPVS column inside the guest): keep a copy
         import tempfile
         text, _ = manifests.read_source("-")
@@ -599,25 +469,31 @@ def cmd_verify(args) -> int:
         with os.fdopen(fd, "w") as f:
             f.write(text)
     try:
-        if path:
-            _load(args, path)  # a bad file fails before anything is built
+        topology = _load(args, path) if path else _load(args)  # a bad file fails before anything is built
         options = {"strict": args.strict, "rebuild_endpoints": True if args.rebuild_endpoints else None}
         releases = [model.versions.text(_version(v)) for v in args.kube_proxy_version or []]
-        with _progress() as p:
-            matrix = verify(path, modes, progress=_ProgressView(p), options=options,
+        with _progress() as view:
+            matrix = verify(path, modes, progress=view, options=options,
                             kube_proxy_versions=list(dict.fromkeys(releases)) or None)
     finally:
         if path and path != args.file:
             os.unlink(path)
     human = err if args.json == "-" else console  # keep stdout pure JSON for machines
-    print_matrix(matrix, human)
+    print_matrix(matrix, human, args.verbose)
+    data = matrix.to_json()
+    data["topology"] = os.path.abspath(args.file) if args.file and args.file != "-" else \
+        (None if args.file else str(model.builtin("default")))
     if args.json:
-        data = json.dumps(matrix.to_json(), indent=2)
+        text = json.dumps(data, indent=2)
         if args.json == "-":
-            print(data)
+            print(text)
         else:
             with open(args.json, "w") as f:
-                f.write(data + "\n")
+                f.write(text + "\n")
+    if args.html:
+        from . import report
+        _write(args.html, report.page(data, topology))
+        human.print(f"report: {args.html}")
     n = matrix.counts()
     human.print(f"{n['pass']} passed, {n['fail']} failed, {n['skip']} skipped")
     return 1 if matrix.failed else 0
@@ -625,6 +501,65 @@ def cmd_verify(args) -> int:
 
 VERSION_HELP = ("render as this kube-proxy release does, on every node (default: the Lab's spec.kubeProxy.version, "
                 "a dump's nodes' own, else the newest testbed knows)")
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+    except OSError as e:
+        raise TestbedError(f"{path}: cannot write: {e.strerror}") from None
+
+
+def cmd_report(args) -> int:
+    """An HTML page from a matrix `verify --json` saved."""
+    from . import report
+    try:
+        with open(args.matrix) as f:
+            data = json.load(f)
+        if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or "modes" not in data:
+            raise ValueError("expected an object with modes and rows, as `testbed verify --json` writes")
+    except OSError as e:
+        raise TestbedError(f"{args.matrix}: {e.strerror}") from None
+    except ValueError as e:
+        raise TestbedError(f"{args.matrix}: not a verify matrix: {e}") from None
+    source = args.topology or data.get("topology")
+    topology = None
+    if source and (args.topology or os.path.exists(source)):
+        topology = _load(args, source)
+    out = args.output or os.path.splitext(args.matrix)[0] + ".html"
+    _write(out, report.page(data, topology))
+    err.print(f"wrote {out}")
+    return 0
+
+
+def cmd_graph(args) -> int:
+    """The lab's graph: a running lab by name (ready state included), else a file, else the default lab."""
+    from . import graph
+    from .control import reconcile
+    target = args.target
+    running = state.list_labs()
+    if target in running or (target is None and len(running) == 1 and not args.file_only):
+        from .lab import Lab
+        lab = Lab(target or running[0])
+        g = graph.of_cluster(lab.cluster(), live=True, out_of_date=lab.out_of_date())
+    else:
+        if target and not os.path.exists(target) and target != "-" and "/" not in target and not target.endswith(
+                (".yaml", ".yml", ".json")):
+            raise TestbedError(f"{target}: no lab of that name is running (labs: {', '.join(running) or 'none'}) "
+                               f"and no such file")
+        topo = _load(args, target)
+        cluster, _ = reconcile(topo)
+        g = graph.of_cluster(cluster, live=False)
+    text = {"svg": graph.to_svg, "dot": graph.to_dot, "mermaid": graph.to_mermaid, "html": graph.to_html}[args.output](g)
+    if args.file:
+        _write(args.file, text)
+        err.print(f"wrote {args.file}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 FILE_HELP = ("what kubectl apply -f takes: a Lab document plus Kubernetes manifests, helm template or kubectl "
              "kustomize output, a `kubectl get -o yaml` dump (YAML or JSON; - for standard input)")
 
@@ -636,43 +571,99 @@ def _input_options(p) -> None:
                    help="a dump's EndpointSlices are rebuilt from its pods (default: used as dumped)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="testbed", description="Kubernetes Service networking from real kernel objects.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+EXAMPLES = {
+    "testbed": ["testbed up", "testbed get pods -o wide", "testbed verify --mode iptables --html report.html",
+                "testbed down"],
+    "up": ["testbed up", "testbed up topologies/service-types.yaml --mode nftables --name demo",
+           "kubectl get nodes,svc,endpointslices,pods -A -o yaml | testbed up -"],
+    "down": ["testbed down demo"],
+    "get": ["testbed get pods", "testbed get svc -A -o wide", "testbed get all -n kube-system",
+            "testbed get endpointslices -o yaml > slices.yaml", "testbed get pods,services -o name",
+            "testbed get nodes --no-headers"],
+    "exec": ["testbed exec client -- curl -s web/hostname", "testbed exec node/node-1 -- ip route"],
+    "rules": ["testbed rules node-1", "testbed rules node-2 --raw | grep KUBE-SVC"],
+    "render": ["testbed render --node node-1", "testbed render topologies/ingress.yaml --mode nftables"],
+    "diff": ["testbed diff dump.yaml --node node-1 --rules node-1.iptables-save"],
+    "apply": ["testbed apply -f scale.yaml", "testbed apply --mode nftables"],
+    "delete": ["testbed delete pod web-npscc294fs-9862n", "testbed delete svc web --lab demo"],
+    "pod": ["testbed pod unready web-npscc294fs-9862n", "testbed pod stop default/web-npscc294fs-9862n"],
+    "latency": ["testbed latency --service web --change pod-unready --repeat 3"],
+    "trace": ["testbed trace --from client --to svc/web:80",
+              "testbed trace --from client/outside --to nodeport/web-nodeport@node-1:80"],
+    "vm": ["testbed vm -- cat /proc/net/ip_vs"],
+    "bench": ["testbed bench --quick"],
+    "export": ["testbed export demo --redact -o repro.yaml"],
+    "list": ["testbed list", "testbed list -o name"],
+    "verify": ["testbed verify", "testbed verify topologies/service-types.yaml --mode iptables -v",
+               "testbed verify --json matrix.json --html report.html"],
+    "report": ["testbed report matrix.json -o report.html"],
+    "graph": ["testbed graph demo > demo.svg", "testbed graph topologies/ingress.yaml -o mermaid",
+              "testbed graph -o dot > lab.dot"],
+}
 
-    p = sub.add_parser("up", help="build a lab (the default lab when no FILE is given) and leave it running")
+
+def _examples(name: str) -> str:
+    return "examples:\n" + "".join(f"  {e}\n" for e in EXAMPLES.get(name, ()))
+
+
+def _command(sub, name: str, help: str):
+    """A subcommand whose --help ends with examples."""
+    return sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".", epilog=_examples(name),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("testbed")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="testbed", description="Kubernetes Service networking from real kernel objects.",
+                                 epilog=_examples("testbed"), formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"testbed {_version()}")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    p = _command(sub, "up", help="build a lab (the default lab when no FILE is given) and leave it running")
     p.add_argument("file", nargs="?", help=FILE_HELP)
     _input_options(p)
     p.add_argument("--mode", choices=model.PROXY_MODES, help="proxy mode (default: the Lab's spec.proxyMode)")
     p.add_argument("--name", help="lab name (default: the Lab's metadata.name)")
     p.set_defaults(fn=cmd_up)
 
-    p = sub.add_parser("down", help="remove everything a lab made (idempotent; works after a crash)")
+    p = _command(sub, "down", help="remove everything a lab made (idempotent; works after a crash)")
     p.add_argument("lab", nargs="?")
     p.add_argument("--all", action="store_true", help="every lab on this machine")
     p.set_defaults(fn=cmd_down)
 
-    p = sub.add_parser("get", help="show nodes, pods, services or endpoints")
-    p.add_argument("what", choices=("nodes", "pods", "services", "endpoints", "node", "pod", "service", "svc", "ep"))
+    p = _command(sub, "get", help="show pods, services, endpoints, nodes, workloads … as kubectl prints them")
+    p.add_argument("what", metavar="KIND[,KIND...]",
+                   help="pods, services, endpoints, endpointslices, nodes, deployments, replicasets, statefulsets, "
+                        "daemonsets, jobs, replicationcontrollers, ingresses, clients, all (kubectl's short names too)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these objects")
     p.add_argument("-n", "--namespace", default="default", help="the namespace to show (default: default, as kubectl)")
     p.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
     p.add_argument("--lab")
-    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.add_argument("-o", "--output", choices=("table", "wide", "json", "yaml", "name"), default="table",
+                   help="wide: more columns; json, yaml: a List of Kubernetes objects; name: KIND/NAME")
+    p.add_argument("--no-headers", action="store_true", help="no header line (tables)")
     p.set_defaults(fn=cmd_get)
 
-    p = sub.add_parser("exec", help="run a command inside a pod's (or node/NAME, client/NAME) namespace")
+    p = _command(sub, "exec", help="run a command inside a pod's (or node/NAME, client/NAME) namespace")
     p.add_argument("target", help="POD, NAMESPACE/POD, node/NAME or client/NAME")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.add_argument("--lab")
     p.set_defaults(fn=cmd_exec)
 
-    p = sub.add_parser("rules", help="the rules installed on a node now (iptables-save or nft list, highlighted)")
+    p = _command(sub, "rules", help="the rules installed on a node now (iptables-save or nft list, highlighted)")
     p.add_argument("node")
     p.add_argument("--lab")
     p.add_argument("--raw", action="store_true", help="plain text, no highlighting")
     p.set_defaults(fn=cmd_rules)
 
-    p = sub.add_parser("render", help="print the rules `up` would install on a node (no root, no kernel)")
+    p = _command(sub, "render", help="print the rules `up` would install on a node (no root, no kernel)")
     p.add_argument("file", nargs="?", help=FILE_HELP)
     _input_options(p)
     p.add_argument("--mode", choices=model.PROXY_MODES)
@@ -682,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kube-proxy-version", metavar="X.Y", help=VERSION_HELP)
     p.set_defaults(fn=cmd_render)
 
-    p = sub.add_parser("diff", help="compare a real node's rules with what kube-proxy should have installed there "
+    p = _command(sub, "diff", help="compare a real node's rules with what kube-proxy should have installed there "
                                     "(exit 0 same, 1 differences, 2 error)")
     p.add_argument("file", nargs="?", help="topology or dump file, as `render` takes it (default: the default lab)")
     p.add_argument("--node", required=True, help="the node the rules were dumped on")
@@ -695,13 +686,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kube-proxy-version", metavar="X.Y", help=VERSION_HELP)
     p.set_defaults(fn=cmd_diff)
 
-    p = sub.add_parser("apply", help="change a running lab from a file (scale, add or edit objects)")
+    p = _command(sub, "apply", help="change a running lab from a file (scale, add or edit objects)")
     p.add_argument("-f", "--file", help="manifests (YAML or JSON, as kubectl apply -f takes them; - for standard input)")
     p.add_argument("--mode", choices=model.PROXY_MODES, help="switch the running lab to this proxy mode")
     p.add_argument("--lab")
     p.set_defaults(fn=cmd_apply)
 
-    p = sub.add_parser("delete", help="delete a pod (a Deployment's pod comes back with a new name and IP) or another object")
+    p = _command(sub, "delete", help="delete a pod (a Deployment's pod comes back with a new name and IP) or another object")
     p.add_argument("kind", help="pod | service | deployment | replicaset | statefulset | daemonset | job | "
                                 "replicationcontroller | endpointslice (kubectl's short names too)")
     p.add_argument("name", help="NAME or NAMESPACE/NAME")
@@ -711,13 +702,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lab")
     p.set_defaults(fn=cmd_delete)
 
-    p = sub.add_parser("pod", help="stage a failure: stop, hang, resume, unready, ready or start a pod's server")
+    p = _command(sub, "pod", help="stage a failure: stop, hang, resume, unready, ready or start a pod's server")
     p.add_argument("action", choices=("stop", "hang", "resume", "unready", "ready", "start"))
     p.add_argument("name", help="POD or NAMESPACE/POD")
     p.add_argument("--lab")
     p.set_defaults(fn=cmd_pod)
 
-    p = sub.add_parser("latency", help="measure network programming latency on a running lab: change → rules, change → traffic")
+    p = _command(sub, "latency", help="measure network programming latency on a running lab: change → rules, change → traffic")
     p.add_argument("--service", help="NAME or NAMESPACE/NAME (default: the first with two ready endpoints)")
     p.add_argument("--change", action="append", choices=("pod-unready", "pod-ready", "pod-deleted", "service-edited"),
                    help="repeatable (default: all); pod-deleted replaces one Deployment pod")
@@ -725,48 +716,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lab")
     p.set_defaults(fn=cmd_latency)
 
-    p = sub.add_parser("trace", help="send one packet and show the rules it went through (kernel nftrace)")
+    p = _command(sub, "trace", help="send one packet and show the rules it went through (kernel nftrace)")
     p.add_argument("--from", dest="source", required=True, help="POD, NAMESPACE/POD, node/NAME or client/NAME")
     p.add_argument("--to", dest="target", required=True, help="svc/NAME[:PORT], nodeport/NAME@NODE[:PORT] or IP:PORT")
     p.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
     p.add_argument("--lab")
     p.set_defaults(fn=lambda args: __import__("testbed.trace_view", fromlist=["cmd_trace"]).cmd_trace(args))
 
-    p = sub.add_parser("vm", help="run a command in a guest kernel that has IPVS, dummy and netem (qemu)")
+    p = _command(sub, "vm", help="run a command in a guest kernel that has IPVS, dummy and netem (qemu)")
     p.add_argument("--timeout", type=float, default=600, help="seconds, boot included")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(fn=lambda args: __import__("testbed.vm", fromlist=["cmd_vm"]).cmd_vm(args))
 
-    p = sub.add_parser("bench", help="measure first-packet latency and sync time against the number of Services, and lab build speed")
+    p = _command(sub, "bench", help="measure first-packet latency and sync time against the number of Services, and lab build speed")
     from . import bench as _bench
     _bench.add_arguments(p)
     p.set_defaults(fn=lambda args: __import__("testbed.bench_view", fromlist=["cmd_bench"]).cmd_bench(args))
 
-    p = sub.add_parser("export", help="write a running lab as one replayable file (a pinned Lab document and the objects)")
+    p = _command(sub, "export", help="write a running lab as one replayable file (a pinned Lab document and the objects)")
     p.add_argument("lab", nargs="?")
     p.add_argument("-o", "--output", metavar="FILE", help="write there instead of standard output")
     p.add_argument("--redact", action="store_true",
                    help="rename namespaces, names, labels, hosts consistently (for a public bug report); addresses stay")
     p.set_defaults(fn=cmd_export)
 
-    p = sub.add_parser("list", help="labs running on this machine")
+    p = _command(sub, "list", help="labs running on this machine")
+    p.add_argument("-o", "--output", choices=("table", "json", "name"), default="table")
+    p.add_argument("--no-headers", action="store_true", help="no header line")
     p.set_defaults(fn=cmd_list)
 
-    p = sub.add_parser("verify", help="build the lab in each proxy mode and check Service behaviour with real traffic")
+    p = _command(sub, "verify", help="build the lab in each proxy mode and check Service behaviour with real traffic")
     p.add_argument("file", nargs="?", help=FILE_HELP)
     _input_options(p)
     p.add_argument("--mode", action="append", help="restrict to this mode (repeatable)")
     p.add_argument("--json", metavar="PATH", help="write the matrix as JSON ('-' for standard output)")
     p.add_argument("--kube-proxy-version", metavar="X.Y", action="append",
                    help=VERSION_HELP + "; twice or more: each mode once per version, side by side")
+    p.add_argument("--html", metavar="PATH", help="write a self-contained HTML report: the matrix, every cell's "
+                                                  "evidence, the lab's drawing")
+    p.add_argument("-v", "--verbose", action="store_true", help="the evidence of every cell, not only of those "
+                                                                 "that failed or skipped")
     p.set_defaults(fn=cmd_verify)
+
+    p = _command(sub, "report", help="an HTML report from a matrix `verify --json` wrote")
+    p.add_argument("matrix", metavar="MATRIX.json")
+    p.add_argument("-o", "--output", metavar="PATH", help="default: MATRIX.html beside it")
+    p.add_argument("--topology", metavar="FILE", help="draw this file (default: the one the matrix was verified on)")
+    p.set_defaults(fn=cmd_report, strict=False, rebuild_endpoints=False)
+
+    p = _command(sub, "graph", help="draw a lab: nodes, pods, Services and their endpoints, load balancer, Ingress")
+    p.add_argument("target", nargs="?", metavar="LAB|FILE",
+                   help="a running lab (ready state shown) or a topology file (default: the running lab, else the "
+                        "default topology)")
+    _input_options(p)
+    p.add_argument("-o", "--output", choices=("svg", "dot", "mermaid", "html"), default="svg",
+                   help="SVG (default), Graphviz DOT text, Mermaid text, or an HTML page holding the SVG")
+    p.add_argument("--file", metavar="PATH", help="write there instead of standard output")
+    p.set_defaults(fn=cmd_graph, file_only=False)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "what", None) in ("node", "pod", "service", "svc", "ep"):
-        args.what = {"node": "nodes", "pod": "pods", "service": "services", "svc": "services", "ep": "endpoints"}[args.what]
     try:
         return args.fn(args)
     except TestbedError as e:

@@ -63,6 +63,7 @@ class Row:
     answer: tuple = ()  # dns: (TYPE, what) e.g. ("A", "svc/web"), ("CNAME", "x."), ("NXDOMAIN",); http: (status,)
     skip: Mapping[str, str] = field(default_factory=dict)  # mode → why this row does not apply there
     needs: tuple[str, ...] = ()  # kernel features (FEATURES), checked when the row runs
+    short: str = ""  # the matrix's row name (fits 80 columns); the behaviour stays in the evidence
 
     def source_expected(self, mode: str, version: versions.Version = versions.DEFAULT) -> str | None:
         return by_mode(self.source_seen, mode, version, None)
@@ -130,15 +131,21 @@ def skip_reason(row: Row, mode: str) -> str | None:
 class Cell:
     status: str  # pass | fail | skip
     reason: str = ""
+    # What was seen, for the HTML report: dialled, dnat, source_seen, reply, p_value, counts,
+    # timeline ([[seconds, outcome], ...]), recovery_ms, trace (text).
+    data: Mapping = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass
 class Matrix:
     modes: list[str]
     rows: dict[str, dict[str, Cell]] = field(default_factory=dict)
+    shorts: dict[str, str] = field(default_factory=dict)  # behaviour → short row name, where given
 
-    def put(self, behaviour: str, mode: str, cell: Cell) -> None:
+    def put(self, behaviour: str, mode: str, cell: Cell, short: str = "") -> None:
         self.rows.setdefault(behaviour, {})[mode] = cell
+        if short:
+            self.shorts[behaviour] = short
 
     @property
     def failed(self) -> bool:
@@ -149,7 +156,9 @@ class Matrix:
 
     def to_json(self) -> dict:
         return {"modes": list(self.modes), "rows": [
-            {"behaviour": b, "results": {m: {"status": c.status, "reason": c.reason} for m, c in r.items()}}
+            {"behaviour": b, **({"short": self.shorts[b]} if b in self.shorts else {}),
+             "results": {m: {"status": c.status, "reason": c.reason, **({"data": dict(c.data)} if c.data else {})}
+                         for m, c in r.items()}}
             for b, r in self.rows.items()]}
 
     @classmethod
@@ -157,7 +166,8 @@ class Matrix:
         m = cls(list(data["modes"]))
         for row in data["rows"]:
             for mode, c in row["results"].items():
-                m.put(row["behaviour"], mode, Cell(c["status"], c.get("reason", "")))
+                m.put(row["behaviour"], mode, Cell(c["status"], c.get("reason", ""), c.get("data") or {}),
+                      row.get("short", ""))
         return m
 
     def to_markdown(self) -> str:
@@ -336,30 +346,32 @@ def _run_failover(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
     summary = (f"{len(failed)}/{len(after)} new connections failed in {span:.1f} s after {victim.name}'s "
                f"server died (killed within {t.change_took * 1000:.0f} ms)")
     expected = row.expected(mode)
+    seen = {"victim": victim.name, "timeline": [[round(s.at, 3), s.outcome] for s in t.samples],
+            "recovery_ms": None if t.recovery is None or expected != "recovers" else round(t.recovery * 1000)}
     if expected == "recovers":
         if t.settled_at is None:
-            return Cell("fail", summary + f"{_kinds(failed)}: the readiness probe did not remove it within 15 s")
+            return Cell("fail", summary + f"{_kinds(failed)}: the readiness probe did not remove it within 15 s", seen)
         late = [s for s in after if s.at > t.settled_at]
         bad = [s for s in late if s.outcome != "answered" or s.backend == victim.name]
         if bad or t.recovery is None:
             return Cell("fail", summary + f"{_kinds(failed)}: {len(bad)}/{len(late)} connections made after its "
-                                          f"endpoint left the rules ({t.settled_at * 1000:.0f} ms) failed or reached it")
+                                          f"endpoint left the rules ({t.settled_at * 1000:.0f} ms) failed or reached it", seen)
         return Cell("pass", f"recovered {t.recovery * 1000:.0f} ms after {victim.name}'s server died (its "
                             f"endpoint left every node's rules at {t.settled_at * 1000:.0f} ms); "
-                            f"{len(failed)}/{len(after)} new connections failed before{_kinds(failed)}")
+                            f"{len(failed)}/{len(after)} new connections failed before{_kinds(failed)}", seen)
     if expected == "no-failure":
         if logs is None:
-            return Cell("pass" if not failed else "fail", summary + _kinds(failed))
+            return Cell("pass" if not failed else "fail", summary + _kinds(failed), seen)
         why = logs.explain(failed, victim_ep, t.change_took)
         unexpected = [w for ok, w in why if not ok]
         evidence = summary + (": " + "; ".join(w for _, w in why) if why else "")
         if unexpected:
-            return Cell("fail", evidence + " — not what kube-proxy's userspace proxier does")
+            return Cell("fail", evidence + " — not what kube-proxy's userspace proxier does", seen)
         return Cell("pass", evidence + ("; the proxy retried another backend for every connection it dialled "
-                                        "after the server died" if failed else "; the proxy retried another backend"))
+                                        "after the server died" if failed else "; the proxy retried another backend"), seen)
     if not failed:
-        return Cell("fail", summary + ": expected its share of connections to fail (nothing removes the endpoint)")
-    return Cell("pass", summary + _kinds(failed) + "; no readiness probe, so the endpoint stays and keeps its share")
+        return Cell("fail", summary + ": expected its share of connections to fail (nothing removes the endpoint)", seen)
+    return Cell("pass", summary + _kinds(failed) + "; no readiness probe, so the endpoint stays and keeps its share", seen)
 
 
 def _kinds(failed) -> str:
@@ -528,7 +540,7 @@ def run_row(lab, row: Row, mode: str) -> Cell:
     except LookupError as e:
         return Cell("fail", f"row does not fit this lab: {e}")
     if note and cell.status == "pass":
-        return Cell(cell.status, f"{cell.reason} ({note})")
+        return Cell(cell.status, f"{cell.reason} ({note})", cell.data)
     return cell
 
 
@@ -575,15 +587,17 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
             h = Handshake(proto, f"{src_ip}:0", f"{ip}:{port}", "dropped", reply="EPERM")
         if kind != "self" or h.backend == (src.pod.name if src.pod else None) or h.outcome != "answered":
             break
+    evidence = {"dialled": h.dialled, "outcome": h.outcome, "reply": h.reply, "backend": h.backend,
+            "dnat": h.backend_saw_dst, "source_seen": h.backend_saw_src, "ms": round(h.elapsed * 1000)}
     if h.outcome != expected:
         extra = f" by {h.reply}" if h.reply else ""
-        return Cell("fail", f"expected {expected}, got {h.outcome}{extra} (backend {h.backend or '-'}, saw {h.backend_saw_src or '-'} → {h.backend_saw_dst or '-'})")
+        return Cell("fail", f"expected {expected}, got {h.outcome}{extra} (backend {h.backend or '-'}, saw {h.backend_saw_src or '-'} → {h.backend_saw_dst or '-'})", evidence)
     if expected == "refused":
-        return Cell("pass", f"refused by {h.reply} after {h.elapsed * 1000:.0f} ms")
+        return Cell("pass", f"refused by {h.reply} after {h.elapsed * 1000:.0f} ms", evidence)
     if expected == "dropped":
         if h.reply == "EPERM":
-            return Cell("pass", "dropped by the node's own output hook (sendto: EPERM)")
-        return Cell("pass", f"no answer within {h.elapsed:.1f} s")
+            return Cell("pass", "dropped by the node's own output hook (sendto: EPERM)", evidence)
+        return Cell("pass", f"no answer within {h.elapsed:.1f} s", evidence)
     if expected == "closed":
         return Cell("pass", f"connection accepted, then closed without an answer after {h.elapsed * 1000:.0f} ms")
     facts = []
@@ -639,7 +653,8 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
         if d.p_value is None or d.p_value <= P_VALUE_FLOOR:
             return Cell("fail", f"split {d.counts} fails chi-square (p={d.p_value})")
         facts.append(f"300 over {len(backends)} backends, p={d.p_value:.3f}")
-    return Cell("pass", "; ".join(facts))
+        evidence.update(p_value=d.p_value, counts=dict(d.counts))
+    return Cell("pass", "; ".join(facts), evidence)
 
 
 def connect_probe(client_ns: str, client_ip: str, dst_ip: str, dst_port: int, proto: str = "tcp",
@@ -739,7 +754,7 @@ def derive_rows(cluster: ClusterState) -> list[Row]:
             if "dns" in servers:
                 rows.append(Row(f"cluster DNS ({info.key}) answers through its ClusterIP", f"pod/{client.name}", "udp",
                                 f"dns/{name}.{info.service.namespace}.svc.{cluster.lab.cluster_domain}", check="dns",
-                                answer=("A", f"svc/{name}")))
+                                answer=("A", f"svc/{name}"), short=f"DNS {info.key}"))
             continue
         for i, sp in enumerate(info.service.ports):
             proto = sp.protocol.lower()
@@ -752,25 +767,27 @@ def derive_rows(cluster: ClusterState) -> list[Row]:
                 # retrying its INIT (seen in testbed vm), so there is no quick refusal to prove.
                 if proto != "sctp":
                     rows.append(Row(f"ClusterIP {label} without endpoints is refused", f"pod/{client.name}", proto,
-                                    target, expect="refused"))
+                                    target, expect="refused", short=f"{label} no endpoints"))
                 continue
             pods = _backends(cluster, info, i)
             if not pods:
                 continue
             rows.append(Row(f"ClusterIP {label} from a pod: DNAT, source preserved, even split", f"pod/{client.name}", proto,
                             target, backends="svc", source_seen="client" if client.ip not in {p.ip for p in pods.values()} else None,
-                            balance=True, **guard))
+                            balance=True, short=f"{label} from a pod", **guard))
             if info.node_ports[i] and outside:
                 for n in cluster.nodes:
                     rows.append(Row(f"NodePort {label} from outside via {n.name}: SNAT to the node, reply from the dialled address",
                                     f"client/{outside.name}", proto, f"nodeport/{name}:{sp.port}@{n.name}",
-                                    backends="svc", source_seen="node", balance=proto == "tcp", **guard))
+                                    backends="svc", source_seen="node", balance=proto == "tcp",
+                                    short=f"{label} via {n.name}", **guard))
             if proto == "tcp" and hairpin is None:
                 hairpin = Row(f"A pod reaches itself through its Service {name} (hairpin masquerade)", f"backend/{name}",
-                              proto, target, backends="self", source_seen="gateway")
+                              proto, target, backends="self", source_seen="gateway", short=f"hairpin via {name}")
             if proto == "tcp" and replacement is None and len(pods) >= 2 and any(
                     (p.owner_kind, p.owner) in controllers for p in pods.values()):
                 replacement = Row(f"Deleted pod behind {name}: no new connection reaches it, its replacement is reached",
-                                  f"pod/{client.name}", proto, target, action="delete-backend")
+                                  f"pod/{client.name}", proto, target, action="delete-backend",
+                                  short=f"deleted pod behind {name}")
     rows += [r for r in (hairpin, replacement) if r]
     return rows

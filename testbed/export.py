@@ -94,7 +94,9 @@ def _selector(sel: model.Selector) -> dict:
     return out
 
 
-def workload_manifest(w: model.Workload) -> dict:
+def workload_manifest(w: model.Workload, pods=None) -> dict:
+    """`pods`: the running pods it owns, for the status kubectl shows (`testbed get`); None for a
+    replayable manifest."""
     t = w.template
     spec: dict = {}
     if w.kind not in ("DaemonSet", "Job"):
@@ -121,7 +123,23 @@ def workload_manifest(w: model.Workload) -> dict:
     if w.kind == "ReplicaSet" and w.owner:
         meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "Deployment", "name": w.owner.split("/", 1)[1],
                                     "controller": True}]
-    return {"apiVersion": API[w.kind], "kind": w.kind, "metadata": meta, "spec": spec}
+    out = {"apiVersion": API[w.kind], "kind": w.kind, "metadata": meta, "spec": spec}
+    if pods is not None:
+        out["status"] = _workload_status(w, pods)
+    return out
+
+
+def _workload_status(w: model.Workload, pods) -> dict:
+    ready = sum(p.ready for p in pods)
+    if w.kind == "DaemonSet":
+        return {"currentNumberScheduled": len(pods), "desiredNumberScheduled": len(pods), "numberReady": ready,
+                "numberAvailable": ready, "updatedNumberScheduled": len(pods)}
+    if w.kind == "Job":  # netexec never exits: the Job's pods stay active
+        return {"active": len(pods), "ready": ready}
+    status = {"replicas": len(pods), "readyReplicas": ready, "availableReplicas": ready}
+    if w.kind in ("Deployment", "StatefulSet"):
+        status["updatedReplicas"] = len(pods)
+    return status
 
 
 def _meta_template(labels, workload: str) -> dict:
@@ -198,16 +216,81 @@ def _owner_ref(p) -> list[dict] | None:
     return [{"apiVersion": OWNER_API.get(kind, "v1"), "kind": kind, "name": name, "controller": True}]
 
 
-def pod_manifest(p) -> dict:
+def pod_manifest(p, restarts: int | None = None, host_ip: str | None = None) -> dict:
+    """`restarts`, `host_ip`: the running lab's, for the status kubectl shows (`testbed get`)."""
     meta = _meta(p.name, p.namespace, p.labels, _workload_annotation(p.workload))
     ref = _owner_ref(p)
     if ref:
         meta["ownerReferences"] = ref
     spec = _pod_spec(p.ports, p.probes, p.node, p.grace_period, hostname=p.hostname, subdomain=p.subdomain,
                      host_network=p.host_network)
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec,
-            "status": {"phase": "Running", "podIP": p.ip,
-                       "conditions": [{"type": "Ready", "status": "True" if p.ready else "False"}]}}
+    ready = "True" if p.ready else "False"
+    status: dict = {"phase": "Running", "podIP": p.ip, "conditions": [{"type": "Ready", "status": ready}]}
+    if host_ip:
+        status["hostIP"] = host_ip
+        status["podIPs"] = [{"ip": p.ip}]
+        status["conditions"] += [{"type": "ContainersReady", "status": ready}, {"type": "PodScheduled", "status": "True"}]
+    if restarts is not None:
+        status["containerStatuses"] = [{"name": "app", "ready": p.ready, "restartCount": restarts,
+                                        "started": True, "state": {"running": {}}}]
+    if p.terminating and restarts is not None:
+        meta["deletionGracePeriodSeconds"] = p.grace_period
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}
+
+
+def pending_pod_manifest(key: str, why: str) -> dict:
+    """A pod no node can take, as the scheduler leaves it."""
+    ns, name = key.split("/", 1)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": _meta(name, ns), "spec": {"containers": [{"name": "app"}]},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                                                            "reason": "Unschedulable", "message": why}]}}
+
+
+def endpoints_manifest(info: ServiceInfo) -> dict:
+    """The v1 Endpoints object the endpoints controller keeps beside the slices: a subset per
+    Service port, ready and not-ready addresses apart."""
+    s = info.service
+    subsets = []
+    for sp, eps in zip(s.ports, info.endpoints):
+        if not eps:
+            continue
+        port = {"port": eps[0].port, "protocol": sp.protocol, **({"name": sp.name} if sp.name else {})}
+        sub: dict = {}
+        for field_, want in (("addresses", True), ("notReadyAddresses", False)):
+            addrs = [{"ip": e.ip, **({"nodeName": e.node} if e.node else {})}
+                     for e in sorted(eps, key=lambda e: e.address) if e.ready == want]
+            if addrs:
+                sub[field_] = addrs
+        sub["ports"] = [port]
+        subsets.append(sub)
+    out = {"apiVersion": "v1", "kind": "Endpoints", "metadata": _meta(s.name, s.namespace, s.labels)}
+    if subsets:
+        out["subsets"] = subsets
+    return out
+
+
+def node_manifest(n, spec: model.NodeSpec | None, out_of_date: str | None = None) -> dict:
+    """A Node as `kubectl get node -o yaml` shows it (what a replay reads back: InternalIP,
+    podCIDR, labels, taints), with a condition saying whether its kube-proxy rules are current."""
+    labels = spec.label_map if spec else {"kubernetes.io/hostname": n.name}
+    node_spec: dict = {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]}
+    if spec and spec.taints:
+        node_spec["taints"] = [{k: v for k, v in (("key", t.key), ("value", t.value), ("effect", t.effect)) if v}
+                               for t in spec.taints]
+    rules = {"type": "KubeProxyRulesUpToDate", "status": "False" if out_of_date else "True",
+             "reason": "UpToDate" if not out_of_date else "Syncing" if out_of_date == "syncing" else "OutOfDate"}
+    if out_of_date:
+        rules["message"] = out_of_date
+    return {"apiVersion": "v1", "kind": "Node", "metadata": _meta(n.name, None, tuple(labels.items())),
+            "spec": node_spec,
+            "status": {"addresses": [{"type": "InternalIP", "address": n.ip}, {"type": "Hostname", "address": n.name}],
+                       "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}, rules]}}
+
+
+def client_manifest(c) -> dict:
+    """An outside client (no Kubernetes kind: testbed's own)."""
+    return {"apiVersion": "testbed.dev/v1alpha1", "kind": "Client", "metadata": {"name": c.name},
+            "status": {"addresses": [{"type": "InternalIP", "address": c.ip}]}}
 
 
 def slice_manifests(info: ServiceInfo, user_slices) -> list[dict]:

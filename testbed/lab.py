@@ -327,7 +327,8 @@ class Lab:
             procs = supervisor.start_workloads(lab, [supervisor.workload_spec(lab, p) for p in new])
             faultpoint.reach("workloads-started")
             for p in new:
-                have_entry = {"ns": wiring.netns_of(lab, p), "node": p.node, "ip": p.ip, "proc": procs.get(p.key)}
+                have_entry = {"ns": wiring.netns_of(lab, p), "node": p.node, "ip": p.ip, "proc": procs.get(p.key),
+                              "created": time.time()}
                 if p.host_network:
                     have_entry["host_network"] = True
                 if p.key in have:  # re-addressed pod: keep the old record for removal below
@@ -391,6 +392,7 @@ class Lab:
                     report.removed_pods.append(k.split("#")[0])
         report.seconds_total = time.perf_counter() - started
         report.failed_nodes = sorted(failed)
+        self._note_first_seen(cluster)
         self.saved["syncs"] = (self.saved.get("syncs", []) + [{
             "at": time.time(), "change": change, "trigger": f"{change}: {detail}" if detail else change,
             "mode": self.saved["mode"],
@@ -403,6 +405,14 @@ class Lab:
         if failed:
             raise SyncError(failed, report)
         return report
+
+    def _note_first_seen(self, cluster: ClusterState) -> None:
+        """When each Service, workload and Ingress first appeared (kubectl's AGE in `testbed get`)."""
+        seen, now = self.saved.get("since", {}), time.time()
+        topo = cluster.topology
+        keys = [f"Service/{s.key}" for s in cluster.services] + [w.ref for w in topo.workloads] + \
+               [f"Ingress/{i.key}" for i in topo.ingresses]
+        self.saved["since"] = {k: seen.get(k, now) for k in keys}
 
     def _remove_orphans(self, cluster: ClusterState) -> list[str]:
         """Pod namespaces that a sync journaled and made but never recorded (it was killed, or

@@ -189,10 +189,10 @@ class _Recorder:
     def __init__(self, matrix):
         self.matrix = matrix
 
-    def record(self, behaviour: str, mode: str, cell) -> None:
+    def record(self, behaviour: str, mode: str, cell, short: str = "") -> None:
         if mode not in self.matrix.modes:
             self.matrix.modes.append(mode)
-        self.matrix.put(behaviour, mode, cell)
+        self.matrix.put(behaviour, mode, cell, short)
 
 
 @pytest.fixture(scope="session")
@@ -208,6 +208,7 @@ def pytest_runtest_makereport(item, call):
     params = getattr(getattr(item, "callspec", None), "params", {})
     # A test is a matrix cell if it names its behaviour, or is parametrised with a conformance Row.
     behaviour = getattr(item, "testbed_behaviour", None) or getattr(params.get("row"), "behaviour", None)
+    short = getattr(params.get("row"), "short", "") or ""
     mode = params.get("proxy_mode")
     if behaviour is None or mode is None:
         return
@@ -216,12 +217,12 @@ def pytest_runtest_makereport(item, call):
     rec = item.config.stash[MATRIX_KEY]
     if report.skipped and report.when in ("setup", "call"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        rec.record(behaviour, mode, Cell("skip", reason.removeprefix("Skipped: ")))
+        rec.record(behaviour, mode, Cell("skip", reason.removeprefix("Skipped: ")), short)
     elif report.failed and report.when in ("setup", "call"):
         existing = rec.matrix.rows.get(behaviour, {}).get(mode)
         if existing is None or existing.status != "fail":
             msg = str(report.longrepr).strip().splitlines()[-1] if report.longrepr else "failed"
-            rec.record(behaviour, mode, Cell("fail", msg[:300]))
+            rec.record(behaviour, mode, Cell("fail", msg[:300]), short)
 
 
 def matrix_dir(config) -> Path:
@@ -250,6 +251,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
     from testbed.cli import print_matrix
 
-    print_matrix(rec.matrix, Console(file=terminalreporter._tw._file, width=max(120, terminalreporter._tw.fullwidth)))
+    # The compact matrix at the terminal's width (80 in a CI log), evidence only where a cell did not pass.
+    tw = terminalreporter._tw
+    print_matrix(rec.matrix, Console(file=tw._file, width=tw.fullwidth, force_terminal=tw.hasmarkup))
     js, md = write_matrix(rec.matrix, matrix_dir(config))
     terminalreporter.write_line(f"testbed matrix: {js} and {md}")

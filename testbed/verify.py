@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from . import model, state, versions
@@ -17,6 +18,7 @@ from .conformance import Cell, Matrix, Row, derive_rows, run_row
 UNAVAILABLE = {
 }
 BUILD_ROW = "(lab built)"
+BUILD_SHORT = "lab built"
 
 
 def unavailable(mode: str) -> str | None:
@@ -43,6 +45,20 @@ def column(mode: str, version: str | None) -> str:
     return f"{mode} {version}" if version else mode
 
 
+def guest_stderr(progress):
+    """A sink for the guest's stderr. The guest verifies with plain progress: its lines
+    ("[  1.2s] ipvs: 3/12 …") come through as "guest" events; the rest (its own matrix, notes)
+    is kept for the error message only."""
+    from .bench import _LineSink
+
+    def relay(line: str) -> None:
+        m = re.match(r"\[vm\] \[ *[\d.]+s\] (.*)", line)
+        if m:
+            progress("guest", {"what": m[1]})
+
+    return _LineSink(relay)
+
+
 def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda e, i: None,
               options: dict | None = None, version: str | None = None) -> bool:
     """Run this mode's column inside `testbed vm` (a guest kernel that has IPVS), one boot.
@@ -56,7 +72,7 @@ def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda 
         return False
     col = column(mode, version)
     progress("check", {"behaviour": "booting a guest kernel with IPVS (testbed vm)", "mode": col})
-    out, err = io.BytesIO(), io.BytesIO()
+    out, err = io.BytesIO(), guest_stderr(progress)
     argv = [vm.guest_python(), "-m", "testbed.cli", "verify", "--mode", mode, "--json", "-"]
     if topo_path:
         argv.insert(4, os.path.abspath(topo_path))
@@ -66,18 +82,18 @@ def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda 
     try:
         code = vm.run(argv, timeout=1800, cwd=str(Path(__file__).resolve().parent.parent), stdout=out, stderr=err)
     except Exception as e:  # a failed boot is a failed column, with the reason
-        matrix.put(BUILD_ROW, col, Cell("fail", f"testbed vm: {e}"))
+        matrix.put(BUILD_ROW, col, short=BUILD_SHORT, cell=Cell("fail", f"testbed vm: {e}"))
         return True
     try:
         guest = Matrix.from_json(json.loads(out.getvalue().decode()))
     except ValueError:
-        tail = err.getvalue().decode(errors="replace").strip().splitlines()[-3:]
-        matrix.put(BUILD_ROW, col, Cell("fail", f"testbed vm exited {code} without a matrix: {' | '.join(tail)}"))
+        tail = err.lines[-3:]
+        matrix.put(BUILD_ROW, col, short=BUILD_SHORT, cell=Cell("fail", f"testbed vm exited {code} without a matrix: {' | '.join(tail)}"))
         return True
     for behaviour, row in guest.rows.items():
         for m, cell in row.items():
             reason = cell.reason if behaviour != BUILD_ROW else f"{cell.reason} (in testbed vm)"
-            matrix.put(behaviour, m, Cell(cell.status, reason))
+            matrix.put(behaviour, m, Cell(cell.status, reason, cell.data), guest.shorts.get(behaviour, ""))
     return True
 
 
@@ -92,11 +108,12 @@ def run_mode(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda e
     if reason and mode == "ipvs" and unavailable(mode) and run_in_vm(topo_path, mode, matrix, progress, options, version):
         return
     if reason:
-        matrix.put(BUILD_ROW, col, Cell("skip", reason))
+        matrix.put(BUILD_ROW, col, short=BUILD_SHORT, cell=Cell("skip", reason))
         for behaviour in list(matrix.rows):
             if col not in matrix.rows[behaviour]:
                 matrix.put(behaviour, col, Cell("skip", reason))
         return
+    progress = _tagged(progress, col)
     lab_name = name or (f"v{version.replace('.', '')}-{mode}" if version else f"verify-{mode}")[:16]
     if name is None and state.read(lab_name) is not None:  # another verify is running: don't collide
         lab_name = f"v{os.getpid() % 100000}-{mode}"[:16]
@@ -104,22 +121,53 @@ def run_mode(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda e
         lab = Lab.up(topo_path, name=lab_name, mode=mode, progress=progress, kube_proxy_version=version,
                      **(options or {}))
     except Exception as e:  # the whole column fails with the reason
-        matrix.put(BUILD_ROW, col, Cell("fail", str(e)))
+        matrix.put(BUILD_ROW, col, short=BUILD_SHORT, cell=Cell("fail", str(e)))
         return
     try:
         cluster = lab.cluster()
-        matrix.put(BUILD_ROW, col, Cell("pass", f"{len(cluster.nodes)} nodes, {len(cluster.pods)} pods, "
-                                                f"{len(cluster.services)} services"))
+        matrix.put(BUILD_ROW, col, short=BUILD_SHORT, cell=Cell("pass", f"{len(cluster.nodes)} nodes, {len(cluster.pods)} pods, "
+                                                                 f"{len(cluster.services)} services"))
         rows = table_for(topo_path) or derive_rows(cluster)
-        for row in rows:
-            progress("check", {"behaviour": row.behaviour, "mode": col})
+        for n, row in enumerate(rows, 1):
+            progress("check", {"behaviour": row.behaviour, "short": row.short, "mode": col, "n": n, "total": len(rows)})
             try:
                 cell = run_row(lab, row, mode)
             except Exception as e:
                 cell = Cell("fail", f"{type(e).__name__}: {e}")
-            matrix.put(row.behaviour, col, cell)
+            if cell.status == "fail" and mode != "ipvs":
+                cell = _with_trace(lab, row, cell)
+            matrix.put(row.behaviour, col, cell, row.short)
     finally:
         lab.down()
+
+
+def _with_trace(lab, row: Row, cell: Cell) -> Cell:
+    """A failed packet row gets the trace of one packet through the rules (`testbed trace`), for
+    the HTML report. The trace is best effort: where it cannot run, the cell says why."""
+    from rich.console import Console
+
+    from .conformance import _resolve_target
+    from .trace import run_trace
+    from .trace_view import render_tree
+
+    kind, _, name = row.source.partition("/")
+    if row.check != "packet" or row.action or kind not in ("pod", "node", "client") or row.proto not in ("tcp", "udp"):
+        return cell
+    try:
+        ip, port, _, _ = _resolve_target(lab.cluster(), row.target, row.proto)
+        trace = run_trace(lab, name if kind == "pod" else row.source, f"{ip}:{port}", proto=row.proto)
+        with open(os.devnull, "w") as sink:
+            out = Console(width=100, record=True, file=sink)
+            out.print(render_tree(trace))
+        text = out.export_text()
+    except Exception as e:  # noqa: BLE001 - the cell's own failure is what matters
+        text = f"no trace: {type(e).__name__}: {e}"
+    return Cell(cell.status, cell.reason, {**cell.data, "trace": text})
+
+
+def _tagged(progress, mode: str):
+    """The lab's own progress events (fabric, pods, rules), saying which mode's lab they build."""
+    return lambda event, info: progress(event, {"mode": mode, **info})
 
 
 def verify(topo_path: str | None, modes: list[str], progress=lambda e, i: None, options: dict | None = None,

@@ -22,5 +22,5 @@ def test_row(topology, row, proxy_mode, conformance_labs, testbed_matrix, reques
         pytest.skip(why)
     lab = conformance_labs(topology.removesuffix(".yaml"), proxy_mode)
     cell = run_row(lab, row, proxy_mode)
-    testbed_matrix.record(row.behaviour, proxy_mode, cell)
+    testbed_matrix.record(row.behaviour, proxy_mode, cell, row.short)
     assert cell.status == "pass", cell.reason

@@ -238,10 +238,12 @@ def test_refused_transaction_on_one_node_is_shown_recorded_and_repaired(lab_fact
     assert set(after.out_of_date()) == {"node-2"}
     assert "failed at line" in after.out_of_date()["node-2"]
     assert rule_mismatches(lab.name).keys() == {"node-2"}  # node-1 has the change, node-2 not
-    listed = json.loads(ok(run_cli("get", "nodes", "--lab", lab.name, "-o", "json")).stdout)
-    assert [(n["name"], n["rulesUpToDate"]) for n in listed] == [("node-1", True), ("node-2", False)]
-    table = ok(run_cli("get", "nodes", "--lab", lab.name)).stdout
-    assert "OUT OF DATE" in table and "node-2: out of date" in table, table
+    listed = json.loads(ok(run_cli("get", "nodes", "--lab", lab.name, "-o", "json")).stdout)["items"]
+    rules = {n["metadata"]["name"]: next(c["status"] for c in n["status"]["conditions"]
+                                         if c["type"] == "KubeProxyRulesUpToDate") for n in listed}
+    assert rules == {"node-1": "True", "node-2": "False"}
+    res = ok(run_cli("get", "nodes", "--lab", lab.name))
+    assert "OutOfDate" in res.stdout and "node-2: out of date" in res.stderr, (res.stdout, res.stderr)
     # The next sync (here the same apply again) gives node-2 a full sync.
     ok(run_cli("apply", "-f", extra, "--lab", lab.name))
     assert_consistent(lab.name)
@@ -280,8 +282,8 @@ def test_apply_killed_at_each_point_leaves_a_consistent_lab(lab_factory, tmp_pat
     saved = state.read(lab.name)
     assert saved is not None  # never half a file
     assert any(d["metadata"]["name"] == "extra" for d in saved["manifests"]) == (found == "new")
-    pods = json.loads(ok(run_cli("get", "pods", "--lab", lab.name, "-o", "json")).stdout)
-    web = {p["name"] for p in pods if p["owner"] == "default/web"}
+    pods = json.loads(ok(run_cli("get", "pods", "--lab", lab.name, "-o", "json")).stdout)["items"]
+    web = {p["metadata"]["name"] for p in pods if p["metadata"].get("labels", {}).get("app") == "web"}
     old_web = {p.name for p in before.pods if p.owner == "default/web"}
     assert (web == old_web) == (found == "old") and len(web) == 2
     marked = Lab(lab.name).out_of_date()
@@ -423,8 +425,8 @@ def test_full_state_file_system_is_a_clear_error_and_the_state_stays(small_run, 
         assert "is full" in said and "No space left on device" in said and f"{run_dir}/{name}/" in said, said
         assert (seen / name / "state.json").read_bytes() == before
         assert all(len(line.split()) >= 2 for line in (seen / name / "journal").read_text().splitlines())
-        pods = json.loads(ok(run_cli("get", "pods", "--lab", name, "-o", "json", prefix=prefix, env=env)).stdout)
-        assert len([p for p in pods if p["owner"] == "default/web"]) == 2
+        pods = json.loads(ok(run_cli("get", "pods", "--lab", name, "-o", "json", prefix=prefix, env=env)).stdout)["items"]
+        assert len([p for p in pods if p["metadata"].get("labels", {}).get("app") == "web"]) == 2
         return said
 
     try:

@@ -321,9 +321,10 @@ def test_deleted_pod_is_never_reached_and_its_replacement_is(lab_factory):
 
     res = cli("get", "pods", "-o", "json", "--lab", lab.name)
     assert res.returncode == 0, res.stderr
-    listed = {p["name"]: p for p in json.loads(res.stdout)}
+    listed = {p["metadata"]["name"]: p for p in json.loads(res.stdout)["items"]}
     assert new.name in listed and victim.name not in listed
-    assert listed[new.name]["ip"] == new.ip and listed[new.name]["owner"] == "default/web"
+    assert listed[new.name]["status"]["podIP"] == new.ip
+    assert listed[new.name]["metadata"]["ownerReferences"][0]["name"].startswith("web-")
 
 
 def test_apply_scales_the_deployment_and_adds_a_service(lab_factory, tmp_path):
@@ -587,12 +588,12 @@ def test_verify_iptables_json(tmp_path, verify_turn):
         raise
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     data = json.loads(out.read_text())
-    assert set(data) == {"modes", "rows"}
+    assert set(data) == {"modes", "rows", "topology"}  # topology: the file verified (for `testbed report`)
     assert data["modes"] == ["iptables"]
     assert isinstance(data["rows"], list) and len(data["rows"]) >= 5
     behaviours = []
     for row in data["rows"]:
-        assert set(row) == {"behaviour", "results"}
+        assert set(row) <= {"behaviour", "short", "results"} and row["short"]
         assert isinstance(row["behaviour"], str) and row["behaviour"]
         assert set(row["results"]) == {"iptables"}
         cell = row["results"]["iptables"]
