@@ -113,6 +113,7 @@ FEATURES = {
                                "kernel loads the sctp module")),
 }
 # kube-proxy's userspace proxier refused SCTP ports (newProxySocket); testbed/render/userspace.py skips them.
+NO_POLICIES_IN_USERSPACE = "kube-proxy's userspace mode has no traffic policies (eTP/iTP came later)"
 NO_SCTP_IN_USERSPACE = "kube-proxy's userspace proxier never supported SCTP (newProxySocket: \"SCTP is not supported for user space proxy\")"
 
 
@@ -767,19 +768,46 @@ def derive_rows(cluster: ClusterState) -> list[Row]:
                 # retrying its INIT (seen in testbed vm), so there is no quick refusal to prove.
                 if proto != "sctp":
                     rows.append(Row(f"ClusterIP {label} without endpoints is refused", f"pod/{client.name}", proto,
-                                    target, expect="refused", short=f"{label} no endpoints"))
+                                    target, expect={"userspace": "closed", "*": "refused"}, short=f"{label} no endpoints",
+                                    notes={"userspace": "the userspace proxy accepts, then closes: no REJECT rule"}))
                 continue
             pods = _backends(cluster, info, i)
             if not pods:
                 continue
-            rows.append(Row(f"ClusterIP {label} from a pod: DNAT, source preserved, even split", f"pod/{client.name}", proto,
-                            target, backends="svc", source_seen="client" if client.ip not in {p.ip for p in pods.values()} else None,
-                            balance=True, short=f"{label} from a pod", **guard))
+            svc = info.service
+            policy = {**guard, "skip": {"userspace": NO_POLICIES_IN_USERSPACE, **guard.get("skip", {})}}
+            local_to = {n.name: [p for p in pods.values() if p.node == n.name] for n in cluster.nodes}
+            if svc.session_affinity_timeout is not None and proto != "sctp":
+                rows.append(Row(f"ClusterIP {label} from a pod: ClientIP affinity keeps one backend", f"pod/{client.name}",
+                                proto, target, check="affinity", short=f"{label} affinity", **guard))
+            elif svc.internal_policy_local:
+                # internalTrafficPolicy: Local: only the client's node's endpoints (none there: nothing to show).
+                if local_to.get(client.node):
+                    rows.append(Row(f"ClusterIP {label} from a pod, internalTrafficPolicy Local: its node's endpoints only",
+                                    f"pod/{client.name}", proto, target, backends="svc", short=f"{label} iTP Local",
+                                    **policy))
+            else:
+                rows.append(Row(f"ClusterIP {label} from a pod: DNAT, source preserved, even split", f"pod/{client.name}",
+                                proto, target, backends="svc",
+                                # the userspace proxy connects from the node: the source is lost, as upstream's
+                                source_seen={"userspace": "node", "*": "client"} if client.ip not in {
+                                    p.ip for p in pods.values()} else None,
+                                balance=True, short=f"{label} from a pod", **guard))
+            local = svc.external_policy_local and bool(info.node_ports[i])
             if info.node_ports[i] and outside:
                 for n in cluster.nodes:
+                    if local and not local_to[n.name]:
+                        continue  # externalTrafficPolicy: Local and no endpoint on that node: its NodePort drops
+                    if local:
+                        rows.append(Row(f"NodePort {label} via {n.name}, externalTrafficPolicy Local: a local "
+                                        "endpoint, the client's address kept", f"client/{outside.name}", proto,
+                                        f"nodeport/{name}:{sp.port}@{n.name}", backends="svc", source_seen="client",
+                                        short=f"{label} eTP Local via {n.name}", **policy))
+                        continue
                     rows.append(Row(f"NodePort {label} from outside via {n.name}: SNAT to the node, reply from the dialled address",
                                     f"client/{outside.name}", proto, f"nodeport/{name}:{sp.port}@{n.name}",
-                                    backends="svc", source_seen="node", balance=proto == "tcp",
+                                    backends="svc", source_seen="node",
+                                    balance=proto == "tcp" and svc.session_affinity_timeout is None,
                                     short=f"{label} via {n.name}", **guard))
             if proto == "tcp" and hairpin is None:
                 hairpin = Row(f"A pod reaches itself through its Service {name} (hairpin masquerade)", f"backend/{name}",

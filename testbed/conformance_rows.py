@@ -3,7 +3,7 @@
 Read each row like kube-proxy's packet-flow tables. Every row runs in every proxy mode; where
 kube-proxy itself behaves differently per mode, `expect` says so per mode and `notes` say why.
 """
-from .conformance import NO_SCTP_IN_USERSPACE, Row
+from .conformance import NO_POLICIES_IN_USERSPACE, NO_SCTP_IN_USERSPACE, Row
 
 # topologies/default.yaml: nodes node-1/node-2, Deployment web (4 pods) behind Service web
 # (80/TCP, 53/UDP) and web-nodeport (80 → NodePort 30080), Service empty (no endpoints),
@@ -69,7 +69,7 @@ SEED = [
 ]
 
 # topologies/service-types.yaml: every Service type and option (see the file's header).
-NO_ETP_IN_USERSPACE = "kube-proxy's userspace mode has no traffic policies (eTP/iTP came later)"
+NO_ETP_IN_USERSPACE = NO_POLICIES_IN_USERSPACE
 SERVICE_TYPES = [
     Row("LoadBalancer from outside: the cloud LB, then the node's NodePort rules", "client/outside", "tcp", "lb/lb:80",
         backends="svc", source_seen="node", balance=True, short="LoadBalancer from outside"),

@@ -317,3 +317,27 @@ def test_host_network_pods_take_their_nodes_address_and_ports():
     assert {p.node for p in pods} | ({"n1"} if on_n1 == ["clash"] else set()) == {"n1", "n2"}
     (info,) = [s for s in cluster.services if s.key == "default/exporter"]
     assert {e.ip for e in info.endpoints[0]} <= set(nodes.values()) and info.endpoints[0]
+
+
+def test_rows_derived_for_a_users_own_file_follow_affinity_and_traffic_policies():
+    from pathlib import Path
+
+    from testbed.conformance import derive_rows
+
+    topo_ = model.load_file(Path(__file__).resolve().parents[2] / "topologies" / "service-types.yaml")
+    cluster, _ = reconcile(topo_)
+    rows = derive_rows(cluster)
+    by_svc: dict[str, list] = {}
+    for r in rows:
+        by_svc.setdefault(r.target.split("/", 1)[1].split(":")[0], []).append(r)
+    sticky = [s.service.name for s in cluster.services if s.service.session_affinity_timeout]
+    assert sticky and all(any(r.check == "affinity" for r in by_svc[n]) for n in sticky)
+    for info in cluster.services:
+        s = info.service
+        if not s.external_policy_local or not any(info.node_ports):
+            continue
+        nodes_with = {e.node for eps in info.endpoints for e in eps if e.ready}
+        via = {r.target.rsplit("@", 1)[1] for r in by_svc.get(s.name, []) if r.target.startswith("nodeport/")}
+        assert via == nodes_with, (s.key, via, nodes_with)
+        assert all(r.source_expected("iptables") == "client" and r.skip.get("userspace")
+                   for r in by_svc[s.name] if r.target.startswith("nodeport/"))
