@@ -296,8 +296,25 @@ def _wait_lb_healthy(lab, info) -> None:
     from probes.poll import wait_until
 
     if info.service.type == "LoadBalancer" and info.health_check_node_port:
-        wait_until(lambda: (type(lab)(lab.name).saved.get("lb") or {}).get("healthy", {}).get(info.key),
-                   timeout=10, message=f"a healthy node for {info.key}'s load balancer")
+        try:
+            wait_until(lambda: (type(lab)(lab.name).saved.get("lb") or {}).get("healthy", {}).get(info.key),
+                       timeout=10, message=f"a healthy node for {info.key}'s load balancer")
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}; {_agent_evidence(lab)}") from None
+
+
+def _agent_evidence(lab) -> str:
+    """Why the agent's health checks did not land: is it alive, and what did it last log."""
+    from . import state, supervisor
+
+    rec = (type(lab)(lab.name).saved.get("agent") or {})
+    alive = bool(rec) and supervisor.alive(rec["pid"], rec["start"])
+    try:
+        tail = (state.lab_dir(lab.name) / "logs" / "agent.log").read_text(errors="replace").strip().splitlines()[-5:]
+    except OSError:
+        tail = []
+    return (f"agent pid {rec.get('pid')} {'alive' if alive else 'NOT running'}; its log: "
+            + (" | ".join(tail) if tail else "(empty)"))
 
 
 def _run_failover(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:

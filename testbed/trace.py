@@ -278,6 +278,14 @@ def parse_monitor(text: str) -> list[TraceEvent]:
                 body = body[:hm.start()]
             events.append(TraceEvent(tid, fam, table, chain, "rule", rule=clean_rule(body), handle=handle,
                                      verdict=verdict, target=target, raw=line))
+        elif rest.startswith("unknown rule handle "):
+            # The rule was added after the monitor read the ruleset (a sync ran meanwhile): nft knows
+            # only its handle; annotate() takes its text from the listing made after the probe.
+            um = re.match(r"unknown rule handle (\d+)", rest)
+            vm = _VERDICT.search(rest)
+            events.append(TraceEvent(tid, fam, table, chain, "rule", rule="", handle=int(um[1]),
+                                     verdict=vm["verdict"] if vm else None, target=vm["target"] if vm else None,
+                                     raw=line))
         elif rest.startswith(("policy", "return")):
             kind, _, after = rest.partition(" ")
             words = after.split()
@@ -846,7 +854,7 @@ def run_trace(lab, source: str, target: str, proto: str = "tcp", timeout: float 
         backends = backends or {p.key: wiring.netns_of(lab.name, p) for p in cluster.pods}
         h = handshake(pl.source_ns, pl.client_ip, pl.dst_ip, pl.dst_port, proto, backends=backends,
                       timeout=timeout, sport=sport)
-        complete.update({n: mon.barrier(timeout=max(2.0, timeout)) for n, mon in monitors.items()})
+        complete.update({n: mon.barrier(timeout=max(5.0, timeout)) for n, mon in monitors.items()})
         for n, ok in complete.items():
             if not ok:
                 notes.append(f"{n}: the monitor did not report the barrier marker; its trace may be incomplete")

@@ -33,6 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from testbed import cli, manifests, model, schema
+from tests.realworld import REAL_WORLD
 from testbed.control import reconcile
 from testbed.errors import TopologyError
 from testbed.lab import render_for_mode
@@ -516,9 +517,7 @@ def seed_sets() -> tuple[tuple[str, tuple], ...]:
 
 
 def real_world_dir() -> Path | None:
-    env = os.environ.get("TESTBED_REAL_WORLD")
-    candidates = [Path(env)] if env else [ROOT.parent / "shared" / "real-world", ROOT.parent.parent / "shared" / "real-world"]
-    return next((p for p in candidates if p.is_dir()), None)
+    return REAL_WORLD if REAL_WORLD.is_dir() else None
 
 
 @lru_cache(maxsize=None)

@@ -489,3 +489,16 @@ def test_render_tree_shows_chains_nat_and_ending():
     i_svc = next(i for i, ln in enumerate(lines) if "KUBE-SERVICES: -d 10.100.195.26" in ln)
     i_sep = next(i for i, ln in enumerate(lines) if "KUBE-SEP-Q46P26NJZAFWFAHZ: -p tcp" in ln)
     assert lines[i_sep].index("KUBE-SEP-Q46P26NJZAFWFAHZ:") > lines[i_svc].index("KUBE-SERVICES:")
+
+
+def test_a_rule_added_after_the_monitor_started_gets_its_text_from_the_listing():
+    # A sync between the monitor's start and the probe rewrites the chains: nft knows only the handle.
+    line = next(l for l in IPT_WEB_NODE1.splitlines() if "# handle 48 " in l)
+    unknown = line.split(" rule ")[0] + " unknown rule handle 48 (verdict jump KUBE-SVC-CDGGSHYLG3RE2FKL)"
+    ev = [e for e in parse_monitor(unknown)]
+    assert [(e.kind, e.handle, e.verdict, e.target) for e in ev] == [("rule", 48, "jump", "KUBE-SVC-CDGGSHYLG3RE2FKL")]
+    ours, _ = _probe({"node-1": IPT_WEB_NODE1.replace(line, unknown)}, "node-1", WEB_IP, 43649)
+    annotate(ours["node-1"], LISTINGS, parse_iptables_save(IPTABLES_SAVE))
+    svc = ours["node-1"][0].passes[1].steps[1]
+    assert svc.handle == 48 and svc.comment == "default/web:http cluster IP"
+    assert svc.iptables.startswith("-A KUBE-SERVICES -d 10.100.195.26/32 -p tcp")
