@@ -18,6 +18,7 @@ started again by the next testbed command that opens the lab (Lab.ensure_agent).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -178,6 +179,7 @@ class Agent:
             return None
 
     def run(self) -> None:
+        started = False
         while True:
             try:
                 delay = self.step()
@@ -186,8 +188,21 @@ class Agent:
             except (TestbedError, RuntimeError, OSError) as e:
                 _log(f"step failed, again in {ERROR_PAUSE:.0f} s: {e}")
                 delay = ERROR_PAUSE
+            if not started:
+                started = _mark_started(self.lab_name)
             if delay:
                 time.sleep(delay)
+
+
+def _mark_started(lab: str) -> bool:
+    """After the first step (probes scheduled, health servers listening, the LB checked once):
+    waits on the agent's work start their clocks here, not at `up`, since a busy machine can take
+    seconds to import it (Lab.wait_agent_started)."""
+    try:
+        (state.lab_dir(lab) / supervisor.AGENT_STARTED).write_text(f"{os.getpid()}\n")
+        return True
+    except OSError:
+        return False
 
 
 def _log(message: str) -> None:

@@ -292,10 +292,12 @@ def _node_addresses(cluster: ClusterState) -> set[str]:
 
 
 def _wait_lb_healthy(lab, info) -> None:
-    """eTP=Local load balancers send nowhere until their first health check passed (≈1 s)."""
+    """eTP=Local load balancers send nowhere until their first health check passed (≈1 s after
+    the agent's first step)."""
     from probes.poll import wait_until
 
     if info.service.type == "LoadBalancer" and info.health_check_node_port:
+        type(lab)(lab.name).wait_agent_started()
         try:
             wait_until(lambda: (type(lab)(lab.name).saved.get("lb") or {}).get("healthy", {}).get(info.key),
                        timeout=10, message=f"a healthy node for {info.key}'s load balancer")
@@ -335,6 +337,7 @@ def _run_failover(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
     ip, port, info, i = _resolve_target(cluster, row.target, row.proto.lower())
     probed = any(p.has_readiness_probe for p in cluster.pods if p.ip in {e.ip for e in info.endpoints[i]})
     if probed:  # pods with a readiness probe start unready: wait until all of them serve
+        type(lab)(lab.name).wait_agent_started()
         wait_until(lambda: all(e.ready for e in _target_endpoints(lab, info, i)), timeout=15,
                    message=f"every endpoint of {info.key} ready")
         cluster = lab.cluster()

@@ -176,6 +176,23 @@ class Lab:
         lab.ensure_agent()
         return lab
 
+    def wait_agent_started(self, timeout: float = 120.0) -> None:
+        """Until the lab's agent has run its first step. Waits on what the agent does (readiness,
+        the cloud LB's health checks) start their own bounds after this: on a busy machine the
+        agent can take seconds just to import. Raises TestbedError at once if it is not running."""
+        from probes.poll import wait_until
+
+        def started() -> bool:
+            self._state = None
+            rec = self.saved.get("agent")
+            if not rec:
+                return True  # a lab without an agent (`up` did not finish): nothing to wait for
+            if not supervisor.alive(rec["pid"], rec["start"]):
+                raise TestbedError(f"lab {self.name}: its agent (pid {rec['pid']}) is not running")
+            return supervisor.agent_started(self.name, rec)
+
+        wait_until(started, timeout=timeout, interval=0.02, message=f"lab {self.name}'s agent to start")
+
     def ensure_agent(self) -> dict | None:
         """The lab's agent (prober, grace-period clock) runs, or is started again: a killed agent
         would leave readiness unfollowed. Returns {"old": pid, "new": pid} and reports the event

@@ -131,6 +131,7 @@ def wait_ready(lab, timeout: float = 15.0) -> None:
     from probes.poll import wait_until
     from testbed.lab import Lab
 
+    Lab(lab.name).wait_agent_started()  # the prober's clock starts here, not at `up`
     wait_until(lambda: all(p.ready for p in Lab(lab.name).cluster().pods if not p.terminating), timeout=timeout,
                message=f"every pod of lab {lab.name} ready")
 

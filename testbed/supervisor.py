@@ -65,6 +65,17 @@ def workload_spec(lab: str, pod) -> dict:
     return spec
 
 
+AGENT_STARTED = "agent.started"  # in the lab's directory: the pid of an agent that has run its first step
+
+
+def agent_started(lab: str, rec: dict) -> bool:
+    """The agent recorded in `rec` has run its first step (testbed.agent writes the marker)."""
+    try:
+        return (state.lab_dir(lab) / AGENT_STARTED).read_text().strip() == str(rec["pid"])
+    except OSError:
+        return False
+
+
 def start_agent(lab: str, env: dict[str, str] | None = None) -> dict:
     """The lab's agent (prober and grace-period clock), recorded like every process we start.
     `env`: variables added to its environment (a test's fault hook, testbed.faultpoint)."""
