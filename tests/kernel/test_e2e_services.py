@@ -340,6 +340,16 @@ def test_clusterip_updated_to_nodeport_then_to_tcp_and_udp_on_one_port(lab_facto
     assert tcp_udp(lab, n2, info.node_ports[0], info.node_ports[1]) == (True, True)
 
 
+def test_load_balancer_with_one_port_over_tcp_and_udp_serves_both_inside_the_cluster(lab_factory, proxy_mode):
+    """should serve endpoints on same port and different protocol for internal traffic on Type
+    LoadBalancer: port 80 over TCP and UDP answers on the ClusterIP and on both NodePorts."""
+    lab = lab_factory(objects=[LAB, client(1), MULTIPROTOCOL_POD, multiprotocol(TCP80, UDP80, type="LoadBalancer")],
+                      mode=proxy_mode)
+    info = svc(lab, "multiprotocol-test")
+    assert tcp_udp(lab, info.cluster_ip, 80, 80) == (True, True)
+    assert tcp_udp(lab, node_ip(lab, "node-1"), *info.node_ports) == (True, True)
+
+
 # ------------------------------------------------------------------ externalIPs not on any node
 
 
@@ -430,3 +440,25 @@ def test_udp_traffic_preserved_when_the_server_pod_cycles_behind_a_nodeport(lab_
     apply(lab, tmp_path, second)
     lab.delete("pod", "pod-server-1", grace=0)
     assert hostnames() == {"NodePort": "pod-server-2", "ClusterIP": "pod-server-2"}
+
+
+def test_udp_flow_started_while_the_only_endpoint_is_unready_reaches_it_once_ready(lab_factory, proxy_mode):
+    """Conntrack: should be able to preserve UDP traffic when initial unready endpoints get ready
+    (#105657): a client keeps one source port towards the ClusterIP while the only pod is still
+    unready (readiness probe after 3 s); once it turns ready the same flow reaches it."""
+    unready = {**UDP_WEB, "spec": {**UDP_WEB["spec"], "containers": [{
+        "name": "c", "ports": [{"name": "udp", "containerPort": 80, "protocol": "UDP"},
+                               {"name": "http", "containerPort": 8080}],
+        "readinessProbe": {"tcpSocket": {"port": 8080}, "initialDelaySeconds": 3, "periodSeconds": 1}}]}}
+    udp_svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc-udp"},
+               "spec": {"selector": {"app": "udp"}, "ports": [{"port": 80, "targetPort": 80, "protocol": "UDP"}]}}
+    lab = lab_factory(objects=[LAB, client(1), unready, udp_svc], mode=proxy_mode)
+    ip = svc(lab, "svc-udp").cluster_ip
+
+    def poke():
+        return connect.udp_request(ns_of(lab, "client-1"), ip, 80, source_port=12345, timeout=0.3)
+
+    first = poke()
+    assert not first.ok, ("answered before the pod was ready", first)
+    r = wait_until(lambda: (x := poke()).ok and x, timeout=20, message="the UDP flow reaches the ready pod")
+    assert r.body == "pod-server-1"
