@@ -1,16 +1,21 @@
-"""Kubernetes' own e2e Service tests (test/e2e/network/service.go) that the conformance rows did
-not cover, replayed with real packets on a running lab in each proxy mode (docs/e2e-coverage.md).
+"""Kubernetes' own e2e Service tests (test/e2e/network/service.go, conntrack.go) that the
+conformance rows did not cover, replayed with real packets on a running lab in each proxy mode (docs/e2e-coverage.md).
 
 Each test names the upstream test it follows; where the lab's outcome differs from upstream's the
 docstring says why. Clients are pods on either node, as upstream's exec and pause pods are.
 """
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 
 from probes import connect, dnsq
 from probes.affinity import affinity
 from probes.poll import wait_until
+from testbed import state, supervisor
 from testbed.conformance import NO_POLICIES_IN_USERSPACE
 from testbed.control import dns_ip
 from testbed.kernel import wiring
@@ -94,6 +99,29 @@ def test_session_affinity_switched_on_a_running_clusterip_and_nodeport_service(l
     assert seen == {(0, "ClusterIP"): True, (0, "NodePort"): True, (1, "ClusterIP"): False,
                     (1, "NodePort"): False, (2, "ClusterIP"): True, (2, "NodePort"): True}, seen
     assert svc(lab, "aff").node_ports == info.node_ports, "the NodePort changed with the affinity"
+
+
+def test_session_affinity_expires_after_its_timeout_on_clusterip_and_nodeport(lab_factory, proxy_mode):
+    """should have session affinity timeout work for service with type clusterIP and for NodePort
+    service: sticky while requests keep coming; after an idle period longer than
+    sessionAffinityConfig.clientIP.timeoutSeconds (2 s) a new connection may go elsewhere, and
+    within 10 idle periods one does (upstream's execAffinityTestForSessionAffinityTimeout)."""
+    timed = service("affinity-timeout", type="NodePort", sessionAffinity="ClientIP",
+                    sessionAffinityConfig={"clientIP": {"timeoutSeconds": 2}})
+    lab = lab_factory(objects=[LAB, client(1), WEB, timed], mode=proxy_mode)
+    info = svc(lab, "affinity-timeout")
+    for host, port in [(info.cluster_ip, 80), (node_ip(lab, "node-1"), info.node_ports[0])]:
+        assert is_sticky(lab, host, port), (host, port)
+        hosts = set()
+        for _ in range(10):
+            r = connect.tcp_request(ns_of(lab, "client-1"), host, port)
+            assert r.ok and r.body in web_pods(lab), r
+            hosts.add(r.body)
+            if len(hosts) > 1:
+                break
+            # The stimulus, not a wait for a condition: the client stays idle past the timeout.
+            time.sleep(3)
+        assert len(hosts) > 1, (host, port, hosts)
 
 
 # ------------------------------------------------------------------ type change ExternalName → NodePort
@@ -284,6 +312,32 @@ def test_services_up_and_down_and_recreated(lab_factory, proxy_mode, tmp_path):
     apply(lab, tmp_path, service("up-down-1"))
     again = svc(lab, "up-down-1").cluster_ip
     assert again != two and (up(again), up(two)) == (True, True)
+
+
+def test_services_work_after_restarting_the_node_agent(lab_factory, proxy_mode, tmp_path):
+    """should work after restarting kube-proxy [Disruptive]: the lab's per-node agent (its
+    kube-proxy stand-in: health servers, :10256/:10249, the prober) is SIGKILLed; both Services
+    keep answering, the next command starts the agent again, and a Service added after it is
+    served beside them, each on its own ClusterIP."""
+    lab = lab_factory(objects=[LAB, client(1), WEB, service("restart-proxy-1"), service("restart-proxy-2")],
+                      mode=proxy_mode)
+    ips = [svc(lab, n).cluster_ip for n in ("restart-proxy-1", "restart-proxy-2")]
+    backends = web_pods(lab)
+
+    def all_up(addresses) -> bool:
+        got = [connect.tcp_request(ns_of(lab, "client-1"), ip, 80, timeout=1.0) for ip in addresses]
+        return all(r.ok and r.body in backends for r in got)
+
+    assert all_up(ips)
+    old = state.read(lab.name)["agent"]
+    os.kill(old["pid"], signal.SIGKILL)
+    wait_until(lambda: not supervisor.alive(old["pid"], old["start"]), timeout=5, message="agent dead")
+    assert all_up(ips)
+    apply(lab, tmp_path, service("restart-proxy-3"))
+    new = state.read(lab.name)["agent"]
+    assert new["pid"] != old["pid"] and supervisor.alive(new["pid"], new["start"])
+    third = svc(lab, "restart-proxy-3").cluster_ip
+    assert third not in ips and all_up(ips + [third])
 
 
 # ------------------------------------------------------------------ one port number, two protocols
