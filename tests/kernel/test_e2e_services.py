@@ -253,6 +253,32 @@ def test_terminating_and_unready_endpoint_is_used_only_with_publish_not_ready_ad
             assert got == expect, (name, host, port, got)
 
 
+def test_publish_not_ready_addresses_toggled_on_an_unready_terminating_pod(lab_factory, proxy_mode, tmp_path):
+    """should create endpoints for unready pods: an unready pod is reached through a Service with
+    publishNotReadyAddresses; once it is terminating (upstream scales its RC to zero) and the field
+    is turned off it is not, and turned on again it is reached again."""
+    tolerate = service("tolerate-unready", "probed", 80, publishNotReadyAddresses=True)
+    lab = lab_factory(objects=[LAB, client(2), PROBED, tolerate], mode=proxy_mode, ready=True)
+    lab.stage("webserver-pod", "unready")
+    wait_until(lambda: [e.serving for eps in svc(lab, "tolerate-unready").endpoints for e in eps] == [False],
+               timeout=10, message="the pod turns unready")
+    ip = svc(lab, "tolerate-unready").cluster_ip
+
+    def reached() -> bool:
+        r = connect.tcp_request(ns_of(lab, "client-2"), ip, 80, timeout=1.5)
+        assert r.body in ("", "webserver-pod"), r
+        return r.ok
+
+    steps = [reached()]
+    lab.delete("pod", "webserver-pod")
+    steps.append(reached())
+    apply(lab, tmp_path, service("tolerate-unready", "probed", 80, publishNotReadyAddresses=False))
+    steps.append(reached())
+    apply(lab, tmp_path, tolerate)
+    steps.append(reached())
+    assert steps == [True, True, False, True], steps
+
+
 def test_local_policies_fall_back_to_local_terminating_endpoints_and_health_check_fails(lab_factory, proxy_mode):
     """should fallback to local terminating endpoints when there are no ready endpoints with
     internalTrafficPolicy=Local / externalTrafficPolicy=Local, and should fail health check node
