@@ -493,3 +493,60 @@ def test_ready_backends_and_pods_backing_nothing():
     backends = cluster.ready_backends(web, 0)
     assert sorted(p.owner for p in backends) == ["default/web"] * 3
     assert [p.name for p in cluster.pods_backing_nothing()] == ["client"]
+
+
+def test_a_selector_of_two_labels_needs_both():
+    # Every shipped selector has one label: a selector that read only its first would pass them all.
+    topo = load(lab(), pod("both", labels="{app: web, tier: front}"), pod("app-only", labels="{app: web}"),
+                pod("tier-only", labels="{tier: front}"), pod("other-tier", labels="{app: web, tier: back}"),
+                service(selector="{app: web, tier: front}"))
+    cluster, _ = reconcile(topo)
+    ip = {p.name: p.ip for p in cluster.pods}
+    (eps,) = cluster.services[0].endpoints
+    assert [e.ip for e in eps] == [ip["both"]]
+    # The same pair in the other order selects the same pod.
+    topo = load(lab(), pod("both", labels="{app: web, tier: front}"), pod("tier-only", labels="{tier: front}"),
+                service(selector="{tier: front, app: web}"))
+    cluster, _ = reconcile(topo)
+    assert [e.ip for e in cluster.services[0].endpoints[0]] == [cluster.pods[0].ip]
+
+
+def test_selectors_see_their_own_namespace_only():
+    other = pod("elsewhere").replace("metadata: {name: elsewhere,", "metadata: {name: elsewhere, namespace: other,")
+    cluster, _ = reconcile(load(lab(), pod("here"), other, service()))
+    here = next(p for p in cluster.pods if p.name == "here")
+    assert [e.ip for e in cluster.services[0].endpoints[0]] == [here.ip]
+
+
+def terminate(topo, names, **svc):
+    """Reconcile, then delete the pods `names` as `Lab.delete` does (their grace period running)."""
+    from testbed.lab import Lab
+
+    cluster, alloc = reconcile(topo)
+    Lab._terminate(alloc, [p for p in cluster.pods if p.name in names], None)
+    return reconcile(topo, alloc)
+
+
+def test_a_terminating_pod_is_serving_not_ready():
+    # upstream podToEndpoint: serving = the pod's readiness, ready = serving and not terminating.
+    topo = load(lab(), pod("a"), pod("b"), service())
+    cluster, _ = terminate(topo, {"a"})
+    by_name = {p.name: p for p in cluster.pods}
+    assert by_name["a"].terminating and not by_name["a"].ready and by_name["a"].serving
+    got = {e.ip: (e.ready, e.serving, e.terminating) for e in cluster.services[0].endpoints[0]}
+    assert got == {by_name["a"].ip: (False, True, True), by_name["b"].ip: (True, True, False)}
+
+
+def test_a_terminating_pod_that_was_unready_is_not_serving():
+    probed = pod("a").replace("ports: [{containerPort: 9376, name: http}]",
+                              "ports: [{containerPort: 9376, name: http}], readinessProbe: {tcpSocket: {port: 9376}}")
+    cluster, _ = terminate(load(lab(), probed, service()), {"a"})
+    ((e,),) = cluster.services[0].endpoints
+    assert (e.ready, e.serving, e.terminating) == (False, False, True)
+
+
+def test_publish_not_ready_addresses_keeps_a_terminating_pod_ready():
+    # upstream: ready = publishNotReadyAddresses || (serving && !terminating).
+    cluster, _ = terminate(load(lab(), pod("a"), service(extra="  publishNotReadyAddresses: true\n")), {"a"})
+    ((e,),) = cluster.services[0].endpoints
+    assert (e.ready, e.serving, e.terminating) == (True, True, True)
