@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from testbed.proxy import Endpoint as E
 from testbed.proxy import ServicePort as SP
-from testbed.proxy import categorize_endpoints, external_policy_local, sort_endpoints
+from testbed.proxy import NodeView, ProxyConfig, categorize, categorize_endpoints, external_policy_local, sort_endpoints
 
 N = "node-a"
 
@@ -101,3 +101,19 @@ def test_external_local_only_for_externally_accessible_ports():
 def test_endpoints_sort_by_their_address_string():
     eps = [E("10.0.0.2", 80), E("10.0.0.10", 80), E("10.0.0.10", 8080), E("fd00::1", 80)]
     assert addrs(sort_endpoints(eps)) == ["10.0.0.10:80", "10.0.0.10:8080", "10.0.0.2:80", "[fd00::1]:80"]
+
+
+def test_internal_local_with_only_unusable_endpoints_has_none():
+    # Not serving, or serving but neither ready nor terminating: "has no endpoints" (REJECT).
+    serving_unready = E("10.244.1.8", 80, node=N, ready=False, serving=True)
+    for eps in ((GONE_HERE,), (UNREADY_HERE,), (serving_unready,)):
+        c = categorize_endpoints(sp(*eps, internal_policy_local=True), N)
+        assert (c.local, c.has_any) == ((), False), eps
+
+
+def test_categorize_renders_the_nodes_own_release():
+    # Zone hints and no topology-mode annotation: used since 1.31, ignored by a 1.30 node.
+    a, b = E("10.244.1.5", 80, node=N, zone_hints=("z1",)), E("10.244.2.5", 80, node="node-b", zone_hints=("z2",))
+    for version, want in (((1, 30), [a, b]), ((1, 31), [a])):
+        v = NodeView(N, ("172.18.0.2",), ProxyConfig(kube_proxy_version=version), zone="z1")
+        assert addrs(categorize(v, sp(a, b)).cluster) == addrs(want), version
