@@ -550,3 +550,51 @@ def test_publish_not_ready_addresses_keeps_a_terminating_pod_ready():
     cluster, _ = terminate(load(lab(), pod("a"), service(extra="  publishNotReadyAddresses: true\n")), {"a"})
     ((e,),) = cluster.services[0].endpoints
     assert (e.ready, e.serving, e.terminating) == (True, True, True)
+
+
+def test_a_terminating_pod_keeps_its_owner_labels_and_ports():
+    before, _ = reconcile(load(lab(), deployment(replicas=1), service()))
+    (old,) = before.pods
+    cluster, _ = terminate(load(lab(), deployment(replicas=1), service()), {old.name})
+    gone = next(p for p in cluster.pods if p.terminating)
+    assert (gone.owner, gone.owner_kind, gone.labels, gone.ports) == (old.owner, old.owner_kind, old.labels, old.ports)
+
+
+def test_allocations_from_json_never_alias_the_saved_state():
+    _, alloc = reconcile(load(lab(), pod("a"), service()))
+    saved = alloc.to_json()
+    again = Allocations.from_json(saved)
+    next(iter(again.pods.values()))["ip"] = "10.0.0.1"
+    again.nodes["n1"]["ip"] = "10.0.0.2"
+    assert saved == alloc.to_json()
+
+
+def test_host_network_pods_on_one_node_are_told_apart_by_their_ports():
+    def host_pod(name, port):
+        return pod(name, ports=f"[{{containerPort: {port}, name: http}}]", node="n1").replace(
+            "  containers:", "  hostNetwork: true\n  containers:")
+    topo = load(lab(), host_pod("a", 8081), host_pod("b", 8082), pod("c", labels="{app: client}"),
+                service(selector="{app: web}", ports="[{port: 80, targetPort: http}]"))
+    cluster, _ = reconcile(topo)
+    (info,) = cluster.services
+    a, b = (next(p for p in cluster.pods if p.name == n) for n in "ab")
+    assert a.ip == b.ip == cluster.node("n1").ip
+    assert sorted(p.name for p in cluster.ready_backends(info, 0)) == ["a", "b"]
+    assert [p.name for p in cluster.pods_backing_nothing()] == ["c"]
+
+
+def test_version_notes_name_the_nodes_only_when_their_releases_differ():
+    from testbed.control import version_notes
+
+    mixed = version_notes(load(lab(nodes='[{name: n1, kubeProxyVersion: "1.28"}, {name: n2, kubeProxyVersion: "1.36"}]')), "ipvs")
+    assert mixed and all(n.endswith(" (nodes n1)") or n.endswith(" (nodes n2)") for n in mixed)
+    assert any("1.28" in n and n.endswith("(nodes n1)") for n in mixed)
+    same = version_notes(load(lab(extra='  kubeProxy: {version: "1.36"}\n')), "ipvs")
+    assert same and not any("(nodes" in n for n in same)
+
+
+@pytest.mark.parametrize("size, band", [(256, 16), (1024, 64), (4080, 255), (1 << 20, 256)])
+def test_the_static_band_is_a_sixteenth_between_16_and_256(size, band):
+    from testbed.control import _static_band
+
+    assert _static_band(size) == band
