@@ -598,3 +598,26 @@ def test_the_static_band_is_a_sixteenth_between_16_and_256(size, band):
     from testbed.control import _static_band
 
     assert _static_band(size) == band
+
+
+def annotated(name: str, annotations: str, extra: str = "") -> str:
+    return service(name, extra=extra).replace(f"metadata: {{name: {name}}}",
+                                               f"metadata: {{name: {name}, annotations: {annotations}}}")
+
+
+def test_node_view_carries_the_labs_flags_and_each_services_options():
+    topo = load(lab(extra="  masqueradeAll: true\n  ipvsScheduler: lc\n"), pod("a", node="n1"),
+                annotated("sched", "{testbed.dev/ipvs-scheduler: sh}", extra="  internalTrafficPolicy: Local\n"),
+                annotated("auto", "{service.kubernetes.io/topology-mode: Auto}"),
+                *(annotated(f"off{i}", f"{{service.kubernetes.io/topology-mode: {v}}}")
+                  for i, v in enumerate(("''", "disabled", "Disabled"))),
+                service("ranges", extra="  type: NodePort\n  loadBalancerSourceRanges: [192.0.2.0/24]\n"))
+    cluster, _ = reconcile(topo)
+    view = cluster.node_view("n1")
+    assert (view.config.masquerade_all, view.config.ipvs_scheduler) == (True, "lc")
+    ports = {p.name: p for p in view.services}
+    assert (ports["sched"].scheduler, ports["sched"].internal_policy_local) == ("sh", True)
+    assert (ports["auto"].scheduler, ports["auto"].internal_policy_local) == (None, False)
+    assert ports["auto"].hints_annotation
+    assert not any(ports[f"off{i}"].hints_annotation for i in range(3))
+    assert ports["ranges"].load_balancer_source_ranges == ()  # only a LoadBalancer's are kube-proxy's
