@@ -586,9 +586,11 @@ def test_host_network_pods_on_one_node_are_told_apart_by_their_ports():
 def test_version_notes_name_the_nodes_only_when_their_releases_differ():
     from testbed.control import version_notes
 
-    mixed = version_notes(load(lab(nodes='[{name: n1, kubeProxyVersion: "1.28"}, {name: n2, kubeProxyVersion: "1.36"}]')), "ipvs")
-    assert mixed and all(n.endswith(" (nodes n1)") or n.endswith(" (nodes n2)") for n in mixed)
-    assert any("1.28" in n and n.endswith("(nodes n1)") for n in mixed)
+    nodes = '[{name: n1, kubeProxyVersion: "1.28"}, {name: n2, kubeProxyVersion: "1.28"}, {name: n3, kubeProxyVersion: "1.36"}]'
+    mixed = version_notes(load(lab(nodes=nodes)), "ipvs")
+    assert mixed and all(n.endswith(" (nodes n1, n2)") or n.endswith(" (nodes n3)") for n in mixed)
+    assert any("1.28" in n and n.endswith("(nodes n1, n2)") for n in mixed)
+    assert any("1.36" in n and n.endswith("(nodes n3)") for n in mixed)
     same = version_notes(load(lab(extra='  kubeProxy: {version: "1.36"}\n')), "ipvs")
     assert same and not any("(nodes" in n for n in same)
 
