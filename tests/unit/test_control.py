@@ -574,13 +574,14 @@ def test_host_network_pods_on_one_node_are_told_apart_by_their_ports():
         return pod(name, ports=f"[{{containerPort: {port}, name: http}}]", node="n1").replace(
             "  containers:", "  hostNetwork: true\n  containers:")
     topo = load(lab(), host_pod("a", 8081), host_pod("b", 8082), pod("c", labels="{app: client}"),
+                host_pod("d", 8083).replace("labels: {app: web}", "labels: {app: tool}"),
                 service(selector="{app: web}", ports="[{port: 80, targetPort: http}]"))
     cluster, _ = reconcile(topo)
     (info,) = cluster.services
     a, b = (next(p for p in cluster.pods if p.name == n) for n in "ab")
     assert a.ip == b.ip == cluster.node("n1").ip
     assert sorted(p.name for p in cluster.ready_backends(info, 0)) == ["a", "b"]
-    assert [p.name for p in cluster.pods_backing_nothing()] == ["c"]
+    assert [p.name for p in cluster.pods_backing_nothing()] == ["c", "d"]
 
 
 def test_version_notes_name_the_nodes_only_when_their_releases_differ():
@@ -623,3 +624,65 @@ def test_node_view_carries_the_labs_flags_and_each_services_options():
     assert ports["auto"].hints_annotation
     assert not any(ports[f"off{i}"].hints_annotation for i in range(3))
     assert ports["ranges"].load_balancer_source_ranges == ()  # only a LoadBalancer's are kube-proxy's
+
+
+def test_a_backend_is_the_pod_at_the_endpoints_address_whatever_port_it_declares():
+    # targetPort 8080 is not a declared container port: the endpoint is still that pod's.
+    cluster, _ = reconcile(load(lab(), pod("a"), service(ports="[{port: 80, targetPort: 8080}]")))
+    (info,) = cluster.services
+    assert [p.name for p in cluster.ready_backends(info, 0)] == ["a"]
+    assert cluster.pods_backing_nothing() == []
+
+
+def test_the_labs_own_release_when_no_node_is_named():
+    cluster, _ = reconcile(load(lab(nodes='[{name: n1, kubeProxyVersion: "1.30"}, {name: n2}]',
+                                    extra='  kubeProxy: {version: "1.33"}\n')))
+    assert cluster.kube_proxy_version() == cluster.proxy_config().kube_proxy_version == (1, 33)
+    assert cluster.kube_proxy_version("n1") == (1, 30)
+    assert cluster.kube_proxy_version("n2") == (1, 33)
+
+
+def test_version_notes_of_one_release_are_its_notes_as_they_are():
+    from testbed import versions
+    from testbed.control import version_notes
+
+    got = version_notes(load(lab(extra='  kubeProxy: {version: "1.36"}\n')), "ipvs")
+    assert got == versions.notes((1, 36), "ipvs") + versions.deprecations((1, 36), "ipvs")
+
+
+def test_pod_cidrs_stay_apart_when_a_node_goes_and_another_comes():
+    _, alloc = reconcile(load(lab()))
+    first = {n: alloc.nodes[n]["pod_cidr"] for n in ("n1", "n2")}
+    cluster, _ = reconcile(load(lab(nodes="[{name: n3}, {name: n1}]")), roundtrip(alloc))
+    cidrs = {n.name: n.pod_cidr for n in cluster.nodes}
+    assert cidrs["n1"] == first["n1"]  # kept
+    assert len(set(cidrs.values())) == 2  # n3 did not take n1's
+
+
+def test_a_pinned_pod_cidr_moves_the_node_that_had_it():
+    _, alloc = reconcile(load(lab()))
+    taken = alloc.nodes["n2"]["pod_cidr"]
+    cluster, _ = reconcile(load(lab(nodes=f"[{{name: n1, podCIDR: {taken}}}, {{name: n2}}]")), roundtrip(alloc))
+    cidrs = {n.name: n.pod_cidr for n in cluster.nodes}
+    assert cidrs["n1"] == taken and cidrs["n2"] != taken
+    assert not ipaddress.ip_network(cidrs["n2"]).overlaps(ipaddress.ip_network(taken))
+
+
+def test_no_address_left_on_the_node_network_names_the_lab():
+    from testbed.errors import TopologyError
+
+    nodes = "[" + ", ".join(f"{{name: n{i}}}" for i in range(14)) + "]"
+    with pytest.raises(TopologyError) as ei:
+        reconcile(load(lab(nodes=nodes, extra="  nodeNetwork: 172.18.0.0/28\n")))
+    e = ei.value
+    assert (e.file, e.field) == (FILE, "spec.nodeNetwork") and "Lab l" in e.obj and "172.18.0.0/28" in e.problem
+
+
+def test_no_pod_cidr_left_names_the_lab():
+    from testbed.errors import TopologyError
+
+    nodes = "[{name: n1}, {name: n2}, {name: n3}]"
+    with pytest.raises(TopologyError) as ei:
+        reconcile(load(lab(nodes=nodes, extra="  clusterCIDR: 10.244.0.0/23\n  nodeCIDRMaskSize: 24\n")))
+    e = ei.value
+    assert (e.file, e.field) == (FILE, "spec.clusterCIDR") and "Lab l" in e.obj and "n3" in e.problem
