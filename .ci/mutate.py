@@ -10,6 +10,7 @@ docs/mutation.md has the score and why each survivor is left.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -56,15 +57,34 @@ def summary(rows: list[tuple[str, str]], only: list[str]) -> int:
     return 0 if caught >= 0.9 * tested else 1
 
 
+def forget_survivors() -> int:
+    """Mark every mutant that no test caught as untested again: mutmut keeps a verdict until the
+    mutated function changes, so new tests are only tried on survivors after this."""
+    reset = 0
+    for meta in (ROOT / "mutants").rglob("*.py.meta"):
+        data = json.loads(meta.read_text())
+        codes = data.get("exit_code_by_key", {})
+        stale = [k for k, v in codes.items() if v is not None and v not in (1, 3)]  # 1, 3: killed
+        for k in stale:
+            codes[k] = None
+        if stale:
+            meta.write_text(json.dumps(data))
+            reset += len(stale)
+    return reset
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="./bootstrap mutate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, default=2, choices=(1, 2), help="mutmut's children (default 2)")
     ap.add_argument("--only", action="append", default=[], metavar="GLOB",
                     help="mutant names to test, e.g. 'testbed.proxy*' (repeatable; default all)")
     ap.add_argument("--summary", action="store_true", help="print the last run's score only")
+    ap.add_argument("--retest", action="store_true", help="test the last run's survivors again (after new tests)")
     args = ap.parse_args(argv)
     if not MUTMUT.exists():
         sys.exit("mutate: mutmut is not installed: run ./bootstrap mutate (it installs the 'mutation' extra)")
+    if args.retest:
+        print(f"mutate: {forget_survivors()} surviving mutants to test again")
     if not args.summary:
         os.nice(19)  # the machine's cores belong to everything else first
         run = subprocess.run([str(MUTMUT), "run", "--max-children", str(args.workers), *args.only], cwd=ROOT)
