@@ -686,3 +686,73 @@ def test_no_pod_cidr_left_names_the_lab():
         reconcile(load(lab(nodes=nodes, extra="  clusterCIDR: 10.244.0.0/23\n  nodeCIDRMaskSize: 24\n")))
     e = ei.value
     assert (e.file, e.field) == (FILE, "spec.clusterCIDR") and "Lab l" in e.obj and "n3" in e.problem
+
+
+def full(topo_text_docs, field: str, obj: str):
+    """reconcile refuses: a TopologyError naming the file, the object and the field."""
+    from testbed.errors import TopologyError
+
+    with pytest.raises(TopologyError) as ei:
+        reconcile(load(*topo_text_docs))
+    e = ei.value
+    assert (e.file, e.field) == (FILE, field) and obj in e.obj, str(e)
+    return e
+
+
+def test_a_full_service_cidr_names_the_service():
+    svcs = [service(f"s{i}", selector=None, ports="[{port: 80}]") for i in range(20)]
+    e = full([lab(extra="  serviceCIDR: 10.96.0.0/28\n"), *svcs], "spec.clusterIP", "Service default/s")
+    assert "10.96.0.0/28" in e.problem
+
+
+def test_a_full_node_port_range_names_the_service():
+    svcs = [service(f"s{i}", selector=None, ports="[{port: 80}]", extra="  type: NodePort\n") for i in range(3)]
+    e = full([lab(extra="  serviceNodePortRange: 30000-30001\n"), *svcs], "spec.ports", "Service default/s")
+    assert "30000-30001" in e.problem
+
+
+def test_a_full_pod_cidr_names_the_pod():
+    pods = [pod(f"p{i}", node="n1") for i in range(14)]
+    e = full([lab(extra="  nodeCIDRMaskSize: 28\n"), *pods], "spec.nodeName", "Pod default/p")
+    assert "n1" in e.problem
+
+
+def test_external_name_and_headless_services_get_no_cluster_ip():
+    cluster, _ = reconcile(load(lab(), service("ext", selector=None, ports="[{port: 80}]",
+                                                extra="  type: ExternalName\n  externalName: example.org\n"),
+                                service("hl", extra="  clusterIP: None\n"), service("web")))
+    ips = {s.service.name: s.cluster_ip for s in cluster.services}
+    assert ips["ext"] is None and ips["hl"] is None and ips["web"]
+
+
+LOCAL_LB = "  type: LoadBalancer\n  externalTrafficPolicy: Local\n"
+
+
+def test_health_check_node_ports_are_in_the_range_and_free():
+    svcs = [service(f"lb{i}", extra=LOCAL_LB) for i in range(6)]
+    cluster, _ = reconcile(load(lab(), *svcs))
+    health = [s.health_check_node_port for s in cluster.services]
+    node_ports = {p for s in cluster.services for p in s.node_ports}
+    assert all(30000 <= p <= 32767 for p in health) and len(set(health)) == 6
+    assert not set(health) & node_ports
+
+
+def test_load_balancer_addresses_come_from_the_pool_until_it_is_empty():
+    from testbed.control import lb_address
+
+    topo = load(lab(extra="  loadBalancer: {pool: 172.18.0.10-172.18.0.11}\n"),
+                *(service(f"lb{i}", extra="  type: LoadBalancer\n") for i in range(3)))
+    cluster, _ = reconcile(topo)
+    assert [s.load_balancer_ips for s in cluster.services] == [("172.18.0.10",), ("172.18.0.11",), ()]
+    assert lb_address(topo.lab) == "172.18.0.254"
+    assert lb_address(topo.lab) not in {n.ip for n in cluster.nodes} | {c.ip for c in cluster.clients}
+
+
+def test_the_ingress_controller_add_on():
+    ingress = ("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\n"
+               "spec: {defaultBackend: {service: {name: web, port: {number: 80}}}}\n")
+    cluster, _ = reconcile(load(lab(), deployment(), service(), ingress))
+    ctl = next(s for s in cluster.services if s.key == "ingress-system/ingress-controller")
+    assert dict(ctl.service.labels) == {"app.kubernetes.io/name": "ingress-controller"}
+    ((e,),) = ctl.endpoints
+    assert e.port == 80  # targetPort "http": the controller pod's port named http
