@@ -493,3 +493,266 @@ def test_ready_backends_and_pods_backing_nothing():
     backends = cluster.ready_backends(web, 0)
     assert sorted(p.owner for p in backends) == ["default/web"] * 3
     assert [p.name for p in cluster.pods_backing_nothing()] == ["client"]
+
+
+def test_a_selector_of_two_labels_needs_both():
+    # Every shipped selector has one label: a selector that read only its first would pass them all.
+    topo = load(lab(), pod("both", labels="{app: web, tier: front}"), pod("app-only", labels="{app: web}"),
+                pod("tier-only", labels="{tier: front}"), pod("other-tier", labels="{app: web, tier: back}"),
+                service(selector="{app: web, tier: front}"))
+    cluster, _ = reconcile(topo)
+    ip = {p.name: p.ip for p in cluster.pods}
+    (eps,) = cluster.services[0].endpoints
+    assert [e.ip for e in eps] == [ip["both"]]
+    # The same pair in the other order selects the same pod.
+    topo = load(lab(), pod("both", labels="{app: web, tier: front}"), pod("tier-only", labels="{tier: front}"),
+                service(selector="{tier: front, app: web}"))
+    cluster, _ = reconcile(topo)
+    assert [e.ip for e in cluster.services[0].endpoints[0]] == [cluster.pods[0].ip]
+
+
+def test_selectors_see_their_own_namespace_only():
+    other = pod("elsewhere").replace("metadata: {name: elsewhere,", "metadata: {name: elsewhere, namespace: other,")
+    cluster, _ = reconcile(load(lab(), pod("here"), other, service()))
+    here = next(p for p in cluster.pods if p.name == "here")
+    assert [e.ip for e in cluster.services[0].endpoints[0]] == [here.ip]
+
+
+def terminate(topo, names, **svc):
+    """Reconcile, then delete the pods `names` as `Lab.delete` does (their grace period running)."""
+    from testbed.lab import Lab
+
+    cluster, alloc = reconcile(topo)
+    Lab._terminate(alloc, [p for p in cluster.pods if p.name in names], None)
+    return reconcile(topo, alloc)
+
+
+def test_a_terminating_pod_is_serving_not_ready():
+    # upstream podToEndpoint: serving = the pod's readiness, ready = serving and not terminating.
+    topo = load(lab(), pod("a"), pod("b"), service())
+    cluster, _ = terminate(topo, {"a"})
+    by_name = {p.name: p for p in cluster.pods}
+    assert by_name["a"].terminating and not by_name["a"].ready and by_name["a"].serving
+    got = {e.ip: (e.ready, e.serving, e.terminating) for e in cluster.services[0].endpoints[0]}
+    assert got == {by_name["a"].ip: (False, True, True), by_name["b"].ip: (True, True, False)}
+
+
+def test_a_terminating_pod_that_was_unready_is_not_serving():
+    probed = pod("a").replace("ports: [{containerPort: 9376, name: http}]",
+                              "ports: [{containerPort: 9376, name: http}], readinessProbe: {tcpSocket: {port: 9376}}")
+    cluster, _ = terminate(load(lab(), probed, service()), {"a"})
+    ((e,),) = cluster.services[0].endpoints
+    assert (e.ready, e.serving, e.terminating) == (False, False, True)
+
+
+def test_publish_not_ready_addresses_keeps_a_terminating_pod_ready():
+    # upstream: ready = publishNotReadyAddresses || (serving && !terminating).
+    cluster, _ = terminate(load(lab(), pod("a"), service(extra="  publishNotReadyAddresses: true\n")), {"a"})
+    ((e,),) = cluster.services[0].endpoints
+    assert (e.ready, e.serving, e.terminating) == (True, True, True)
+
+
+def test_a_terminating_pod_keeps_its_owner_labels_and_ports():
+    before, _ = reconcile(load(lab(), deployment(replicas=1), service()))
+    (old,) = before.pods
+    cluster, _ = terminate(load(lab(), deployment(replicas=1), service()), {old.name})
+    gone = next(p for p in cluster.pods if p.terminating)
+    assert (gone.owner, gone.owner_kind, gone.labels, gone.ports) == (old.owner, old.owner_kind, old.labels, old.ports)
+
+
+def test_allocations_from_json_never_alias_the_saved_state():
+    _, alloc = reconcile(load(lab(), pod("a"), service()))
+    saved = alloc.to_json()
+    again = Allocations.from_json(saved)
+    next(iter(again.pods.values()))["ip"] = "10.0.0.1"
+    again.nodes["n1"]["ip"] = "10.0.0.2"
+    assert saved == alloc.to_json()
+
+
+def test_host_network_pods_on_one_node_are_told_apart_by_their_ports():
+    def host_pod(name, port):
+        return pod(name, ports=f"[{{containerPort: {port}, name: http}}]", node="n1").replace(
+            "  containers:", "  hostNetwork: true\n  containers:")
+    topo = load(lab(), host_pod("a", 8081), host_pod("b", 8082), pod("c", labels="{app: client}"),
+                host_pod("d", 8083).replace("labels: {app: web}", "labels: {app: tool}"),
+                service(selector="{app: web}", ports="[{port: 80, targetPort: http}]"))
+    cluster, _ = reconcile(topo)
+    (info,) = cluster.services
+    a, b = (next(p for p in cluster.pods if p.name == n) for n in "ab")
+    assert a.ip == b.ip == cluster.node("n1").ip
+    assert sorted(p.name for p in cluster.ready_backends(info, 0)) == ["a", "b"]
+    assert [p.name for p in cluster.pods_backing_nothing()] == ["c", "d"]
+
+
+def test_version_notes_name_the_nodes_only_when_their_releases_differ():
+    from testbed.control import version_notes
+
+    nodes = '[{name: n1, kubeProxyVersion: "1.28"}, {name: n2, kubeProxyVersion: "1.28"}, {name: n3, kubeProxyVersion: "1.36"}]'
+    mixed = version_notes(load(lab(nodes=nodes)), "ipvs")
+    assert mixed and all(n.endswith(" (nodes n1, n2)") or n.endswith(" (nodes n3)") for n in mixed)
+    assert any("1.28" in n and n.endswith("(nodes n1, n2)") for n in mixed)
+    assert any("1.36" in n and n.endswith("(nodes n3)") for n in mixed)
+    same = version_notes(load(lab(extra='  kubeProxy: {version: "1.36"}\n')), "ipvs")
+    assert same and not any("(nodes" in n for n in same)
+
+
+@pytest.mark.parametrize("size, band", [(256, 16), (1024, 64), (4080, 255), (1 << 20, 256)])
+def test_the_static_band_is_a_sixteenth_between_16_and_256(size, band):
+    from testbed.control import _static_band
+
+    assert _static_band(size) == band
+
+
+def annotated(name: str, annotations: str, extra: str = "") -> str:
+    return service(name, extra=extra).replace(f"metadata: {{name: {name}}}",
+                                               f"metadata: {{name: {name}, annotations: {annotations}}}")
+
+
+def test_node_view_carries_the_labs_flags_and_each_services_options():
+    topo = load(lab(extra="  masqueradeAll: true\n  ipvsScheduler: lc\n"), pod("a", node="n1"),
+                annotated("sched", "{testbed.dev/ipvs-scheduler: sh}", extra="  internalTrafficPolicy: Local\n"),
+                annotated("auto", "{service.kubernetes.io/topology-mode: Auto}"),
+                *(annotated(f"off{i}", f"{{service.kubernetes.io/topology-mode: {v}}}")
+                  for i, v in enumerate(("''", "disabled", "Disabled"))),
+                service("ranges", extra="  type: NodePort\n  loadBalancerSourceRanges: [192.0.2.0/24]\n"))
+    cluster, _ = reconcile(topo)
+    view = cluster.node_view("n1")
+    assert (view.config.masquerade_all, view.config.ipvs_scheduler) == (True, "lc")
+    ports = {p.name: p for p in view.services}
+    assert (ports["sched"].scheduler, ports["sched"].internal_policy_local) == ("sh", True)
+    assert (ports["auto"].scheduler, ports["auto"].internal_policy_local) == (None, False)
+    assert ports["auto"].hints_annotation
+    assert not any(ports[f"off{i}"].hints_annotation for i in range(3))
+    assert ports["ranges"].load_balancer_source_ranges == ()  # only a LoadBalancer's are kube-proxy's
+
+
+def test_a_backend_is_the_pod_at_the_endpoints_address_whatever_port_it_declares():
+    # targetPort 8080 is not a declared container port: the endpoint is still that pod's.
+    cluster, _ = reconcile(load(lab(), pod("a"), service(ports="[{port: 80, targetPort: 8080}]")))
+    (info,) = cluster.services
+    assert [p.name for p in cluster.ready_backends(info, 0)] == ["a"]
+    assert cluster.pods_backing_nothing() == []
+
+
+def test_the_labs_own_release_when_no_node_is_named():
+    cluster, _ = reconcile(load(lab(nodes='[{name: n1, kubeProxyVersion: "1.30"}, {name: n2}]',
+                                    extra='  kubeProxy: {version: "1.33"}\n')))
+    assert cluster.kube_proxy_version() == cluster.proxy_config().kube_proxy_version == (1, 33)
+    assert cluster.kube_proxy_version("n1") == (1, 30)
+    assert cluster.kube_proxy_version("n2") == (1, 33)
+
+
+def test_version_notes_of_one_release_are_its_notes_as_they_are():
+    from testbed import versions
+    from testbed.control import version_notes
+
+    got = version_notes(load(lab(extra='  kubeProxy: {version: "1.36"}\n')), "ipvs")
+    assert got == versions.notes((1, 36), "ipvs") + versions.deprecations((1, 36), "ipvs")
+
+
+def test_pod_cidrs_stay_apart_when_a_node_goes_and_another_comes():
+    _, alloc = reconcile(load(lab()))
+    first = {n: alloc.nodes[n]["pod_cidr"] for n in ("n1", "n2")}
+    cluster, _ = reconcile(load(lab(nodes="[{name: n3}, {name: n1}]")), roundtrip(alloc))
+    cidrs = {n.name: n.pod_cidr for n in cluster.nodes}
+    assert cidrs["n1"] == first["n1"]  # kept
+    assert len(set(cidrs.values())) == 2  # n3 did not take n1's
+
+
+def test_a_pinned_pod_cidr_moves_the_node_that_had_it():
+    _, alloc = reconcile(load(lab()))
+    taken = alloc.nodes["n2"]["pod_cidr"]
+    cluster, _ = reconcile(load(lab(nodes=f"[{{name: n1, podCIDR: {taken}}}, {{name: n2}}]")), roundtrip(alloc))
+    cidrs = {n.name: n.pod_cidr for n in cluster.nodes}
+    assert cidrs["n1"] == taken and cidrs["n2"] != taken
+    assert not ipaddress.ip_network(cidrs["n2"]).overlaps(ipaddress.ip_network(taken))
+
+
+def test_no_address_left_on_the_node_network_names_the_lab():
+    from testbed.errors import TopologyError
+
+    nodes = "[" + ", ".join(f"{{name: n{i}}}" for i in range(14)) + "]"
+    with pytest.raises(TopologyError) as ei:
+        reconcile(load(lab(nodes=nodes, extra="  nodeNetwork: 172.18.0.0/28\n")))
+    e = ei.value
+    assert (e.file, e.field) == (FILE, "spec.nodeNetwork") and "Lab l" in e.obj and "172.18.0.0/28" in e.problem
+
+
+def test_no_pod_cidr_left_names_the_lab():
+    from testbed.errors import TopologyError
+
+    nodes = "[{name: n1}, {name: n2}, {name: n3}]"
+    with pytest.raises(TopologyError) as ei:
+        reconcile(load(lab(nodes=nodes, extra="  clusterCIDR: 10.244.0.0/23\n  nodeCIDRMaskSize: 24\n")))
+    e = ei.value
+    assert (e.file, e.field) == (FILE, "spec.clusterCIDR") and "Lab l" in e.obj and "n3" in e.problem
+
+
+def full(topo_text_docs, field: str, obj: str):
+    """reconcile refuses: a TopologyError naming the file, the object and the field."""
+    from testbed.errors import TopologyError
+
+    with pytest.raises(TopologyError) as ei:
+        reconcile(load(*topo_text_docs))
+    e = ei.value
+    assert (e.file, e.field) == (FILE, field) and obj in e.obj, str(e)
+    return e
+
+
+def test_a_full_service_cidr_names_the_service():
+    svcs = [service(f"s{i}", selector=None, ports="[{port: 80}]") for i in range(20)]
+    e = full([lab(extra="  serviceCIDR: 10.96.0.0/28\n"), *svcs], "spec.clusterIP", "Service default/s")
+    assert "10.96.0.0/28" in e.problem
+
+
+def test_a_full_node_port_range_names_the_service():
+    svcs = [service(f"s{i}", selector=None, ports="[{port: 80}]", extra="  type: NodePort\n") for i in range(3)]
+    e = full([lab(extra="  serviceNodePortRange: 30000-30001\n"), *svcs], "spec.ports", "Service default/s")
+    assert "30000-30001" in e.problem
+
+
+def test_a_full_pod_cidr_names_the_pod():
+    pods = [pod(f"p{i}", node="n1") for i in range(14)]
+    e = full([lab(extra="  nodeCIDRMaskSize: 28\n"), *pods], "spec.nodeName", "Pod default/p")
+    assert "n1" in e.problem
+
+
+def test_external_name_and_headless_services_get_no_cluster_ip():
+    cluster, _ = reconcile(load(lab(), service("ext", selector=None, ports="[{port: 80}]",
+                                                extra="  type: ExternalName\n  externalName: example.org\n"),
+                                service("hl", extra="  clusterIP: None\n"), service("web")))
+    ips = {s.service.name: s.cluster_ip for s in cluster.services}
+    assert ips["ext"] is None and ips["hl"] is None and ips["web"]
+
+
+LOCAL_LB = "  type: LoadBalancer\n  externalTrafficPolicy: Local\n"
+
+
+def test_health_check_node_ports_are_in_the_range_and_free():
+    svcs = [service(f"lb{i}", extra=LOCAL_LB) for i in range(6)]
+    cluster, _ = reconcile(load(lab(), *svcs))
+    health = [s.health_check_node_port for s in cluster.services]
+    node_ports = {p for s in cluster.services for p in s.node_ports}
+    assert all(30000 <= p <= 32767 for p in health) and len(set(health)) == 6
+    assert not set(health) & node_ports
+
+
+def test_load_balancer_addresses_come_from_the_pool_until_it_is_empty():
+    from testbed.control import lb_address
+
+    topo = load(lab(extra="  loadBalancer: {pool: 172.18.0.10-172.18.0.11}\n"),
+                *(service(f"lb{i}", extra="  type: LoadBalancer\n") for i in range(3)))
+    cluster, _ = reconcile(topo)
+    assert [s.load_balancer_ips for s in cluster.services] == [("172.18.0.10",), ("172.18.0.11",), ()]
+    assert lb_address(topo.lab) == "172.18.0.254"
+    assert lb_address(topo.lab) not in {n.ip for n in cluster.nodes} | {c.ip for c in cluster.clients}
+
+
+def test_the_ingress_controller_add_on():
+    ingress = ("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\n"
+               "spec: {defaultBackend: {service: {name: web, port: {number: 80}}}}\n")
+    cluster, _ = reconcile(load(lab(), deployment(), service(), ingress))
+    ctl = next(s for s in cluster.services if s.key == "ingress-system/ingress-controller")
+    assert dict(ctl.service.labels) == {"app.kubernetes.io/name": "ingress-controller"}
+    ((e,),) = ctl.endpoints
+    assert e.port == 80  # targetPort "http": the controller pod's port named http

@@ -197,6 +197,19 @@ def test_cluster_ip_outside_service_cidr():
     assert "10.96.0.0/12" in e.problem
 
 
+@pytest.mark.parametrize("ip, where", [("10.244.3.7", "cluster CIDR (a pod's address)"),
+                                       ("10.96.0.7", "Service CIDR (a ClusterIP)")])
+def test_external_ip_inside_the_cluster_or_service_cidr_is_refused(ip, where):
+    e = bad(service("x", extra=f"externalIPs: [192.0.2.1, {ip}]\n"))
+    assert_names(e, "Service default/x", "spec.externalIPs[1]")
+    assert ip in e.problem, where
+
+
+def test_external_ip_outside_both_cidrs_is_kept():
+    (svc,) = load(service("x", extra="externalIPs: [192.0.2.1, 10.243.255.255]\n")).services
+    assert svc.external_ips == ("192.0.2.1", "10.243.255.255")
+
+
 def test_cluster_ip_already_allocated():
     e = bad(service("x", extra="clusterIP: 10.96.0.50\n") + "---\n" + service("y", extra="clusterIP: 10.96.0.50\n"))
     assert_names(e, "Service default/y", "spec.clusterIP")

@@ -113,6 +113,7 @@ def backends(version, distribution, node):
     ("1.35", "PreferClose", "node-2", ["a1"]),            # zone-a's endpoint only
     ("1.35", "PreferClose", "node-3", ["b1"]),
     ("1.30", "PreferClose", "node-2", ["a1", "b1"]),      # 1.30's controller sets no hints (alpha gate off)
+    ("1.33", "PreferClose", "node-2", ["a1"]),            # PreferClose is GA before PreferSameNode exists
     ("1.35", "PreferSameNode", "node-3", ["b1"]),         # its own node's
     ("1.35", "PreferSameNode", "node-2", ["a1"]),         # none on node-2: the zone's
     ("1.33", "PreferSameNode", "node-2", ["a1", "b1"]),   # refused by the 1.33 API server: no hints
@@ -255,3 +256,27 @@ def test_the_kubernetes_servicecidr_is_the_default_one():
         """)
     topo = model.load_text(dump, file="dump.yaml")
     assert topo.lab.service_cidrs == ("10.96.0.0/16", "10.100.0.0/24")
+
+
+def endpoint_hints(annotation: str = "", node_labels: str = "{topology.kubernetes.io/zone: zone-a}"):
+    meta = f"{{name: web, annotations: {{service.kubernetes.io/topology-mode: {annotation}}}}}" if annotation \
+        else "{name: web}"
+    text = LAB.replace("metadata: {name: web}", f"metadata: {meta}") \
+        .replace("{name: node-1, labels: {topology.kubernetes.io/zone: zone-a}}", f"{{name: node-1, labels: {node_labels}}}")
+    cluster, _ = reconcile(model.load_text(text % ("1.35", "PreferClose"), file="zones.yaml"))
+    pods = {p.ip: p.name for p in cluster.pods}
+    (eps,) = next(s for s in cluster.services if s.key == "default/web").endpoints
+    return {pods[e.ip]: e.zone_hints for e in eps}
+
+
+@pytest.mark.parametrize("annotation", ["disabled", "Disabled"])
+def test_a_disabled_topology_mode_annotation_leaves_traffic_distribution_its_hints(annotation):
+    assert endpoint_hints(annotation) == {"a1": ("zone-a",), "b1": ("zone-b",)}
+
+
+def test_the_topology_mode_annotation_takes_precedence_over_traffic_distribution():
+    assert endpoint_hints("Auto") == {"a1": (), "b1": ()}
+
+
+def test_an_endpoint_whose_node_has_no_zone_gets_no_hint():
+    assert endpoint_hints(node_labels="{}") == {"a1": (), "b1": ("zone-b",)}
