@@ -432,6 +432,10 @@ def test_full_state_file_system_is_a_clear_error_and_the_state_stays(small_run, 
     try:
         ok(run_cli("up", topo, "--name", name, prefix=prefix, env=env))
         assert (seen / name / "state.json").exists() and not (Path("/run/testbed") / name).exists()
+        # The agent's marker of its first step is its one write here: let it land before the fill,
+        # or on a busy machine it takes the page left below.
+        wait_until(lambda: (seen / name / supervisor.AGENT_STARTED).exists(), timeout=120,
+                   message=f"lab {name}'s agent to start")
         before = (seen / name / "state.json").read_bytes()
         fill_up(seen / "filler")
         assert "dns/zone.json failed" in refused()  # the first file the apply writes
