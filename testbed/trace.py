@@ -261,6 +261,10 @@ def parse_monitor(text: str) -> list[TraceEvent]:
         if not m:
             continue
         tid, fam, table, chain, rest = m["id"], m["family"], m["table"], m["chain"], m["rest"]
+        if rest.startswith("unknown rule handle "):
+            # The rule was added after the monitor read the ruleset (a sync ran meanwhile): nft knows
+            # only its handle; as a rule without text, annotate() reads it from the listing.
+            rest = "rule # handle " + rest[len("unknown rule handle "):]
         if rest.startswith("packet:"):
             events.append(TraceEvent(tid, fam, table, chain, "packet",
                                      fields=tuple(parse_packet_fields(rest[len("packet:"):])), raw=line))
@@ -278,14 +282,6 @@ def parse_monitor(text: str) -> list[TraceEvent]:
                 body = body[:hm.start()]
             events.append(TraceEvent(tid, fam, table, chain, "rule", rule=clean_rule(body), handle=handle,
                                      verdict=verdict, target=target, raw=line))
-        elif rest.startswith("unknown rule handle "):
-            # The rule was added after the monitor read the ruleset (a sync ran meanwhile): nft knows
-            # only its handle; annotate() takes its text from the listing made after the probe.
-            um = re.match(r"unknown rule handle (\d+)", rest)
-            vm = _VERDICT.search(rest)
-            events.append(TraceEvent(tid, fam, table, chain, "rule", rule="", handle=int(um[1]),
-                                     verdict=vm["verdict"] if vm else None, target=vm["target"] if vm else None,
-                                     raw=line))
         elif rest.startswith(("policy", "return")):
             kind, _, after = rest.partition(" ")
             words = after.split()
