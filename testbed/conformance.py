@@ -307,10 +307,10 @@ def _wait_lb_healthy(lab, info) -> None:
 
 def _agent_evidence(lab) -> str:
     """Why the agent's health checks did not land: is it alive, and what did it last log."""
-    from . import state, supervisor
+    from . import state
 
-    rec = (type(lab)(lab.name).saved.get("agent") or {})
-    alive = bool(rec) and supervisor.alive(rec["pid"], rec["start"])
+    rec, alive = type(lab)(lab.name).agent_record()
+    rec = rec or {}
     try:
         tail = (state.lab_dir(lab.name) / "logs" / "agent.log").read_text(errors="replace").strip().splitlines()[-5:]
     except OSError:

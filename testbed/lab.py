@@ -176,6 +176,11 @@ class Lab:
         lab.ensure_agent()
         return lab
 
+    def agent_record(self) -> tuple[dict | None, bool]:
+        """The lab's agent as recorded (None: the lab never got one) and whether that process runs."""
+        rec = self.saved.get("agent")
+        return rec, bool(rec) and supervisor.alive(rec["pid"], rec["start"])
+
     def wait_agent_started(self, timeout: float = 120.0) -> None:
         """Until the lab's agent has run its first step. Waits on what the agent does (readiness,
         the cloud LB's health checks) start their own bounds after this: on a busy machine the
@@ -184,10 +189,10 @@ class Lab:
 
         def started() -> bool:
             self._state = None
-            rec = self.saved.get("agent")
+            rec, alive = self.agent_record()
             if not rec:
                 return True  # a lab without an agent (`up` did not finish): nothing to wait for
-            if not supervisor.alive(rec["pid"], rec["start"]):
+            if not alive:
                 raise TestbedError(f"lab {self.name}: its agent (pid {rec['pid']}) is not running")
             return supervisor.agent_started(self.name, rec)
 
@@ -198,16 +203,16 @@ class Lab:
         would leave readiness unfollowed. Returns {"old": pid, "new": pid} and reports the event
         "agent-restarted" when it restarted one; None when it was running (or the lab never got
         one: `up` did not finish) or when not root (then "agent-down" is reported)."""
-        rec = self.saved.get("agent")
-        if not rec or supervisor.alive(rec["pid"], rec["start"]):
+        rec, alive = self.agent_record()
+        if not rec or alive:
             return None
         if os.geteuid() != 0:
             self.progress("agent-down", {"old": rec["pid"]})
             return None
         with state.locked(self.name):
             self._state = None
-            rec = self.saved.get("agent")
-            if not rec or supervisor.alive(rec["pid"], rec["start"]):
+            rec, alive = self.agent_record()
+            if not rec or alive:
                 return None  # another command restarted it meanwhile
             self.saved["agent"] = supervisor.start_agent(self.name)
             self._save()
