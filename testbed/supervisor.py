@@ -36,6 +36,25 @@ def alive(pid: int, started: str) -> bool:
         return False
 
 
+def gone(pid: int, started: str) -> bool:
+    """Whether the process has let go of everything it held (files, locks). Stricter than not
+    alive(): a killed multi-threaded process shows its leader as a zombie while the other threads
+    are still exiting, and until the last one has, its open files (the lab's lock) stay held."""
+    if start_time(pid) != started:
+        return True
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True
+    for tid in threads:
+        try:
+            if Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return False
+        except OSError:
+            continue
+    return True
+
+
 def addon_file(lab: str, workload: str) -> Path:
     """The data file a dns or ingress pod serves from (rewritten by the lab, reloaded on SIGHUP)."""
     return state.lab_dir(lab) / {"dns": "dns/zone.json", "ingress": "ingress/routes.json"}[workload]

@@ -357,7 +357,7 @@ def test_services_work_after_restarting_the_node_agent(lab_factory, proxy_mode, 
     assert all_up(ips)
     old = state.read(lab.name)["agent"]
     os.kill(old["pid"], signal.SIGKILL)
-    wait_until(lambda: not supervisor.alive(old["pid"], old["start"]), timeout=5, message="agent dead")
+    wait_until(lambda: supervisor.gone(old["pid"], old["start"]), timeout=15, message="agent dead")
     assert all_up(ips)
     apply(lab, tmp_path, service("restart-proxy-3"))
     new = state.read(lab.name)["agent"]

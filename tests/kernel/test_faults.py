@@ -147,7 +147,7 @@ def test_killed_agent_is_restarted_by_the_next_command_and_readiness_followed(la
     lab = lab_factory(objects=[LAB, CLIENT, deployment(readiness=READINESS), SERVICE], ready=True)
     old = state.read(lab.name)["agent"]
     os.kill(old["pid"], signal.SIGKILL)
-    wait_until(lambda: not supervisor.alive(old["pid"], old["start"]), timeout=5, message="agent dead")
+    wait_until(lambda: supervisor.gone(old["pid"], old["start"]), timeout=15, message="agent dead")
     victim = sorted((p for p in lab.cluster().pods if p.owner == "default/web"), key=lambda p: p.name)[0]
     res = ok(run_cli("pod", "unready", victim.name, "--lab", lab.name))
     notices = [line for line in res.stderr.splitlines() if "agent" in line]
@@ -182,7 +182,7 @@ def test_agent_killed_mid_sync_leaves_no_node_with_stale_rules(lab_factory):
     faulty = s["agent"]
     victim = sorted((p for p in lab.cluster().pods if p.owner == "default/web"), key=lambda p: p.name)[0]
     Lab(lab.name).stage(victim.name, "unready")
-    wait_until(lambda: not supervisor.alive(faulty["pid"], faulty["start"]), timeout=15, message="agent killed mid-sync")
+    wait_until(lambda: supervisor.gone(faulty["pid"], faulty["start"]), timeout=15, message="agent killed mid-sync")
     lab = Lab(lab.name)
     assert set(lab.out_of_date()) == {"node-1", "node-2"}
     assert all("interrupted" in why for why in lab.out_of_date().values())
