@@ -483,13 +483,7 @@ def cmd_verify(args) -> int:
     data = matrix.to_json()
     data["topology"] = os.path.abspath(args.file) if args.file and args.file != "-" else \
         (None if args.file else str(model.builtin("default")))
-    if args.json:
-        text = json.dumps(data, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            with open(args.json, "w") as f:
-                f.write(text + "\n")
+    write_json(data, args.json)
     if args.html:
         from . import report
         _write(args.html, report.page(data, topology))
@@ -501,6 +495,14 @@ def cmd_verify(args) -> int:
 
 VERSION_HELP = ("render as this kube-proxy release does, on every node (default: the Lab's spec.kubeProxy.version, "
                 "a dump's nodes' own, else the newest testbed knows)")
+
+
+def write_json(data, where: str | None) -> None:
+    """`--json PATH`: indented JSON to the file, or to standard output for '-' (nothing without one)."""
+    if where == "-":
+        print(json.dumps(data, indent=2))
+    elif where:
+        _write(where, json.dumps(data, indent=2) + "\n")
 
 
 def _write(path: str, text: str) -> None:
@@ -597,6 +599,10 @@ EXAMPLES = {
     "verify": ["testbed verify", "testbed verify topologies/service-types.yaml --mode iptables -v",
                "testbed verify --json matrix.json --html report.html"],
     "report": ["testbed report matrix.json -o report.html"],
+    "repro": ["testbed repro list", "testbed repro show stale-udp-clusterip",
+              "testbed repro run stale-udp-clusterip --mode iptables --mode nftables",
+              "testbed repro run --all --json results/repro.json --markdown results/repro.md",
+              "testbed repro run dead-backend-no-probe --with my-app.yaml"],
     "graph": ["testbed graph demo > demo.svg", "testbed graph topologies/ingress.yaml -o mermaid",
               "testbed graph -o dot > lab.dot"],
 }
@@ -763,6 +769,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="PATH", help="default: MATRIX.html beside it")
     p.add_argument("--topology", metavar="FILE", help="draw this file (default: the one the matrix was verified on)")
     p.set_defaults(fn=cmd_report, strict=False, rebuild_endpoints=False)
+
+    p = _command(sub, "repro", help="a catalogue of real Service-networking bugs, each run with the bug and with its fix")
+    p.add_argument("action", choices=("list", "show", "run"))
+    p.add_argument("names", nargs="*", metavar="NAME", help="reproductions (`testbed repro list`)")
+    p.add_argument("--all", action="store_true", help="run: every reproduction")
+    p.add_argument("--mode", action="append", help="run: only this proxy mode (repeatable; default: every mode)")
+    p.add_argument("--with", dest="with_file", metavar="FILE",
+                   help="run: your manifests in place of the built-in ones, where the bug allows it")
+    p.add_argument("--json", metavar="PATH", help="run: write the verdicts as JSON ('-' for standard output)")
+    p.add_argument("--markdown", metavar="PATH", help="run: write the verdict table as Markdown")
+    p.add_argument("-o", "--output", choices=("table", "json", "name", "yaml"), default="table",
+                   help="list, show: the catalogue as JSON, or names only")
+    p.add_argument("-v", "--verbose", action="store_true", help="run: also the skipped cells and why")
+    p.set_defaults(fn=lambda args: __import__("testbed.repro_view", fromlist=["cmd_repro"]).cmd_repro(args, console, err))
 
     p = _command(sub, "graph", help="draw a lab: nodes, pods, Services and their endpoints, load balancer, Ingress")
     p.add_argument("target", nargs="?", metavar="LAB|FILE",

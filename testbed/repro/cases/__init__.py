@@ -1,0 +1,7 @@
+"""One module per reproduction; each defines REPRO (a catalogue.Repro). Add a module here and to
+MODULES to extend the catalogue."""
+MODULES = (
+    "stale_udp_clusterip",
+    "dead_backend_no_probe",
+    "nft_etp_local_lb_from_node",
+)

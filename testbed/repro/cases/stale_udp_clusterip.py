@@ -1,0 +1,68 @@
+"""Stale UDP conntrack after a ClusterIP's backend is replaced: the client's flow keeps being DNATed
+to the deleted pod's IP and is black-holed until the entry expires, unless kube-proxy deletes the
+entries of endpoints that went away (kubernetes#59368's ClusterIP form; the reconciler of #127318)."""
+from __future__ import annotations
+
+from probes import connect
+from probes.poll import wait_until
+
+from .. import objects as o
+from ..catalogue import Measurement, Repro, Variant, adopt_service, client_pod, mark_target, serves, set_lab
+
+PORT = 12345  # the client's fixed source port: a UDP app that keeps its socket
+TRIES = 5
+
+
+def documents() -> list[dict]:
+    return [o.lab("stale-udp"), client_pod(),
+            o.deployment("dns", replicas=2, ports=[{"name": "dns", "containerPort": 9376, "protocol": "UDP"}]),
+            mark_target(o.service("dns", [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": "dns"}]))]
+
+
+def measure(ctx) -> Measurement:
+    ns, _ = ctx.client()
+    i, port = ctx.target_port("udp")
+    ip = ctx.target().cluster_ip
+    first = connect.udp_request(ns, ip, port, source_port=PORT)
+    if not first.ok:
+        raise RuntimeError(f"the Service did not answer before the change: {first.outcome}")
+    old, _ = ctx.backends(i)[first.body]  # the backend this flow's conntrack entry names
+    ctx.lab.delete("pod", old.name, namespace=old.namespace, grace=0)  # its controller makes one with a new IP
+    wait_until(lambda: old.name not in ctx.backends(i) and ctx.backends(i) or None, timeout=15,
+               message=f"{old.name} gone and a ready endpoint left")
+    # The Service serves (a fresh source port is answered) before the old port is measured.
+    wait_until(lambda: connect.udp_request(ns, ip, port, timeout=0.5).ok, timeout=15, message="the Service answering")
+    answers = [connect.udp_request(ns, ip, port, source_port=PORT, timeout=0.5) for _ in range(TRIES)]
+    lost = sum(not a.ok for a in answers)
+    node = old.node
+    stale = ctx.flows_to(ctx.client_node(), old.ip, "udp")
+    return Measurement(lost > 0, f"{lost}/{TRIES} requests from the client's port {PORT} lost after {old.name} "
+                                 f"was deleted; {stale} conntrack entries still DNAT to its IP {old.ip}",
+                       {"lost": lost, "tries": TRIES, "stale_entries": stale, "old_ip": old.ip, "old_node": node})
+
+
+def adopt(docs: list[dict]) -> list[dict]:
+    return adopt_service(docs, documents(), serves("UDP"), "a UDP Service with a selector")
+
+
+REPRO = Repro(
+    name="stale-udp-clusterip",
+    title="Stale UDP conntrack black-holes a client after its ClusterIP backend is deleted",
+    upstream=("kubernetes/kubernetes#59368", "kubernetes/kubernetes#127318"),
+    mechanism="the client's UDP flow keeps its conntrack entry, whose DNAT names the deleted pod's IP",
+    modes=("iptables", "nftables", "ipvs"),
+    not_in={"userspace": "the userspace proxy relays UDP itself: no conntrack entry steers the client's datagrams"},
+    needs=("conntrack",),
+    triggered="a UDP client keeps one source port; the backend that answered it is deleted (its Deployment "
+              "replaces it with a new IP)",
+    measured=f"{TRIES} requests from the same source port once the Service answers again; the client's node's "
+             "conntrack entries still replying from the old IP",
+    fix="kube-proxy deletes the conntrack entries of UDP endpoints that went away after each sync "
+        "(spec.conntrackCleanup: true, the default)",
+    documents=documents,
+    bug=Variant("spec.conntrackCleanup: false", set_lab(conntrackCleanup=False)),
+    fixed=Variant("spec.conntrackCleanup: true", set_lab(conntrackCleanup=True)),
+    measure=measure,
+    with_files="a UDP Service with a selector (the first one; the backend that answers the client is deleted)",
+    adopt=adopt,
+)
