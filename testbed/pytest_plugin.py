@@ -48,6 +48,7 @@ def pytest_configure(config):
         "root: needs root (skips with a reason otherwise)",
         "kernel_feature(name): needs a kernel feature (ipvs, conntrack, bridge-nf, netns); skips with a reason",
         "vm: runs only inside testbed's kernel runner (TESTBED_IN_VM=1)",
+        "repro: a reproduction of `testbed repro` (bug and fix side by side); -m repro selects them",
     ):
         config.addinivalue_line("markers", line)
     from testbed.conformance import Matrix

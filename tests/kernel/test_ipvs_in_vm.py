@@ -30,6 +30,7 @@ IPVS_TESTS = [
     "tests/kernel/test_ipvs_apply.py",
     "tests/kernel/test_ipvs_schedulers.py",
     "tests/conformance/test_conformance.py",
+    "tests/kernel/test_repro.py",
 ]
 SCTP_TESTS = ["tests/conformance/test_conformance.py"]
 NFT_TESTS = ["tests/kernel/test_nft_apply.py", "tests/kernel/test_nft_lab_changes.py"]
