@@ -64,7 +64,8 @@ def _not_in(r: cat.Repro) -> str:
 
 def print_show(r: cat.Repro, out: Console) -> None:
     width = max(60, out.width)
-    out.print(Text(r.name, style="bold") + Text(f" — {r.title}"), soft_wrap=True)
+    out.print(Text(r.name, style="bold"), soft_wrap=True)
+    out.print(_wrap(r.title, width, "  "), soft_wrap=True)
     fields = [("upstream", ", ".join(r.upstream)), ("mechanism", r.mechanism),
               ("modes", ", ".join(r.modes) + _not_in(r)),
               ("needs", ", ".join(r.needs) or "nothing beyond the mode"), ("triggered", r.triggered),

@@ -58,7 +58,7 @@ class Repro:
     fixed: Variant
     measure: Callable
     with_files: str = ""  # what a user's file must hold to stand in for the built-in manifests ("" : it cannot)
-    adopt: Callable[[list[dict]], list[dict]] | None = None
+    adopt: Callable[[list[dict], str], list[dict]] | None = None  # (user's documents, file name)
     not_in: Mapping[str, str] = field(default_factory=dict)  # mode → why the bug does not exist there
     # (mode, kernel release) → why the symptom is not expected here although the mode runs the
     # bug's conditions (a kernel that already fixed it; a proxy that retries), or None: expected.

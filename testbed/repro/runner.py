@@ -5,6 +5,7 @@ IPVS runs inside `testbed vm` when this kernel has none (one guest boot per `run
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -254,7 +255,9 @@ def adopt(repro: Repro, path: str) -> list[dict]:
         raise TestbedError(f"{repro.name} cannot take a user's files: {repro.with_files or 'its topology is fixed'}")
     docs, src = _read_docs(path)
     model.parse_documents(docs, src)  # a bad file fails here, with file, document and field
-    return repro.adopt([d for d in docs if isinstance(d, dict)])
+    adopted = repro.adopt([copy.deepcopy(d.data) for d in docs], src)
+    model.parse_documents(adopted, src)  # and so does what the reproduction made of it
+    return adopted
 
 
 def to_json(results: list[Result]) -> dict:

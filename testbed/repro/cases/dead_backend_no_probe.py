@@ -76,8 +76,8 @@ def measure(ctx) -> Measurement:
                         "removed_ms": None if t.settled_at is None else round(t.settled_at * 1000)})
 
 
-def adopt(docs: list[dict]) -> list[dict]:
-    return adopt_service(docs, documents(), serves("TCP"), "a TCP Service with a selector and two replicas")
+def adopt(docs: list[dict], source: str) -> list[dict]:
+    return adopt_service(docs, documents(), serves("TCP"), "a TCP Service with a selector and two replicas", source)
 
 
 REPRO = Repro(

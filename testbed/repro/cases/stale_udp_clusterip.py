@@ -41,8 +41,8 @@ def measure(ctx) -> Measurement:
                        {"lost": lost, "tries": TRIES, "stale_entries": stale, "old_ip": old.ip, "old_node": node})
 
 
-def adopt(docs: list[dict]) -> list[dict]:
-    return adopt_service(docs, documents(), serves("UDP"), "a UDP Service with a selector")
+def adopt(docs: list[dict], source: str) -> list[dict]:
+    return adopt_service(docs, documents(), serves("UDP"), "a UDP Service with a selector", source)
 
 
 REPRO = Repro(
