@@ -42,7 +42,8 @@ class Row:
               on a node in the source node's topology.kubernetes.io/zone) | None
     source_seen: client (no SNAT) | node (a node address) | gateway (the source pod's node bridge)
     balance: also run 300 connections and require every backend, chi-square p > 0.001
-    action: delete-backend (delete a Deployment pod behind the target, check its replacement)
+    action: delete-backend (delete a Deployment pod behind the target, check its replacement);
+            cycle-udp-backend (a UDP client keeps its source port while the pod answering it is deleted)
     notes: per-mode explanation shown with the result (documented kube-proxy differences); "*" for all
     skip: mode → why the row does not apply in that mode (static)
     needs: kernel features the row needs (names in FEATURES, e.g. "sctp"): where this kernel lacks
@@ -570,6 +571,8 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
     proto = row.proto.lower()
     if row.action == "delete-backend":
         return _delete_backend(lab, cluster, row, proto)
+    if row.action == "cycle-udp-backend":
+        return _cycle_udp_backend(lab, cluster, row)
     src = _resolve_source(name, cluster, row.source)
     ip, port, info, i = _resolve_target(cluster, row.target, proto)
     _wait_lb_healthy(lab, info)
@@ -744,6 +747,38 @@ def _delete_backend(lab, cluster: ClusterState, row: Row, proto: str) -> Cell:
     state = "terminating for its grace period" if left is not None else "removed"
     return Cell("pass", f"{victim.name} ({victim.ip}, {state}) → {replacement.name} ({replacement.ip}); rules on "
                         f"{len(report.nodes_synced)} nodes {report.seconds_to_rules * 1000:.0f} ms after the change; 0/200 to the old pod")
+
+
+UDP_CLIENT_PORT = 12345  # a UDP client that keeps its socket (a resolver, statsd, a game client)
+
+
+def _cycle_udp_backend(lab, cluster: ClusterState, row: Row) -> Cell:
+    """Upstream's e2e "should be able to preserve UDP traffic when server pod cycles": a client
+    keeps one source port; the backend that answered it is deleted; once the Service answers a
+    fresh port, the old port must be answered too, by a live backend. Without kube-proxy's
+    conntrack clean-up the old entry would keep DNATing it to the deleted pod."""
+    from probes.poll import wait_until
+
+    src = _resolve_source(lab.name, cluster, row.source)
+    ip, port, info, i = _resolve_target(cluster, row.target, "udp")
+    first = connect.udp_request(src.ns, ip, port, source_port=UDP_CLIENT_PORT)
+    backends = _backends(cluster, info, i)
+    victim = next((p for p in backends.values() if p.name == first.body), None)
+    if not first.ok or victim is None or not victim.owner:
+        return Cell("fail", f"port {UDP_CLIENT_PORT} was not answered by a Deployment pod of {info.key}: "
+                            f"{first.outcome} {first.body!r}")
+    report = lab.delete("pod", victim.name, victim.namespace, grace=0)
+    wait_until(lambda: connect.udp_request(src.ns, ip, port, timeout=0.5).ok, timeout=15,
+               message=f"{info.key} answering a new source port")
+    answers = [connect.udp_request(src.ns, ip, port, source_port=UDP_CLIENT_PORT, timeout=0.5) for _ in range(5)]
+    live = {p.name for p in lab.cluster().pods if not p.terminating}
+    bad = [a for a in answers if not a.ok or a.body not in live]
+    seen = {"victim": victim.name, "answers": [a.body if a.ok else a.outcome for a in answers]}
+    if bad:
+        return Cell("fail", f"{len(bad)}/5 requests from port {UDP_CLIENT_PORT} lost or answered by the deleted "
+                            f"{victim.name} after it was replaced: {seen['answers']}", seen)
+    return Cell("pass", f"port {UDP_CLIENT_PORT} answered by {victim.name}, which was deleted; then 5/5 answered by "
+                        f"{sorted(set(seen['answers']))} ({len(report.nodes_synced)} nodes synced)", seen)
 
 
 # ----------------------------------------------------------------------------- rows from any topology

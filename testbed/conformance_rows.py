@@ -55,7 +55,12 @@ DEFAULT = [
         notes={"userspace": "the proxy retries the next endpoint until the probe removes the dead one",
                "*": "readiness probe every 1 s, failureThreshold 1: the prober marks the pod unready and every "
                     "node's rules drop it"}, short="backend dies, probed"),
-    # Changes the lab: keep it last.
+    # Change the lab: keep them last.
+    Row("UDP client keeps its source port while the pod answering it is deleted: answered by a live backend "
+        "(stale conntrack entries cleared)", "pod/client", "udp", "svc/web:53", action="cycle-udp-backend",
+        notes={"userspace": "the userspace proxy relays UDP itself and picks a live backend",
+               "*": "kube-proxy deletes the conntrack entries of UDP endpoints that went away"},
+        short="UDP: backend cycles"),
     Row("Deleted pod: no new connection reaches it, its replacement is reached", "pod/client", "tcp", "svc/web:80",
         action="delete-backend", short="deleted pod replaced"),
 ]
