@@ -180,14 +180,34 @@ def adopt_service(user: list[dict], builtin: list[dict], wants: Callable[[dict],
     return docs
 
 
+def target_services(docs: list[dict]) -> list[dict]:
+    """The Services of `docs` marked as the reproduction's target (mark_target), Lists included."""
+    return [s for s in _services(docs) if ((s.get("metadata") or {}).get("labels") or {}).get(TARGET) == "target"]
+
+
+def set_target_spec(**fields) -> Callable[[list[dict]], list[dict]]:
+    """A variant that sets fields of the target Service's spec: set_target_spec(externalTrafficPolicy="Local")."""
+    def change(docs: list[dict]) -> list[dict]:
+        for s in target_services(docs):
+            s.setdefault("spec", {}).update(fields)
+        return docs
+    return change
+
+
 def has_selector(s: dict) -> bool:
     return bool((s.get("spec") or {}).get("selector"))
 
 
-def serves(proto: str) -> Callable[[dict], bool]:
-    """A Service with a selector and a port of `proto` (TCP when a port names none)."""
+def serves(proto: str, types: tuple[str, ...] | None = None) -> Callable[[dict], bool]:
+    """A Service with a selector and a port of `proto` (TCP when a port names none), and of one of
+    `types` when given (("NodePort", "LoadBalancer"): a Service with node ports)."""
     def wants(s: dict) -> bool:
-        ports = (s.get("spec") or {}).get("ports") or []
-        return has_selector(s) and (s.get("spec") or {}).get("type", "ClusterIP") != "ExternalName" and \
+        spec = s.get("spec") or {}
+        kind = spec.get("type", "ClusterIP")
+        ports = spec.get("ports") or []
+        return has_selector(s) and kind != "ExternalName" and (types is None or kind in types) and \
             any(isinstance(p, dict) and str(p.get("protocol", "TCP")).upper() == proto.upper() for p in ports)
     return wants
+
+
+NODE_PORT_TYPES = ("NodePort", "LoadBalancer")

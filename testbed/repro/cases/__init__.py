@@ -4,4 +4,6 @@ MODULES = (
     "stale_udp_clusterip",
     "dead_backend_no_probe",
     "nft_etp_local_lb_from_node",
+    "stale_udp_nodeport",
+    "etp_cluster_source_lost",
 )

@@ -3,11 +3,9 @@ to the deleted pod's IP and is black-holed until the entry expires, unless kube-
 entries of endpoints that went away (kubernetes#59368's ClusterIP form; the reconciler of #127318)."""
 from __future__ import annotations
 
-from probes import connect
-from probes.poll import wait_until
-
 from .. import objects as o
 from ..catalogue import Measurement, Repro, Variant, adopt_service, client_pod, mark_target, serves, set_lab
+from ..udp import replace_answering_backend
 
 PORT = 12345  # the client's fixed source port: a UDP app that keeps its socket
 TRIES = 5
@@ -22,23 +20,12 @@ def documents() -> list[dict]:
 def measure(ctx) -> Measurement:
     ns, _ = ctx.client()
     i, port = ctx.target_port("udp")
-    ip = ctx.target().cluster_ip
-    first = connect.udp_request(ns, ip, port, source_port=PORT)
-    if not first.ok:
-        raise RuntimeError(f"the Service did not answer before the change: {first.outcome}")
-    old, _ = ctx.backends(i)[first.body]  # the backend this flow's conntrack entry names
-    ctx.lab.delete("pod", old.name, namespace=old.namespace, grace=0)  # its controller makes one with a new IP
-    wait_until(lambda: old.name not in ctx.backends(i) and ctx.backends(i) or None, timeout=15,
-               message=f"{old.name} gone and a ready endpoint left")
-    # The Service serves (a fresh source port is answered) before the old port is measured.
-    wait_until(lambda: connect.udp_request(ns, ip, port, timeout=0.5).ok, timeout=15, message="the Service answering")
-    answers = [connect.udp_request(ns, ip, port, source_port=PORT, timeout=0.5) for _ in range(TRIES)]
-    lost = sum(not a.ok for a in answers)
-    node = old.node
+    r = replace_answering_backend(ctx, ns, ctx.target().cluster_ip, port, i, PORT, TRIES)
+    old = r.old
     stale = ctx.flows_to(ctx.client_node(), old.ip, "udp")
-    return Measurement(lost > 0, f"{lost}/{TRIES} requests from the client's port {PORT} lost after {old.name} "
-                                 f"was deleted; {stale} conntrack entries still DNAT to its IP {old.ip}",
-                       {"lost": lost, "tries": TRIES, "stale_entries": stale, "old_ip": old.ip, "old_node": node})
+    return Measurement(r.lost > 0, f"{r.lost}/{TRIES} requests from the client's port {PORT} lost after {old.name} "
+                                   f"was deleted; {stale} conntrack entries still DNAT to its IP {old.ip}",
+                       {"lost": r.lost, "tries": TRIES, "stale_entries": stale, "old_ip": old.ip, "old_node": old.node})
 
 
 def adopt(docs: list[dict], source: str) -> list[dict]:

@@ -1,0 +1,107 @@
+"""The traffic-policy and source-range reproductions (no root): both variants' documents parse and
+render, differ as each reproduction says, and `adopt` picks the right Service of a real-world file
+or says what the file lacks."""
+from __future__ import annotations
+
+import pytest
+
+from testbed import model
+from testbed.control import reconcile
+from testbed import errors
+from testbed.lab import render_for_mode
+from testbed.repro import by_name
+from testbed.repro import catalogue as cat
+from tests.realworld import real_world
+
+
+def _cluster(docs: list[dict]):
+    cluster, _ = reconcile(model.parse_documents(docs, "repro"))
+    return cluster
+
+
+def _rendered(docs: list[dict], mode: str) -> dict[str, str]:
+    cluster = _cluster(docs)
+    return {n.name: render_for_mode(mode, cluster.node_view(n.name)) for n in cluster.nodes}
+
+
+def _target(docs: list[dict]) -> dict:
+    (svc,) = cat.target_services(docs)
+    return svc
+
+
+# --- etp-cluster-source-lost ------------------------------------------------------------------
+
+ETP = by_name("etp-cluster-source-lost")
+
+
+def test_etp_variants_differ_only_in_the_targets_traffic_policy():
+    bug, fix = ETP.variant_documents(cat.BUG), ETP.variant_documents(cat.FIX)
+    assert _target(bug)["spec"]["externalTrafficPolicy"] == "Cluster"
+    assert _target(fix)["spec"]["externalTrafficPolicy"] == "Local"
+    for d in fix:
+        d.get("spec", {}).pop("externalTrafficPolicy", None)
+    for d in bug:
+        d.get("spec", {}).pop("externalTrafficPolicy", None)
+    assert bug == fix
+    cluster = _cluster(fix)
+    assert [c.name for c in cluster.clients] == ["outside"]
+    (svc,) = [s for s in cluster.services if s.service.name == "web"]
+    assert svc.service.type == "NodePort" and svc.node_ports[0]
+    assert {e.ip for e in svc.endpoints[0]} == {p.ip for p in cluster.pods if p.node == "node-2" and p.name == "web-backend"}
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables", "ipvs"])
+def test_etp_local_renders_no_masquerade_and_a_drop_on_the_node_without_the_endpoint(mode):
+    bug = _rendered(ETP.variant_documents(cat.BUG), mode)
+    fix = _rendered(ETP.variant_documents(cat.FIX), mode)
+    assert bug != fix
+    masq = {"iptables": '-j KUBE-MARK-MASQ', "nftables": "jump mark-for-masquerade"}
+    if mode == "iptables":  # Cluster: every external packet is marked; Local: only the node's own
+        assert "default/web:http has no local endpoints" in fix["node-1"]
+        assert "has no local endpoints" not in bug["node-1"] + bug["node-2"] + fix["node-2"]
+    if mode == "nftables":
+        assert ': drop }' in fix["node-1"] and ': drop }' not in bug["node-1"] + fix["node-2"]
+        assert 'comment "masquerade local traffic"' in fix["node-2"]
+    if mode in masq:
+        ext = {"iptables": "-A KUBE-EXT-", "nftables": "add rule ip kube-proxy external-"}[mode]
+        unconditional = [l for l in bug["node-2"].splitlines() if l.startswith(ext) and l.endswith(masq[mode])]
+        assert unconditional and not [l for l in fix["node-2"].splitlines() if l in unconditional]
+    if mode == "ipvs":  # Local: the NodePort is in the set that RETURNs before KUBE-MARK-MASQ
+        add = "ipset add KUBE-NODE-PORT-LOCAL-TCP "
+        assert add in fix["node-1"] and add in fix["node-2"] and add not in bug["node-2"]
+        assert "--match-set KUBE-NODE-PORT-LOCAL-TCP dst -j RETURN" in fix["node-2"]
+
+
+def test_etp_userspace_is_not_in_with_the_conformance_reason():
+    from testbed.conformance import NO_POLICIES_IN_USERSPACE
+    assert ETP.applies("userspace") == NO_POLICIES_IN_USERSPACE
+    assert ETP.expected("userspace", "6.1.0") == cat.SKIPPED
+    assert all(ETP.applies(m) is None for m in ("iptables", "nftables", "ipvs"))
+
+
+def test_etp_adopts_the_nodeport_service_of_guestbook():
+    import yaml
+    path = real_world("guestbook.yaml")
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
+    adopted = ETP.adopt(docs, "f.yaml")
+    target = _target(adopted)
+    assert target["metadata"]["name"] == "frontend" and target["spec"]["type"] == "NodePort"
+    assert any(c.get("name") == "outside" for c in cat.lab_doc(adopted)["spec"]["clients"])
+    for variant, policy in ((cat.BUG, "Cluster"), (cat.FIX, "Local")):
+        docs_v = ETP.variant_documents(variant, adopted)
+        assert _target(docs_v)["spec"]["externalTrafficPolicy"] == policy
+        assert _rendered(docs_v, "iptables")
+
+
+def test_etp_adopts_the_load_balancer_of_microservices_demo():
+    import yaml
+    path = real_world("microservices-demo.yaml")
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
+    assert _target(ETP.adopt(docs, "f.yaml"))["metadata"]["name"] == "frontend-external"
+
+
+def test_etp_adopt_refuses_a_file_without_an_external_service():
+    docs = [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "in"},
+             "spec": {"selector": {"app": "x"}, "ports": [{"port": 80}]}}]
+    with pytest.raises(errors.TopologyError, match="NodePort or LoadBalancer"):
+        ETP.adopt(docs, "f.yaml")
