@@ -7,6 +7,12 @@ from dataclasses import dataclass
 from probes import connect
 from probes.poll import wait_until
 
+from .catalogue import Variant, set_lab
+
+# The bug's conditions and the fix of every stale-UDP reproduction: kube-proxy's clean-up off / on.
+CLEANUP_OFF = Variant("spec.conntrackCleanup: false", set_lab(conntrackCleanup=False))
+CLEANUP_ON = Variant("spec.conntrackCleanup: true", set_lab(conntrackCleanup=True))
+
 
 @dataclass(frozen=True)
 class Replaced:

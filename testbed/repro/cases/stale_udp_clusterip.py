@@ -4,8 +4,8 @@ entries of endpoints that went away (kubernetes#59368's ClusterIP form; the reco
 from __future__ import annotations
 
 from .. import objects as o
-from ..catalogue import Measurement, Repro, Variant, adopt_service, client_pod, mark_target, serves, set_lab
-from ..udp import replace_answering_backend
+from ..catalogue import Measurement, Repro, adopt_service, client_pod, mark_target, serves
+from ..udp import CLEANUP_OFF, CLEANUP_ON, replace_answering_backend
 
 PORT = 12345  # the client's fixed source port: a UDP app that keeps its socket
 TRIES = 5
@@ -46,9 +46,9 @@ REPRO = Repro(
              "conntrack entries still replying from the old IP",
     fix="kube-proxy deletes the conntrack entries of UDP endpoints that went away after each sync "
         "(spec.conntrackCleanup: true, the default)",
+    bug=CLEANUP_OFF,
+    fixed=CLEANUP_ON,
     documents=documents,
-    bug=Variant("spec.conntrackCleanup: false", set_lab(conntrackCleanup=False)),
-    fixed=Variant("spec.conntrackCleanup: true", set_lab(conntrackCleanup=True)),
     measure=measure,
     with_files="a UDP Service with a selector (the first one; the backend that answers the client is deleted)",
     adopt=adopt,

@@ -6,8 +6,8 @@ fixed by #71573; today's reconciler of #127318 matches NodePort entries by origi
 from __future__ import annotations
 
 from .. import objects as o
-from ..catalogue import NODE_PORT_TYPES, Measurement, Repro, Variant, adopt_service, mark_target, serves, set_lab
-from ..udp import replace_answering_backend
+from ..catalogue import NODE_PORT_TYPES, Measurement, Repro, adopt_service, mark_target, serves
+from ..udp import CLEANUP_OFF, CLEANUP_ON, replace_answering_backend
 
 PORT = 12346  # the outside client's fixed source port
 TRIES = 5
@@ -57,9 +57,9 @@ REPRO = Repro(
              f"conntrack entries on {NODE} still replying from the old IP",
     fix="kube-proxy deletes the conntrack entries whose original destination port is the NodePort and whose "
         "reply source is no longer an endpoint (spec.conntrackCleanup: true, the default)",
+    bug=CLEANUP_OFF,
+    fixed=CLEANUP_ON,
     documents=documents,
-    bug=Variant("spec.conntrackCleanup: false", set_lab(conntrackCleanup=False)),
-    fixed=Variant("spec.conntrackCleanup: true", set_lab(conntrackCleanup=True)),
     measure=measure,
     with_files="a UDP Service of type NodePort or LoadBalancer with a selector (the first one; the backend that "
                "answers the outside client is deleted)",
