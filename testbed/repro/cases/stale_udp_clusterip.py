@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .. import objects as o
 from ..catalogue import Measurement, Repro, adopt_service, client_pod, mark_target, serves
-from ..udp import CLEANUP_OFF, CLEANUP_ON, replace_answering_backend
+from ..udp import CLEANUP_OFF, CLEANUP_ON, ipvs_forgets_removed_udp_servers, replace_answering_backend
 
 PORT = 12345  # the client's fixed source port: a UDP app that keeps its socket
 TRIES = 5
@@ -52,4 +52,5 @@ REPRO = Repro(
     measure=measure,
     with_files="a UDP Service with a selector (the first one; the backend that answers the client is deleted)",
     adopt=adopt,
+    absent=ipvs_forgets_removed_udp_servers,
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .. import objects as o
 from ..catalogue import NODE_PORT_TYPES, Measurement, Repro, adopt_service, mark_target, serves
-from ..udp import CLEANUP_OFF, CLEANUP_ON, replace_answering_backend
+from ..udp import CLEANUP_OFF, CLEANUP_ON, ipvs_forgets_removed_udp_servers, replace_answering_backend
 
 PORT = 12346  # the outside client's fixed source port
 TRIES = 5
@@ -64,4 +64,5 @@ REPRO = Repro(
     with_files="a UDP Service of type NodePort or LoadBalancer with a selector (the first one; the backend that "
                "answers the outside client is deleted)",
     adopt=adopt,
+    absent=ipvs_forgets_removed_udp_servers,
 )
