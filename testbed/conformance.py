@@ -572,7 +572,7 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
     if row.action == "delete-backend":
         return _delete_backend(lab, cluster, row, proto)
     if row.action == "cycle-udp-backend":
-        return _cycle_udp_backend(lab, cluster, row)
+        return _cycle_udp_backend(lab, cluster, row, mode)
     src = _resolve_source(name, cluster, row.source)
     ip, port, info, i = _resolve_target(cluster, row.target, proto)
     _wait_lb_healthy(lab, info)
@@ -752,7 +752,7 @@ def _delete_backend(lab, cluster: ClusterState, row: Row, proto: str) -> Cell:
 UDP_CLIENT_PORT = 12345  # a UDP client that keeps its socket (a resolver, statsd, a game client)
 
 
-def _cycle_udp_backend(lab, cluster: ClusterState, row: Row) -> Cell:
+def _cycle_udp_backend(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
     """Upstream's e2e "should be able to preserve UDP traffic when server pod cycles": a client
     keeps one source port; the backend that answered it is deleted; once the Service answers a
     fresh port, the old port must be answered too, by a live backend. Without kube-proxy's
@@ -771,13 +771,22 @@ def _cycle_udp_backend(lab, cluster: ClusterState, row: Row) -> Cell:
     wait_until(lambda: connect.udp_request(src.ns, ip, port, timeout=0.5).ok, timeout=15,
                message=f"{info.key} answering a new source port")
     answers = [connect.udp_request(src.ns, ip, port, source_port=UDP_CLIENT_PORT, timeout=0.5) for _ in range(5)]
-    live = {p.name for p in lab.cluster().pods if not p.terminating}
-    bad = [a for a in answers if not a.ok or a.body not in live]
+    live = {p.name for p in type(lab)(lab.name).cluster().pods if not p.terminating}
     seen = {"victim": victim.name, "answers": [a.body if a.ok else a.outcome for a in answers]}
+    dead = [a for a in answers if a.ok and a.body not in live]
+    if mode == "userspace":
+        # The proxy's session for this client address still holds its socket to the deleted pod
+        # until 250 ms pass without a datagram or a read fails: what is sent into it is lost, as
+        # with kube-proxy's userspace proxier; the next datagram opens a session to a live one.
+        lead = next((k for k, a in enumerate(answers) if a.ok), len(answers))
+        bad = dead or lead > 1 or any(not a.ok for a in answers[lead:])
+    else:
+        bad = dead or [a for a in answers if not a.ok]
     if bad:
         return Cell("fail", f"{len(bad)}/5 requests from port {UDP_CLIENT_PORT} lost or answered by the deleted "
                             f"{victim.name} after it was replaced: {seen['answers']}", seen)
-    return Cell("pass", f"port {UDP_CLIENT_PORT} answered by {victim.name}, which was deleted; then 5/5 answered by "
+    return Cell("pass", f"port {UDP_CLIENT_PORT} answered by {victim.name}, which was deleted; then "
+                        f"{sum(a.ok for a in answers)}/5 answered by "
                         f"{sorted(set(seen['answers']))} ({len(report.nodes_synced)} nodes synced)", seen)
 
 

@@ -58,7 +58,8 @@ DEFAULT = [
     # Change the lab: keep them last.
     Row("UDP client keeps its source port while the pod answering it is deleted: answered by a live backend "
         "(stale conntrack entries cleared)", "pod/client", "udp", "svc/web:53", action="cycle-udp-backend",
-        notes={"userspace": "the userspace proxy relays UDP itself and picks a live backend",
+        notes={"userspace": "the userspace proxy relays UDP itself: a datagram sent while its session to the "
+                            "deleted pod lasts (250 ms idle) may be lost, the next reaches a live backend",
                "*": "kube-proxy deletes the conntrack entries of UDP endpoints that went away"},
         short="UDP: backend cycles"),
     Row("Deleted pod: no new connection reaches it, its replacement is reached", "pod/client", "tcp", "svc/web:80",
