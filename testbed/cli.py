@@ -779,7 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run: your manifests in place of the built-in ones, where the bug allows it")
     p.add_argument("--json", metavar="PATH", help="run: write the verdicts as JSON ('-' for standard output)")
     p.add_argument("--markdown", metavar="PATH", help="run: write the verdict table as Markdown")
-    p.add_argument("-o", "--output", choices=("table", "json", "name", "yaml"), default="table",
+    p.add_argument("-o", "--output", choices=("table", "json", "name"), default="table",
                    help="list, show: the catalogue as JSON, or names only")
     p.add_argument("-v", "--verbose", action="store_true", help="run: also the skipped cells and why")
     p.set_defaults(fn=lambda args: __import__("testbed.repro_view", fromlist=["cmd_repro"]).cmd_repro(args, console, err))

@@ -198,6 +198,15 @@ class Lab:
 
         wait_until(started, timeout=timeout, interval=0.02, message=f"lab {self.name}'s agent to start")
 
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        """Until every pod is ready. Pods with a readiness probe start unready, as in Kubernetes,
+        and the prober's clock starts with the agent, so this waits for the agent first."""
+        from probes.poll import wait_until
+
+        self.wait_agent_started()
+        wait_until(lambda: all(p.ready for p in Lab(self.name).cluster().pods if not p.terminating), timeout=timeout,
+                   message=f"every pod of lab {self.name} ready")
+
     def ensure_agent(self) -> dict | None:
         """The lab's agent (prober, grace-period clock) runs, or is started again: a killed agent
         would leave readiness unfollowed. Returns {"old": pid, "new": pid} and reports the event

@@ -129,12 +129,9 @@ def wait_ready(lab, timeout: float = 15.0) -> None:
     """Until every pod is ready. Pods with a readiness probe start unready, as in Kubernetes, and
     turning ready re-syncs every node: a test that edits a node's rules by hand waits for this
     first, or that sync would undo its edit."""
-    from probes.poll import wait_until
     from testbed.lab import Lab
 
-    Lab(lab.name).wait_agent_started()  # the prober's clock starts here, not at `up`
-    wait_until(lambda: all(p.ready for p in Lab(lab.name).cluster().pods if not p.terminating), timeout=timeout,
-               message=f"every pod of lab {lab.name} ready")
+    Lab(lab.name).wait_ready(timeout)
 
 
 @pytest.fixture

@@ -127,14 +127,6 @@ def kube_proxy_version(version: str) -> Callable[[list[dict]], list[dict]]:
     return set_lab(kubeProxy={"version": version})
 
 
-def unchanged(docs: list[dict]) -> list[dict]:
-    return docs
-
-
-def find(docs: list[dict], kind: str, name: str) -> dict:
-    return next(d for d in docs if d.get("kind") == kind and d.get("metadata", {}).get("name") == name)
-
-
 # ----------------------------------------------------------------------------- roles and a user's files
 
 TARGET = "testbed.dev/repro"  # label value "target": the Service a reproduction acts on

@@ -35,10 +35,6 @@ class Context:
         s = _resolve_source(self.lab.name, self.cluster(), spec)
         return s.ns, s.ip
 
-    def service(self, name: str, namespace: str = "default"):
-        key = f"{namespace}/{name}"
-        return next(s for s in self.cluster().services if s.key == key)
-
     def node_ns(self, node: str) -> str:
         from ..kernel import wiring
         return wiring.host_ns(self.lab.name, node)
@@ -73,11 +69,6 @@ class Context:
         """Conntrack entries on `node` whose replies come from `ip` (flows DNATed to it)."""
         from probes import conntrack
         return sum(f.reply_src == ip for f in conntrack.table(self.node_ns(node), proto=proto))
-
-    def pods(self, owner: str | None = None, app: str | None = None):
-        return sorted((p for p in self.cluster().pods if not p.terminating
-                       and (owner is None or p.owner == owner)
-                       and (app is None or dict(p.labels).get("app") == app)), key=lambda p: p.name)
 
 
 @dataclass
@@ -130,14 +121,14 @@ def missing_feature(repro: Repro, mode: str) -> str | None:
             conntrack._binary()
         except Exception as e:  # noqa: BLE001 - its message says what to install
             return str(e)
-    if "sctp" in repro.needs:
-        from ..conformance import kernel_has_sctp
-        if not kernel_has_sctp():
-            return "this kernel has no SCTP (CONFIG_IP_SCTP): run in `testbed vm`"
+    from ..conformance import FEATURES
+    for need in repro.needs:
+        if need in FEATURES and not FEATURES[need][0]():
+            return FEATURES[need][1]
     return None
 
 
-def _lab_name(repro: Repro, mode: str, variant: str) -> str:
+def _lab_name(mode: str, variant: str) -> str:
     # ≤16 characters, unique per process: runs of two `repro run` never collide.
     return f"r{os.getpid() % 10000}-{mode[:3]}-{variant}"[:16]
 
@@ -150,16 +141,6 @@ def _write(docs: list[dict]) -> str:
     return path
 
 
-def wait_ready(lab, timeout: float) -> None:
-    """Every pod ready (pods with a readiness probe start unready; the prober starts with the agent)."""
-    from probes.poll import wait_until
-
-    from ..lab import Lab
-    Lab(lab.name).wait_agent_started()
-    wait_until(lambda: all(p.ready for p in Lab(lab.name).cluster().pods if not p.terminating), timeout=timeout,
-               message=f"every pod of lab {lab.name} ready")
-
-
 def run_variant(repro: Repro, mode: str, variant: str, base: list[dict] | None = None,
                 progress=lambda e, i: None) -> Measurement:
     """Build the variant's lab in `mode`, wait until every pod is ready, measure, tear down."""
@@ -167,7 +148,7 @@ def run_variant(repro: Repro, mode: str, variant: str, base: list[dict] | None =
 
     docs = repro.variant_documents(variant, base)
     path = _write(docs)
-    name = _lab_name(repro, mode, variant)
+    name = _lab_name(mode, variant)
     try:
         progress("check", {"behaviour": f"{repro.name}: {variant} ({repro.variant(variant).label})", "mode": mode})
         try:
@@ -176,7 +157,7 @@ def run_variant(repro: Repro, mode: str, variant: str, base: list[dict] | None =
             Lab(name).down()
             raise
         try:
-            wait_ready(lab, timeout=30)
+            Lab(lab.name).wait_ready(timeout=30)
             return repro.measure(Context(lab, mode, variant))
         finally:
             lab.down()

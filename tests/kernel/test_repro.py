@@ -27,5 +27,5 @@ def test_reproduction_shows_the_bug_and_not_with_the_fix(name, mode):
     assert res.bug is not None and res.fix is not None and res.bug.summary and res.fix.summary, evidence
     if expected == cat.NOT_REPRODUCED:
         assert res.reason, "a reproduction that does not show here must say why"
-    prefix = runner._lab_name(r, mode, "")
+    prefix = runner._lab_name(mode, "")
     assert [n for n in netns.list_names() if n.startswith(prefix)] == []  # both labs torn down

@@ -8,7 +8,7 @@ from probes.failover import failover
 from probes.poll import wait_until
 
 from .. import objects as o
-from ..catalogue import Measurement, Repro, Variant, adopt_service, client_pod, mark_target, serves
+from ..catalogue import Measurement, Repro, Variant, adopt_service, client_pod, mark_target, serves, target_services
 
 WINDOW = 1.0  # seconds of new connections measured once the lab has done what it will do
 
@@ -20,10 +20,7 @@ def documents() -> list[dict]:
 
 def _with_probe(docs: list[dict]) -> list[dict]:
     """The target's pods get kube's usual HTTP readiness probe (1 s period, one failure)."""
-    from ..catalogue import TARGET
-    target = next(d for d in docs if d.get("kind") == "Service" and
-                  ((d.get("metadata") or {}).get("labels") or {}).get(TARGET) == "target")
-    selector = target["spec"]["selector"]
+    selector = target_services(docs)[0]["spec"]["selector"]
     for d in docs:
         tmpl = ((d.get("spec") or {}).get("template") or {})
         labels = (tmpl.get("metadata") or {}).get("labels") or {}
