@@ -17,23 +17,23 @@ from . import state
 from .kernel import netns
 
 
-def start_time(pid: int) -> str | None:
-    """Field 22 of /proc/PID/stat (start time in clock ticks): identifies a process beyond its PID."""
+def _stat(path: str) -> list[str] | None:
+    """The fields of a /proc/…/stat file after the command name (state first), or None."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path(path).read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def start_time(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks): identifies a process beyond its PID."""
+    fields = _stat(f"/proc/{pid}/stat")
+    return fields[19] if fields else None
 
 
 def alive(pid: int, started: str) -> bool:
-    st = start_time(pid)
-    if st is None or st != started:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    fields = _stat(f"/proc/{pid}/stat")
+    return bool(fields) and fields[19] == started and fields[0] != "Z"
 
 
 def gone(pid: int, started: str) -> bool:
@@ -46,13 +46,7 @@ def gone(pid: int, started: str) -> bool:
         threads = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return True
-    for tid in threads:
-        try:
-            if Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
-                return False
-        except OSError:
-            continue
-    return True
+    return all((fields := _stat(f"/proc/{pid}/task/{tid}/stat")) is None or fields[0] in ("Z", "X") for tid in threads)
 
 
 def addon_file(lab: str, workload: str) -> Path:
