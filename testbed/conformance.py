@@ -752,25 +752,43 @@ def _delete_backend(lab, cluster: ClusterState, row: Row, proto: str) -> Cell:
 UDP_CLIENT_PORT = 12345  # a UDP client that keeps its socket (a resolver, statsd, a game client)
 
 
+def cycle_udp_backend(lab, ns: str, ip: str, port: int, backends, source_port: int, tries: int, what: str):
+    """A datagram from `source_port` to ip:port; the pod that answered it (one of `backends()`,
+    {pod name: PodInfo}) is deleted with grace 0, so its controller makes one with a new IP; once
+    it has left `backends()` and ip:port answers a fresh source port, `tries` datagrams are sent
+    from `source_port` again. Returns (the deleted pod, their results, the deletion's sync report).
+    Raises LookupError when the first datagram is not answered by one of `what`."""
+    from probes.poll import wait_until
+
+    first = connect.udp_request(ns, ip, port, source_port=source_port)
+    victim = backends().get(first.body) if first.ok else None
+    if victim is None:
+        raise LookupError(f"port {source_port} was not answered by {what}: {first.outcome} {first.body!r}")
+    report = lab.delete("pod", victim.name, victim.namespace, grace=0)
+    wait_until(lambda: victim.name not in backends() and backends() or None, timeout=15,
+               message=f"{victim.name} gone and a ready endpoint left")
+    wait_until(lambda: connect.udp_request(ns, ip, port, timeout=0.5).ok, timeout=15,
+               message=f"{ip}:{port} answering a fresh source port")
+    return victim, [connect.udp_request(ns, ip, port, source_port=source_port, timeout=0.5) for _ in range(tries)], report
+
+
 def _cycle_udp_backend(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
     """Upstream's e2e "should be able to preserve UDP traffic when server pod cycles": a client
     keeps one source port; the backend that answered it is deleted; once the Service answers a
     fresh port, the old port must be answered too, by a live backend. Without kube-proxy's
     conntrack clean-up the old entry would keep DNATing it to the deleted pod."""
-    from probes.poll import wait_until
-
     src = _resolve_source(lab.name, cluster, row.source)
     ip, port, info, i = _resolve_target(cluster, row.target, "udp")
-    first = connect.udp_request(src.ns, ip, port, source_port=UDP_CLIENT_PORT)
-    backends = _backends(cluster, info, i)
-    victim = next((p for p in backends.values() if p.name == first.body), None)
-    if not first.ok or victim is None or not victim.owner:
-        return Cell("fail", f"port {UDP_CLIENT_PORT} was not answered by a Deployment pod of {info.key}: "
-                            f"{first.outcome} {first.body!r}")
-    report = lab.delete("pod", victim.name, victim.namespace, grace=0)
-    wait_until(lambda: connect.udp_request(src.ns, ip, port, timeout=0.5).ok, timeout=15,
-               message=f"{info.key} answering a new source port")
-    answers = [connect.udp_request(src.ns, ip, port, source_port=UDP_CLIENT_PORT, timeout=0.5) for _ in range(5)]
+
+    def owned():  # a controller's pods: the deleted one is replaced
+        now = type(lab)(lab.name).cluster()
+        return {p.name: p for p in _backends(now, _service(now, info.key), i).values() if p.owner}
+
+    try:
+        victim, answers, report = cycle_udp_backend(lab, src.ns, ip, port, owned, UDP_CLIENT_PORT, 5,
+                                                    f"a Deployment pod of {info.key}")
+    except LookupError as e:
+        return Cell("fail", str(e))
     live = {p.name for p in type(lab)(lab.name).cluster().pods if not p.terminating}
     seen = {"victim": victim.name, "answers": [a.body if a.ok else a.outcome for a in answers]}
     dead = [a for a in answers if a.ok and a.body not in live]

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from probes import connect
-from probes.poll import wait_until
-
 from .catalogue import Variant, set_lab
 
 # The bug's conditions and the fix of every stale-UDP reproduction: kube-proxy's clean-up off / on.
@@ -22,29 +19,15 @@ class Replaced:
 
 
 def replace_answering_backend(ctx, ns: str, ip: str, port: int, i: int, source_port: int, tries: int) -> Replaced:
-    """A datagram from `source_port` to ip:port; the backend that answered it (service port i of the
-    target) is deleted with grace 0 (its controller makes one with a new IP); once the address serves
-    a fresh source port again, `tries` requests from `source_port` are counted."""
-    first = connect.udp_request(ns, ip, port, source_port=source_port)
-    if not first.ok:
-        raise RuntimeError(f"{ip}:{port} did not answer before the change: {first.outcome}")
-    old, _ = ctx.backends(i)[first.body]  # the backend this flow's conntrack entry names
-    ctx.lab.delete("pod", old.name, namespace=old.namespace, grace=0)
-    wait_until(lambda: old.name not in ctx.backends(i) and ctx.backends(i) or None, timeout=15,
-               message=f"{old.name} gone and a ready endpoint left")
-    serves_fresh(ns, ip, port)
-    return Replaced(old, lost_from(ns, ip, port, source_port, tries), tries)
-
-
-def serves_fresh(ns: str, ip: str, port: int) -> None:
-    """Wait until ip:port answers a datagram from a fresh source port (the rules are in place)."""
-    wait_until(lambda: connect.udp_request(ns, ip, port, timeout=0.5).ok, timeout=15,
-               message=f"{ip}:{port} answering a fresh source port")
-
-
-def lost_from(ns: str, ip: str, port: int, source_port: int, tries: int, timeout: float = 0.5) -> int:
-    return sum(not connect.udp_request(ns, ip, port, source_port=source_port, timeout=timeout).ok
-               for _ in range(tries))
+    """conformance.cycle_udp_backend on the target's port i: the backend that answered `source_port`
+    deleted, then `tries` requests from that port counted."""
+    from ..conformance import cycle_udp_backend
+    try:
+        old, answers, _ = cycle_udp_backend(ctx.lab, ns, ip, port, lambda: {n: p for n, (p, _) in ctx.backends(i).items()},
+                                            source_port, tries, "a backend of the target")
+    except LookupError as e:
+        raise RuntimeError(f"{ip}:{port} before the change: {e}") from None
+    return Replaced(old, sum(not a.ok for a in answers), tries)
 
 
 def ipvs_forgets_removed_udp_servers(mode: str, kernel: str) -> str | None:
