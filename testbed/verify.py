@@ -59,37 +59,46 @@ def guest_stderr(progress):
     return _LineSink(relay)
 
 
+def guest_json(argv: list[str], progress=lambda e, i: None, what: str = "JSON") -> tuple[dict | None, str]:
+    """Run a testbed command that prints JSON on standard output inside `testbed vm` (one boot):
+    (its JSON, "") or (None, why: the boot's error, or the exit code and the last lines of stderr)."""
+    import io
+
+    from . import vm
+
+    out, err = io.BytesIO(), guest_stderr(progress)
+    try:
+        code = vm.run(argv, timeout=1800, cwd=str(Path(__file__).resolve().parent.parent), stdout=out, stderr=err)
+    except Exception as e:  # noqa: BLE001 - a failed boot is reported, with the reason
+        return None, f"testbed vm: {e}"
+    try:
+        return json.loads(out.getvalue().decode()), ""
+    except ValueError:
+        return None, f"testbed vm exited {code} without {what}: {' | '.join(err.lines[-3:])}"
+
+
 def run_in_vm(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda e, i: None,
               options: dict | None = None, version: str | None = None) -> bool:
     """Run this mode's column inside `testbed vm` (a guest kernel that has IPVS), one boot.
 
     Returns False when the runner is not installed (the caller then reports why it skipped)."""
-    import io
-
     from . import vm
 
     if os.environ.get("TESTBED_IN_VM") == "1" or vm.available() is not None:
         return False
     col = column(mode, version)
     progress("check", {"behaviour": "booting a guest kernel with IPVS (testbed vm)", "mode": col})
-    out, err = io.BytesIO(), guest_stderr(progress)
     argv = [vm.guest_python(), "-m", "testbed.cli", "verify", "--mode", mode, "--json", "-"]
     if topo_path:
         argv.insert(4, os.path.abspath(topo_path))
     argv += [flag for flag, on in (("--strict", (options or {}).get("strict")),
                                    ("--rebuild-endpoints", (options or {}).get("rebuild_endpoints"))) if on]
     argv += ["--kube-proxy-version", version] if version else []
-    try:
-        code = vm.run(argv, timeout=1800, cwd=str(Path(__file__).resolve().parent.parent), stdout=out, stderr=err)
-    except Exception as e:  # a failed boot is a failed column, with the reason
-        matrix.put(BUILD_ROW, col, short=BUILD_SHORT, cell=Cell("fail", f"testbed vm: {e}"))
+    data, why = guest_json(argv, progress, "a matrix")
+    if data is None:  # a failed boot is a failed column, with the reason
+        matrix.put(BUILD_ROW, col, short=BUILD_SHORT, cell=Cell("fail", why))
         return True
-    try:
-        guest = Matrix.from_json(json.loads(out.getvalue().decode()))
-    except ValueError:
-        tail = err.lines[-3:]
-        matrix.put(BUILD_ROW, col, short=BUILD_SHORT, cell=Cell("fail", f"testbed vm exited {code} without a matrix: {' | '.join(tail)}"))
-        return True
+    guest = Matrix.from_json(data)
     for behaviour, row in guest.rows.items():
         for m, cell in row.items():
             reason = cell.reason if behaviour != BUILD_ROW else f"{cell.reason} (in testbed vm)"

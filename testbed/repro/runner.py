@@ -6,7 +6,6 @@ IPVS runs inside `testbed vm` when this kernel has none (one guest boot per `run
 from __future__ import annotations
 
 import copy
-import json
 import os
 import tempfile
 import time
@@ -189,27 +188,19 @@ def run_mode(repro: Repro, mode: str, base: list[dict] | None = None, progress=l
 
 def run_in_vm(repro: Repro, mode: str, user_file: str | None, progress=lambda e, i: None) -> ModeResult | None:
     """The mode's runs inside `testbed vm` (its kernel has IPVS); None when the runner is not installed."""
-    import io
-
     from .. import vm
-    from ..verify import guest_stderr
+    from ..verify import guest_json
 
     if os.environ.get("TESTBED_IN_VM") == "1" or vm.available() is not None:
         return None
     progress("check", {"behaviour": f"{repro.name}: booting a guest kernel with IPVS (testbed vm)", "mode": mode})
-    out, err = io.BytesIO(), guest_stderr(progress)
     argv = [vm.guest_python(), "-m", "testbed.cli", "repro", "run", repro.name, "--mode", mode, "--json", "-"]
     if user_file:
         argv += ["--with", os.path.abspath(user_file)]
-    from pathlib import Path
-    try:
-        vm.run(argv, timeout=1800, cwd=str(Path(__file__).resolve().parent.parent.parent), stdout=out, stderr=err)
-        data = json.loads(out.getvalue().decode())
-        res = data["repros"][0]["results"][mode]
-    except Exception as e:  # noqa: BLE001 - a failed boot is an error cell with the reason
-        tail = " | ".join(err.lines[-3:])
-        return ModeResult(mode, cat.ERROR, f"testbed vm: {type(e).__name__}: {e}" + (f" ({tail})" if tail else ""))
-    r = ModeResult.from_json(mode, res)
+    data, why = guest_json(argv, progress)
+    if data is None:  # a failed boot is an error cell with the reason
+        return ModeResult(mode, cat.ERROR, why)
+    r = ModeResult.from_json(mode, data["repros"][0]["results"][mode])
     r.reason = (r.reason + " " if r.reason else "") + f"(in testbed vm, kernel {data.get('kernel', '?')})"
     return r
 
