@@ -9,7 +9,7 @@ from probes import connect
 
 from ...conformance import NO_POLICIES_IN_USERSPACE
 from .. import objects as o
-from ..catalogue import Measurement, Repro, Variant, adopt_service, has_selector, lab_doc, mark_target, \
+from ..catalogue import NODE_PORT_TYPES, Measurement, Repro, Variant, adopt_service, lab_doc, mark_target, serves, \
     set_target_spec
 
 TRIES = 5
@@ -74,14 +74,8 @@ def measure(ctx) -> Measurement:
     return Measurement(lost > 0, "; ".join(parts), figures)
 
 
-def _wants(s: dict) -> bool:
-    spec = s.get("spec") or {}
-    return has_selector(s) and spec.get("type") in ("NodePort", "LoadBalancer") and \
-        any(isinstance(p, dict) and str(p.get("protocol", "TCP")).upper() == "TCP" for p in spec.get("ports") or [])
-
-
 def adopt(docs: list[dict], source: str) -> list[dict]:
-    docs = adopt_service(docs, documents(), _wants, "a NodePort or LoadBalancer Service with a selector and a TCP port",
+    docs = adopt_service(docs, documents(), serves("TCP", NODE_PORT_TYPES), "a NodePort or LoadBalancer Service with a selector and a TCP port",
                          source)
     clients = lab_doc(docs).setdefault("spec", {}).setdefault("clients", [])
     if not any(isinstance(c, dict) and c.get("name") == CLIENT for c in clients):
