@@ -119,7 +119,8 @@ def print_results(results: list[runner.Result], out: Console, verbose: bool = Fa
             if res.verdict == cat.SKIPPED and not verbose:
                 continue
             word, style = MARK[res.verdict]
-            out.print(Text(f"  {m}: ") + Text(word, style=style) + Text(f" ({res.seconds:.0f} s)"), soft_wrap=True)
+            where = f", in {res.where}" if res.where else ""
+            out.print(Text(f"  {m}: ") + Text(word, style=style) + Text(f" ({res.seconds:.0f} s{where})"), soft_wrap=True)
             if res.bug:
                 out.print(_wrap(f"bug ({r.repro.bug.label}): {res.bug.summary}", width, "    "), soft_wrap=True)
             if res.fix:

@@ -36,6 +36,7 @@ LB_IP_MODE = "lb-ip-mode"
 HINTS_WITHOUT_ANNOTATION = "hints-without-annotation"
 TRAFFIC_DISTRIBUTION = "traffic-distribution"
 PREFER_SAME_NODE = "prefer-same-node"
+CONNTRACK_SKIPS_EMPTY = "conntrack-reconciler-skips-empty"
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,13 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(PREFER_SAME_NODE, "all", (1, 34), None,
            "PreferSameZone and PreferSameNode are accepted; node hints are preferred over zone hints",
            "#130844, KEP-3015 (alpha 1.33, beta 1.34, GA 1.35)", "the PR's description; pkg/proxy/topology.go"),
+    Switch(CONNTRACK_SKIPS_EMPTY, "all", (1, 32), None,
+           "the stale-UDP conntrack reconciler skips Services without serving endpoints, so flows DNATed "
+           "to an endpoint that went away stay while none is left (before: the event-based clean-up "
+           "deleted them). Fixed upstream by #139629 (merged 2026-06) in a release after the newest "
+           "testbed renders",
+           "#127318 (the reconciler; regression #139628)",
+           "pkg/proxy/conntrack/cleanup.go as quoted in #139628 and #139629"),
 )
 _BY_NAME = {s.name: s for s in SWITCHES}
 

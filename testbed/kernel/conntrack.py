@@ -16,6 +16,7 @@ import subprocess
 from dataclasses import dataclass
 
 from ..errors import KernelFeatureError
+from .. import versions
 from ..proxy import NodeView
 from . import netns
 
@@ -91,15 +92,18 @@ def list_flows(ns: str, proto: str | None = None) -> list[Flow]:
 
 
 def stale_udp(view: NodeView, flows: list[Flow]) -> list[Flow]:
-    """The entries kube-proxy's reconciler would delete on this node (pure)."""
+    """The entries kube-proxy's reconciler would delete on this node (pure). Before 1.32 the
+    event-based clean-up deleted the flows of endpoints that went away even when none was left;
+    here that is a Service without serving endpoints processed with an empty set."""
+    skips_empty = view.config.switch(versions.CONNTRACK_SKIPS_EMPTY)
     by_dest: dict[tuple[str, int], set[str]] = {}
     by_nodeport: dict[int, set[str]] = {}
     for sp in view.services:
         if sp.protocol != "UDP":
             continue
         serving = {e.ip for e in sp.endpoints if e.serving}
-        if not serving:
-            continue  # upstream skips services without serving endpoints
+        if not serving and skips_empty:
+            continue  # 1.32 on: the reconciler skips services without serving endpoints (#139628)
         for ip in (sp.cluster_ip, *sp.external_ips, *sp.load_balancer_ips):
             if ip:
                 by_dest[(ip, sp.port)] = serving
@@ -109,7 +113,9 @@ def stale_udp(view: NodeView, flows: list[Flow]) -> list[Flow]:
     for f in flows:
         if f.proto != "udp":
             continue
-        serving = by_dest.get((f.orig_dst, f.orig_dport)) or by_nodeport.get(f.orig_dport)
+        serving = by_dest.get((f.orig_dst, f.orig_dport))
+        if serving is None:  # an empty set is a Service without endpoints, not "no Service"
+            serving = by_nodeport.get(f.orig_dport)
         if serving is not None and f.reply_src not in serving:
             out.append(f)
     return out

@@ -64,6 +64,14 @@ class Context:
         by_ip = {p.ip: p for p in self.cluster().pods}
         return {by_ip[e.ip].name: (by_ip[e.ip], e) for e in info.endpoints[i] if e.ready and e.ip in by_ip}
 
+    def apply(self, docs: list[dict]):
+        """`testbed apply` of these manifests on the running lab (a trigger's change); its SyncReport."""
+        path = _write(docs)
+        try:
+            return self.lab.apply(path)
+        finally:
+            os.unlink(path)
+
     def flows_to(self, node: str, ip: str, proto: str) -> int:
         """Conntrack entries on `node` whose replies come from `ip` (flows DNATed to it)."""
         from probes import conntrack
@@ -78,18 +86,20 @@ class ModeResult:
     bug: Measurement | None = None
     fix: Measurement | None = None
     seconds: float = 0.0
+    where: str = ""  # "testbed vm, kernel 6.1.0-57-cloud-amd64" when not on this kernel
 
     def to_json(self) -> dict:
         def m(x: Measurement | None):
             return None if x is None else {"symptom": x.symptom, "summary": x.summary, "figures": dict(x.figures)}
         return {"verdict": self.verdict, "reason": self.reason, "bug": m(self.bug), "fix": m(self.fix),
-                "seconds": round(self.seconds, 1)}
+                "seconds": round(self.seconds, 1), **({"where": self.where} if self.where else {})}
 
     @classmethod
     def from_json(cls, mode: str, d: dict) -> "ModeResult":
         def m(x):
             return None if x is None else Measurement(x["symptom"], x["summary"], x.get("figures") or {})
-        return cls(mode, d["verdict"], d.get("reason", ""), m(d.get("bug")), m(d.get("fix")), d.get("seconds", 0.0))
+        return cls(mode, d["verdict"], d.get("reason", ""), m(d.get("bug")), m(d.get("fix")), d.get("seconds", 0.0),
+                   d.get("where", ""))
 
 
 @dataclass
@@ -201,7 +211,7 @@ def run_in_vm(repro: Repro, mode: str, user_file: str | None, progress=lambda e,
     if data is None:  # a failed boot is an error cell with the reason
         return ModeResult(mode, cat.ERROR, why)
     r = ModeResult.from_json(mode, data["repros"][0]["results"][mode])
-    r.reason = (r.reason + " " if r.reason else "") + f"(in testbed vm, kernel {data.get('kernel', '?')})"
+    r.where = f"testbed vm, kernel {data.get('kernel', '?')}"
     return r
 
 
@@ -245,7 +255,7 @@ def to_markdown(results: list[Result]) -> str:
         for mode, m in r.modes.items():
             bug = m.bug.summary if m.bug else "-"
             fix = m.fix.summary if m.fix else "-"
-            verdict = m.verdict + (f": {m.reason}" if m.reason else "")
+            verdict = m.verdict + (f": {m.reason}" if m.reason else "") + (f" (in {m.where})" if m.where else "")
             lines.append(f"| {esc(r.repro.name)} | {esc(', '.join(r.repro.upstream))} | {mode} | {esc(bug)} | "
                          f"{esc(fix)} | {esc(verdict)} |")
     return "\n".join(lines) + "\n"

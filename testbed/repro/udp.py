@@ -9,6 +9,9 @@ from .catalogue import Variant, set_lab
 # The bug's conditions and the fix of every stale-UDP reproduction: kube-proxy's clean-up off / on.
 CLEANUP_OFF = Variant("spec.conntrackCleanup: false", set_lab(conntrackCleanup=False))
 CLEANUP_ON = Variant("spec.conntrackCleanup: true", set_lab(conntrackCleanup=True))
+# Why no stale-UDP reproduction runs in userspace mode.
+NOT_IN_USERSPACE = {"userspace": "the userspace proxy relays UDP itself: no conntrack entry steers the client's "
+                                 "datagrams"}
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from testbed.kernel.conntrack import Flow, parse, stale_udp
 from testbed.proxy import Endpoint as E
-from testbed.proxy import NodeView
+from testbed.proxy import NodeView, ProxyConfig
 from testbed.proxy import ServicePort as SP
 
 CLIENT = "10.244.1.9"
 OLD, NEW = "10.244.2.5", "10.244.2.6"
 
 
-def view(*services: SP) -> NodeView:
-    return NodeView("node-a", ("172.18.0.2",), services=services)
+def view(*services: SP, version=None) -> NodeView:
+    config = ProxyConfig(kube_proxy_version=version) if version else ProxyConfig()
+    return NodeView("node-a", ("172.18.0.2",), config=config, services=services)
 
 
 def udp(eps=(E(NEW, 53),), protocol="UDP", **kw) -> SP:
@@ -43,8 +44,9 @@ def test_external_ips_load_balancer_ips_and_node_ports_are_service_destinations(
 
 
 def test_upstreams_gaps_are_kept():
+    """1.32 to 1.35 (the reconciler of #127318): what #139628 and #141371 report."""
     f = flow("10.96.0.10", 53, OLD)
-    assert stale_udp(view(udp(eps=())), [f]) == []  # no endpoints at all: skipped
+    assert stale_udp(view(udp(eps=())), [f]) == []  # no endpoints at all: skipped (#139628)
     unserving = E(NEW, 53, ready=False, serving=False, terminating=True)
     assert stale_udp(view(udp(eps=(unserving,))), [f]) == []  # none serving: skipped too
     assert stale_udp(view(), [f]) == []  # a deleted Service: skipped
@@ -71,3 +73,21 @@ def test_parse_reads_both_tuples_the_state_mark_and_timeout():
     assert u == Flow("udp", None, CLIENT, "10.96.0.10", 40000, 53, OLD, CLIENT, 53, 40000, 16384, 28)
     assert u.dnat and not u.snat
     assert (t.proto, t.state, t.timeout, t.reply_sport, t.mark) == ("tcp", "ESTABLISHED", 431999, 6443, 0)
+
+
+def test_before_1_32_a_service_scaled_to_zero_loses_the_flows_of_its_gone_endpoints():
+    # The event-based clean-up of 1.31 deleted the flows DNATed to a deleted endpoint even when
+    # none was left; as the reconciler with an empty set (#139629's fix) that is every flow to it.
+    to_old, never_dnated = flow("10.96.0.10", 53, OLD), flow("10.96.0.10", 53, "10.96.0.10")
+    other_port = flow("10.96.0.10", 54, OLD)
+    assert stale_udp(view(udp(eps=()), version=(1, 31)), [to_old, never_dnated, other_port]) == [to_old, never_dnated]
+    assert stale_udp(view(udp(eps=()), version=(1, 32)), [to_old]) == []
+    unserving = E(NEW, 53, ready=False, serving=False, terminating=True)
+    assert stale_udp(view(udp(eps=(unserving,)), version=(1, 31)), [to_old]) == [to_old]
+
+
+def test_a_node_port_of_a_service_without_endpoints_is_cleaned_before_1_32():
+    sp = udp(eps=(), node_port=30053)
+    f = flow("172.18.0.2", 30053, OLD)
+    assert stale_udp(view(sp, version=(1, 31)), [f]) == [f]
+    assert stale_udp(view(sp), [f]) == []

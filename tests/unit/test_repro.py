@@ -28,10 +28,11 @@ def _parse(docs):
 def test_both_variants_load_and_differ(r):
     bug, fix = r.variant_documents(cat.BUG), r.variant_documents(cat.FIX)
     assert bug != fix, "the bug's run and the fix's run must differ"
+    def has_target(docs):
+        return any(s.labels and dict(s.labels).get(cat.TARGET) == "target" for s in _parse(docs).services)
+    # A reproduction whose trigger applies the target later (udp-before-the-service) shows it in documents().
     for docs in (bug, fix):
-        topo = _parse(docs)
-        assert any(s.labels and dict(s.labels).get(cat.TARGET) == "target" for s in topo.services) or \
-            r.name.startswith("nft-"), "a target Service"
+        assert has_target(docs) or has_target(r.documents()) or r.name.startswith("nft-"), "a target Service"
     assert r.documents() == r.documents(), "documents() is pure"
     assert r.variant_documents(cat.BUG) == bug, "a variant never changes the built-in documents"
 
@@ -149,6 +150,19 @@ def test_verdict_table_fits_80_columns_and_says_what_was_expected():
     assert md.count("| dead-backend-no-probe |") == 2
     back = runner.ModeResult.from_json("iptables", res.modes["iptables"].to_json())
     assert back.verdict == cat.REPRODUCED and back.bug.summary.startswith("26/50")
+
+
+def test_a_guest_cell_says_where_it_ran_not_why():
+    r = repro.by_name("udp-before-the-service")
+    cell = runner.ModeResult("ipvs", cat.REPRODUCED, "", M(True, "5/5 lost"), M(False, "0/5 lost"), 38.0,
+                             where="testbed vm, kernel 6.1.0-57-cloud-amd64")
+    out, buf = _console()
+    assert print_results([runner.Result(r, {"ipvs": cell})], out)
+    text = buf.getvalue()
+    assert "ipvs: reproduced (38 s, in testbed vm, kernel 6.1.0-57-cloud-amd64)" in text and "why:" not in text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    assert runner.ModeResult.from_json("ipvs", cell.to_json()).where == cell.where
+    assert "reproduced (in testbed vm, kernel 6.1.0-57-cloud-amd64)" in runner.to_markdown([runner.Result(r, {"ipvs": cell})])
 
 
 def test_cli_list_show_and_run_without_root_or_names():

@@ -6,4 +6,6 @@ MODULES = (
     "nft_etp_local_lb_from_node",
     "stale_udp_nodeport",
     "etp_cluster_source_lost",
+    "udp_scaled_to_zero",
+    "udp_before_the_service",
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .. import objects as o
 from ..catalogue import Measurement, Repro, adopt_service, client_pod, mark_target, serves
-from ..udp import CLEANUP_OFF, CLEANUP_ON, ipvs_forgets_removed_udp_servers, replace_answering_backend
+from ..udp import CLEANUP_OFF, CLEANUP_ON, NOT_IN_USERSPACE, ipvs_forgets_removed_udp_servers, replace_answering_backend
 
 PORT = 12345  # the client's fixed source port: a UDP app that keeps its socket
 TRIES = 5
@@ -38,7 +38,7 @@ REPRO = Repro(
     upstream=("kubernetes/kubernetes#59368", "kubernetes/kubernetes#127318"),
     mechanism="the client's UDP flow keeps its conntrack entry, whose DNAT names the deleted pod's IP",
     modes=("iptables", "nftables", "ipvs"),
-    not_in={"userspace": "the userspace proxy relays UDP itself: no conntrack entry steers the client's datagrams"},
+    not_in=NOT_IN_USERSPACE,
     needs=("conntrack",),
     triggered="a UDP client keeps one source port; the backend that answered it is deleted (its Deployment "
               "replaces it with a new IP)",
