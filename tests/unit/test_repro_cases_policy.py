@@ -105,3 +105,26 @@ def test_etp_adopt_refuses_a_file_without_an_external_service():
              "spec": {"selector": {"app": "x"}, "ports": [{"port": 80}]}}]
     with pytest.raises(errors.TopologyError, match="NodePort or LoadBalancer"):
         ETP.adopt(docs, "f.yaml")
+
+
+# --- ipvs-lb-source-ranges-from-node ----------------------------------------------------------
+
+LB_RANGES = by_name("ipvs-lb-source-ranges-from-node")
+
+
+def test_ipvs_out_filter_is_the_only_difference_between_1_28_and_1_29():
+    bug = _rendered(LB_RANGES.variant_documents(cat.BUG), "ipvs")
+    fix = _rendered(LB_RANGES.variant_documents(cat.FIX), "ipvs")
+    for node in bug:
+        assert "KUBE-IPVS-OUT-FILTER" not in bug[node]
+        # Node traffic is sourced from the LB IP (bound to kube-ipvs0): the filter drops it by that source.
+        assert "-A KUBE-IPVS-OUT-FILTER -s 172.18.0.200 -m ipvs --vaddr 172.18.0.200 --vproto tcp --vport 80 -j DROP" \
+            in fix[node]
+        assert [line for line in fix[node].splitlines() if "KUBE-IPVS-OUT-FILTER" not in line] == bug[node].splitlines()
+
+
+def test_ipvs_lb_ranges_allow_only_the_labs_client():
+    cluster = _cluster(LB_RANGES.variant_documents(cat.FIX))
+    (client,) = cluster.clients
+    (svc,) = [s for s in cluster.services if s.service.name == "lb"]
+    assert svc.service.load_balancer_source_ranges == (f"{client.ip}/32",)

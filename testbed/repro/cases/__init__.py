@@ -8,4 +8,5 @@ MODULES = (
     "etp_cluster_source_lost",
     "udp_scaled_to_zero",
     "udp_before_the_service",
+    "ipvs_lb_source_ranges_from_node",
 )
