@@ -352,7 +352,8 @@ class Lab:
                     ns = wiring.pod_ns(lab, p.namespace, p.name)
                     state.journal(lab, "ns", ns)
                     wiring.add_pod(lab, p.node, p.namespace, p.name, p.ip,
-                                   ipaddress.ip_network(node.pod_cidr).prefixlen, node.gateway, ipr_of)
+                                   ipaddress.ip_network(node.pod_cidr).prefixlen, node.gateway, ipr_of,
+                                   hairpin=cluster.lab.hairpin_mode == "hairpin-veth")
                     faultpoint.reach("pod-wired")
                     self.progress("advance", {"what": f"pod {p.key}"})
             procs = supervisor.start_workloads(lab, [supervisor.workload_spec(lab, p) for p in new])

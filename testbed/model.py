@@ -320,6 +320,7 @@ class LabSpec:
     cluster_domain: str = "cluster.local"
     ingress_service_type: str = "NodePort"  # how the ingress controller is exposed (when Ingresses exist)
     ipvs_scheduler: str = "rr"  # kube-proxy's --ipvs-scheduler
+    hairpin_mode: str = "hairpin-veth"  # kubelet's --hairpin-mode: hairpin on every pod's bridge port, or none
     kube_proxy_version: str | None = None  # spec.kubeProxy.version ("1.31"): whose rules; None: the newest
     rebuild_endpoints: bool = False  # a replay's controller EndpointSlices are rebuilt from its pods
     pinned: frozenset[str] = frozenset()  # the spec fields the Lab document sets (the rest may be inferred)
@@ -825,7 +826,10 @@ def _controller_ref(doc: _Doc) -> tuple[str | None, str | None]:
 MAX_LB_POOL = 65_536
 LAB_FIELDS = {"proxyMode", "nodes", "clients", "nodeNetwork", "clusterCIDR", "nodeCIDRMaskSize", "serviceCIDR",
               "serviceNodePortRange", "masqueradeAll", "conntrackCleanup", "loadBalancer", "clusterDNS",
-              "ingressController", "ipvsScheduler", "replay", "kubeProxy", "additionalServiceCIDRs"}
+              "ingressController", "ipvsScheduler", "replay", "kubeProxy", "additionalServiceCIDRs", "kubelet"}
+# kubelet's --hairpin-mode values that testbed wires; promiscuous-bridge (kubenet's cbr0 in promiscuous
+# mode plus an ebtables de-duplication rule) is not modelled.
+HAIRPIN_MODES = ("hairpin-veth", "none")
 
 
 def _parse_lab(doc: _Doc) -> LabSpec:
@@ -926,6 +930,12 @@ def _parse_lab(doc: _Doc) -> LabSpec:
     doc.check_keys("spec.kubeProxy", kube_proxy, {"version"})
     kp_version = (_kube_proxy_version(doc, "spec.kubeProxy.version", kube_proxy["version"])
                   if kube_proxy.get("version") is not None else None)
+    kubelet = doc.mapping("spec.kubelet")
+    doc.check_keys("spec.kubelet", kubelet, {"hairpinMode"})
+    hairpin = doc.string("spec.kubelet.hairpinMode", kubelet.get("hairpinMode"), default="hairpin-veth")
+    if hairpin not in HAIRPIN_MODES:
+        doc.fail("spec.kubelet.hairpinMode", f"expected one of {', '.join(HAIRPIN_MODES)}, got {_show(hairpin)}"
+                 + (" (promiscuous-bridge is not modelled)" if hairpin == "promiscuous-bridge" else ""))
     pinned = set(spec) | ({"clusterDNS.ip"} if dns.get("ip") else set())
     return LabSpec(name=name, proxy_mode=mode, nodes=nodes, clients=clients, node_network=node_network,
                    cluster_dns=doc.boolean("spec.clusterDNS.enabled", default=True), cluster_dns_ip=dns_ip,
@@ -935,7 +945,8 @@ def _parse_lab(doc: _Doc) -> LabSpec:
                    cluster_cidr=cluster_cidr, node_cidr_mask=mask, service_cidr=service_cidr, extra_service_cidrs=extra_cidrs,
                    node_port_range=(int(m[1]), int(m[2])), masquerade_all=doc.boolean("spec.masqueradeAll"),
                    conntrack_cleanup=doc.boolean("spec.conntrackCleanup", default=True),
-                   rebuild_endpoints=slices == "rebuild", pinned=frozenset(pinned), kube_proxy_version=kp_version)
+                   rebuild_endpoints=slices == "rebuild", pinned=frozenset(pinned), kube_proxy_version=kp_version,
+                   hairpin_mode=hairpin)
 
 
 def _kube_proxy_version(doc: _Doc, path: str, raw) -> str:
@@ -1715,6 +1726,8 @@ def lab_document(lab: LabSpec) -> dict:
     }
     if lab.kube_proxy_version:
         spec["kubeProxy"] = {"version": lab.kube_proxy_version}
+    if lab.hairpin_mode != LabSpec.hairpin_mode:
+        spec["kubelet"] = {"hairpinMode": lab.hairpin_mode}
     return {"apiVersion": "testbed.dev/v1alpha1", "kind": "Lab", "metadata": {"name": lab.name}, "spec": spec}
 
 

@@ -241,7 +241,8 @@ def setup_node(lab: str, node: str, gateway: str, pod_prefixlen: int, routes: li
     set_sysctls(ns, NODE_SYSCTLS)
 
 
-def add_pod(lab: str, node: str, namespace: str, pod: str, ip: str, prefixlen: int, gateway: str, ipr_of: Netlink) -> str:
+def add_pod(lab: str, node: str, namespace: str, pod: str, ip: str, prefixlen: int, gateway: str, ipr_of: Netlink,
+            hairpin: bool = True) -> str:
     """A pod namespace wired to its node's bridge; returns the namespace name.
 
     Three netlink writes (fastlink): on the node, the veth create (its echo gives both ends' indexes)
@@ -257,9 +258,9 @@ def add_pod(lab: str, node: str, namespace: str, pod: str, ip: str, prefixlen: i
     node_ns = host_ns(lab, node)
     master = ipr_of.bridge_index(node_ns, POD_BRIDGE)
     with _ns_fd(ns) as fd:
-        # hairpin: a pod may reach itself through a Service
+        # hairpin (kubelet's hairpin-veth): a pod may reach itself through a Service
         _, eth0 = ipr_of.fast(node_ns).add_veth(short_link("veth", f"{namespace}/{pod}"), "eth0", fd, alias=alias,
-                                                master=master, up=True, hairpin=True, ipv6_link_local=False)
+                                                master=master, up=True, hairpin=hairpin, ipv6_link_local=False)
         with fastlink.RtSocket(ns, ns_fd=fd) as sock:
             if eth0 is None:  # a kernel without NLM_F_ECHO on create (< 6.3)
                 eth0 = sock.link_index("eth0")

@@ -128,3 +128,29 @@ def test_ipvs_lb_ranges_allow_only_the_labs_client():
     (client,) = cluster.clients
     (svc,) = [s for s in cluster.services if s.service.name == "lb"]
     assert svc.service.load_balancer_source_ranges == (f"{client.ip}/32",)
+
+
+# --- hairpin-mode-none ------------------------------------------------------------------------
+
+HAIRPIN = by_name("hairpin-mode-none")
+
+
+def test_hairpin_variants_differ_only_in_kubelets_hairpin_mode_and_render_the_same_rules():
+    bug, fix = HAIRPIN.variant_documents(cat.BUG), HAIRPIN.variant_documents(cat.FIX)
+    assert [model.parse_documents(d, "repro").lab.hairpin_mode for d in (bug, fix)] == ["none", "hairpin-veth"]
+    for mode in ("iptables", "nftables", "ipvs"):  # kube-proxy's rules are the same: the bug is the node's bridge
+        assert _rendered(bug, mode) == _rendered(fix, mode)
+    (svc,) = [s for s in _cluster(fix).services if s.service.name == "web"]
+    assert len(svc.endpoints[0]) == 1  # one replica: the DNAT can only pick the sender
+
+
+def test_hairpin_adopts_a_users_tcp_service(tmp_path):
+    path = real_world("guestbook.yaml")
+    from testbed.repro import runner
+    adopted = runner.adopt(HAIRPIN, str(path))
+    (target,) = cat.target_services(adopted)
+    topo = model.parse_documents(HAIRPIN.variant_documents(cat.BUG, adopted), "repro")
+    assert topo.lab.hairpin_mode == "none"
+    cluster, _ = reconcile(topo)
+    (svc,) = [s for s in cluster.services if s.service.name == target["metadata"]["name"]]
+    assert len(svc.endpoints[0]) == 1  # the user's workload cut to one replica

@@ -280,3 +280,20 @@ def test_the_topology_mode_annotation_takes_precedence_over_traffic_distribution
 
 def test_an_endpoint_whose_node_has_no_zone_gets_no_hint():
     assert endpoint_hints(node_labels="{}") == {"a1": (), "b1": ("zone-b",)}
+
+
+def test_kubelet_hairpin_mode_is_read_kept_and_checked():
+    lab = "apiVersion: testbed.dev/v1alpha1\nkind: Lab\nmetadata: {name: hp}\nspec: {kubelet: {hairpinMode: %s}}\n"
+    assert model.load_text(lab % "none", file="hp.yaml").lab.hairpin_mode == "none"
+    topo = model.load_text("apiVersion: testbed.dev/v1alpha1\nkind: Lab\nmetadata: {name: hp}\n", file="hp.yaml")
+    assert topo.lab.hairpin_mode == "hairpin-veth"  # kubelet's default
+    assert "kubelet" not in model.lab_document(topo.lab)["spec"]
+    kept = model.lab_document(model.load_text(lab % "none", file="hp.yaml").lab)
+    assert kept["spec"]["kubelet"] == {"hairpinMode": "none"}
+    assert model.parse_documents([kept], "kept.yaml").lab.hairpin_mode == "none"
+    with pytest.raises(model.TopologyError, match=r"spec\.kubelet\.hairpinMode.*expected one of hairpin-veth, none, "
+                                                  r"got 'promiscuous-bridge' \(promiscuous-bridge is not modelled\)"):
+        model.load_text(lab % "promiscuous-bridge", file="hp.yaml")
+    with pytest.raises(model.TopologyError, match=r"spec\.kubelet\.podCIDR"):
+        model.load_text("apiVersion: testbed.dev/v1alpha1\nkind: Lab\nmetadata: {name: hp}\n"
+                        "spec: {kubelet: {podCIDR: 10.0.0.0/8}}\n", file="hp.yaml")

@@ -9,4 +9,5 @@ MODULES = (
     "udp_scaled_to_zero",
     "udp_before_the_service",
     "ipvs_lb_source_ranges_from_node",
+    "hairpin_mode_none",
 )

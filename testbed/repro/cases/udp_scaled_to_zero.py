@@ -11,12 +11,12 @@ from probes import connect
 from probes.poll import wait_until
 
 from .. import objects as o
-from ..catalogue import Measurement, Repro, Variant, adopt_service, client_pod, kube_proxy_version, mark_target, serves
+from ..catalogue import Measurement, Repro, Variant, adopt_service, behind, client_pod, kube_proxy_version, mark_target, \
+    serves
 from ..udp import NOT_IN_USERSPACE, ipvs_forgets_removed_udp_servers
 
 PORT = 12347  # the client's fixed source port: a statsd-style sender that keeps its socket
 TRIES = 5
-SCALABLE = ("Deployment", "StatefulSet", "ReplicaSet", "ReplicationController")
 
 
 def documents() -> list[dict]:
@@ -26,23 +26,13 @@ def documents() -> list[dict]:
                                               "targetPort": "statsd"}]))]
 
 
-def _selects(selector: dict, labels: dict) -> bool:
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
-
-
 def scaled_to_zero(manifests: list[dict], selector: dict) -> tuple[list[dict], list[dict]]:
-    """(the workloads behind `selector` with replicas 0, the bare Pods it selects) of a lab's
-    stored manifests (pure)."""
-    scaled, pods = [], []
-    for d in manifests:
-        kind, spec = d.get("kind"), d.get("spec") or {}
-        labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
-        if kind in SCALABLE and _selects(selector, labels):
-            d = copy.deepcopy(d)
-            d["spec"]["replicas"] = 0
-            scaled.append(d)
-        elif kind == "Pod" and _selects(selector, (d.get("metadata") or {}).get("labels") or {}):
-            pods.append(d)
+    """(copies of the workloads behind `selector` with replicas 0, the bare Pods it selects) of a
+    lab's stored manifests (pure)."""
+    workloads, pods = behind(manifests, selector)
+    scaled = [copy.deepcopy(d) for d in workloads]
+    for d in scaled:
+        d["spec"]["replicas"] = 0
     return scaled, pods
 
 
