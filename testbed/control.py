@@ -174,7 +174,8 @@ class ClusterState:
         watched = versions.on(versions.SERVICE_CIDRS_WATCHED, version)
         return ProxyConfig(cluster_cidr=self.lab.cluster_cidr, service_cidrs=self.lab.service_cidrs if watched else (),
                            masquerade_all=self.lab.masquerade_all, ipvs_scheduler=self.lab.ipvs_scheduler,
-                           kube_proxy_version=version)
+                           kube_proxy_version=version, conntrack_tcp_be_liberal=self.lab.conntrack_tcp_be_liberal,
+                           unfixed=frozenset(self.lab.unfixed))
 
     def node_view(self, node_name: str) -> NodeView:
         node = self.node(node_name)

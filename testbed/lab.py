@@ -315,7 +315,8 @@ class Lab:
             self.saved["lb"] = {"ns": wiring.host_ns(lab, "lb"), "addrs": [], "healthy": {}}
             for n in cluster.nodes:
                 routes = [(o.pod_cidr, o.ip) for o in cluster.nodes if o.name != n.name]
-                wiring.setup_node(lab, n.name, n.gateway, ipaddress.ip_network(n.pod_cidr).prefixlen, routes, ipr_of)
+                wiring.setup_node(lab, n.name, n.gateway, ipaddress.ip_network(n.pod_cidr).prefixlen, routes, ipr_of,
+                                  tcp_be_liberal=cluster.lab.conntrack_tcp_be_liberal)
                 self.saved["nodes"][n.name] = {"ns": wiring.host_ns(lab, n.name), "lab": lab}
         self._save()
 

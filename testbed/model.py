@@ -321,6 +321,8 @@ class LabSpec:
     ingress_service_type: str = "NodePort"  # how the ingress controller is exposed (when Ingresses exist)
     ipvs_scheduler: str = "rr"  # kube-proxy's --ipvs-scheduler
     hairpin_mode: str = "hairpin-veth"  # kubelet's --hairpin-mode: hairpin on every pod's bridge port, or none
+    conntrack_tcp_be_liberal: bool = False  # kube-proxy's conntrack.tcpBeLiberal: the nodes' sysctl and its rules
+    unfixed: tuple[str, ...] = ()  # spec.kubeProxy.unfixed: upstream fixes taken out (versions.FIXES)
     kube_proxy_version: str | None = None  # spec.kubeProxy.version ("1.31"): whose rules; None: the newest
     rebuild_endpoints: bool = False  # a replay's controller EndpointSlices are rebuilt from its pods
     pinned: frozenset[str] = frozenset()  # the spec fields the Lab document sets (the rest may be inferred)
@@ -927,7 +929,16 @@ def _parse_lab(doc: _Doc) -> LabSpec:
             if ipaddress.ip_network(a).overlaps(ipaddress.ip_network(c)):
                 doc.fail(f"spec.additionalServiceCIDRs[{i}]", f"expected a range that does not overlap {pa} ({a}), got {c}")
     kube_proxy = doc.mapping("spec.kubeProxy")
-    doc.check_keys("spec.kubeProxy", kube_proxy, {"version"})
+    doc.check_keys("spec.kubeProxy", kube_proxy, {"version", "conntrack", "unfixed"})
+    ct = doc.mapping("spec.kubeProxy.conntrack")
+    doc.check_keys("spec.kubeProxy.conntrack", ct, {"tcpBeLiberal"})
+    be_liberal = doc.boolean("spec.kubeProxy.conntrack.tcpBeLiberal")
+    unfixed = []
+    for i, name in enumerate(doc.seq("spec.kubeProxy.unfixed")):
+        if name not in versions.FIX_NAMES:
+            doc.fail(f"spec.kubeProxy.unfixed[{i}]", f"expected one of {', '.join(versions.FIX_NAMES)} "
+                                                     f"(docs/versions.md), got {_show(name)}")
+        unfixed.append(name)
     kp_version = (_kube_proxy_version(doc, "spec.kubeProxy.version", kube_proxy["version"])
                   if kube_proxy.get("version") is not None else None)
     kubelet = doc.mapping("spec.kubelet")
@@ -937,6 +948,8 @@ def _parse_lab(doc: _Doc) -> LabSpec:
         doc.fail("spec.kubelet.hairpinMode", f"expected one of {', '.join(HAIRPIN_MODES)}, got {_show(hairpin)}"
                  + (" (promiscuous-bridge is not modelled)" if hairpin == "promiscuous-bridge" else ""))
     pinned = set(spec) | ({"clusterDNS.ip"} if dns.get("ip") else set())
+    if kp_version is None:
+        pinned.discard("kubeProxy")  # only its version pins what a replayed dump's nodes run
     return LabSpec(name=name, proxy_mode=mode, nodes=nodes, clients=clients, node_network=node_network,
                    cluster_dns=doc.boolean("spec.clusterDNS.enabled", default=True), cluster_dns_ip=dns_ip,
                    cluster_domain=domain, ingress_service_type=ing_type,
@@ -946,7 +959,7 @@ def _parse_lab(doc: _Doc) -> LabSpec:
                    node_port_range=(int(m[1]), int(m[2])), masquerade_all=doc.boolean("spec.masqueradeAll"),
                    conntrack_cleanup=doc.boolean("spec.conntrackCleanup", default=True),
                    rebuild_endpoints=slices == "rebuild", pinned=frozenset(pinned), kube_proxy_version=kp_version,
-                   hairpin_mode=hairpin)
+                   hairpin_mode=hairpin, conntrack_tcp_be_liberal=be_liberal, unfixed=tuple(dict.fromkeys(unfixed)))
 
 
 def _kube_proxy_version(doc: _Doc, path: str, raw) -> str:
@@ -1724,8 +1737,11 @@ def lab_document(lab: LabSpec) -> dict:
         "ingressController": {"serviceType": lab.ingress_service_type}, "ipvsScheduler": lab.ipvs_scheduler,
         "replay": {"endpointSlices": "rebuild" if lab.rebuild_endpoints else "keep"},
     }
-    if lab.kube_proxy_version:
-        spec["kubeProxy"] = {"version": lab.kube_proxy_version}
+    kube_proxy = {**({"version": lab.kube_proxy_version} if lab.kube_proxy_version else {}),
+                  **({"conntrack": {"tcpBeLiberal": True}} if lab.conntrack_tcp_be_liberal else {}),
+                  **({"unfixed": list(lab.unfixed)} if lab.unfixed else {})}
+    if kube_proxy:
+        spec["kubeProxy"] = kube_proxy
     if lab.hairpin_mode != LabSpec.hairpin_mode:
         spec["kubelet"] = {"hairpinMode": lab.hairpin_mode}
     return {"apiVersion": "testbed.dev/v1alpha1", "kind": "Lab", "metadata": {"name": lab.name}, "spec": spec}

@@ -84,8 +84,13 @@ class ProxyConfig:
     nodeport_addresses: tuple[str, ...] = ()  # () = all local addresses, as kube-proxy's default
     ipvs_scheduler: str = "rr"
     random_fully: bool = True  # MASQUERADE --random-fully when the iptables binary has it
-    conntrack_tcp_be_liberal: bool = False
+    conntrack_tcp_be_liberal: bool = False  # --conntrack-tcp-be-liberal (kube-proxy also sets the sysctl)
+    unfixed: frozenset[str] = frozenset()  # versions.FIXES taken back out, to reproduce their bugs
     kube_proxy_version: versions.Version = versions.DEFAULT  # which release's rules to write
+
+    def fixed(self, name: str) -> bool:
+        """Whether the upstream fix `name` (versions.FIXES) is in the rules: always, unless unfixed."""
+        return name not in self.unfixed
 
     def switch(self, name: str) -> bool:
         """One of testbed.versions' named differences between releases, at this version."""

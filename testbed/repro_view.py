@@ -22,8 +22,9 @@ def _short_upstream(u: str) -> str:
     return u.replace("kubernetes/kubernetes#", "#")
 
 
-def _wrap(text: str, width: int, indent: str) -> str:
-    return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
+def _wrap(text: str, width: int, indent: str) -> Text:
+    """Wrapped plain text: a Text, so "[invalid-drop]" in a label is never read as rich markup."""
+    return Text(textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False))
 
 
 def print_list(items: list[cat.Repro], out: Console, output: str) -> None:

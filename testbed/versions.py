@@ -109,6 +109,26 @@ SWITCHES: tuple[Switch, ...] = (
 )
 _BY_NAME = {s.name: s for s in SWITCHES}
 
+# Upstream fixes older than OLDEST that a reproduction can take back out
+# (spec.kubeProxy.unfixed: [NAME]): the rules then are the release's own minus that fix.
+@dataclass(frozen=True)
+class Fix:
+    name: str
+    mode: str
+    release: str  # the first release with the fix
+    change: str
+    what: str  # what the fix does, i.e. what `unfixed` leaves out
+
+
+INVALID_DROP = "invalid-drop"
+FIXES: tuple[Fix, ...] = (
+    Fix(INVALID_DROP, "iptables", "1.15", "#74840 (for #74839)",
+        "KUBE-FORWARD drops packets conntrack marks INVALID: they are not un-DNATed, and a client that gets one "
+        "from a pod's own IP answers it with a RST that resets the connection"),
+)
+FIX_NAMES = tuple(f.name for f in FIXES)
+
+
 # The releases whose rules testbed was checked against, per mode: upstream's own unit-test
 # expectations (or, for iptables 1.30, the side-by-side run of the v1.30.3 proxier).
 CHECKED = {

@@ -227,8 +227,13 @@ NODE_SYSCTLS = {
 }
 
 
-def setup_node(lab: str, node: str, gateway: str, pod_prefixlen: int, routes: list[tuple[str, str]], ipr_of: Netlink) -> None:
-    """The node's pod bridge with the pods' gateway address, and routes to the other nodes' pod CIDRs."""
+TCP_BE_LIBERAL = "net.netfilter.nf_conntrack_tcp_be_liberal"  # per network namespace
+
+
+def setup_node(lab: str, node: str, gateway: str, pod_prefixlen: int, routes: list[tuple[str, str]], ipr_of: Netlink,
+               tcp_be_liberal: bool = False) -> None:
+    """The node's pod bridge with the pods' gateway address, and routes to the other nodes' pod CIDRs.
+    `tcp_be_liberal`: kube-proxy's conntrack.tcpBeLiberal, which sets the node's sysctl (its own namespace's)."""
     ns = host_ns(lab, node)
     ipr = ipr_of(ns)
     ipr.link("add", ifname=POD_BRIDGE, kind="bridge", address=bridge_mac(),
@@ -238,7 +243,7 @@ def setup_node(lab: str, node: str, gateway: str, pod_prefixlen: int, routes: li
     ipr.addr("add", index=br, address=gateway, prefixlen=pod_prefixlen)
     for cidr, via in routes:
         ipr.route("add", dst=cidr, gateway=via)
-    set_sysctls(ns, NODE_SYSCTLS)
+    set_sysctls(ns, {**NODE_SYSCTLS, **({TCP_BE_LIBERAL: "1"} if tcp_be_liberal else {})})
 
 
 def add_pod(lab: str, node: str, namespace: str, pod: str, ip: str, prefixlen: int, gateway: str, ipr_of: Netlink,

@@ -446,7 +446,8 @@ def _sync(view: NodeView, previous_chains: Iterable[str] | None, nfacct: bool,
             nat_rules.write("-A KUBE-SERVICES", f"-m comment --comment {np_comment}", f"-d {ip}", "-j KUBE-NODEPORTS")
 
     # INVALID drop works around spurious RSTs (#74839) unless conntrack is liberal (since 1.29).
-    if not (cfg.conntrack_tcp_be_liberal and cfg.switch(versions.IPT_INVALID_DROP_UNLESS_LIBERAL)):
+    if cfg.fixed(versions.INVALID_DROP) and \
+            not (cfg.conntrack_tcp_be_liberal and cfg.switch(versions.IPT_INVALID_DROP_UNLESS_LIBERAL)):
         filter_rules.write(
             "-A KUBE-FORWARD -m conntrack --ctstate INVALID",
             f"-m nfacct --nfacct-name {NFACCT_CT_INVALID}" if nfacct and cfg.switch(versions.IPT_NFACCT_INVALID)

@@ -179,3 +179,11 @@ def test_cli_list_show_and_run_without_root_or_names():
     assert neither.returncode == 2 and "--all" in neither.stderr
     both = cli("run", "stale-udp-clusterip", "--with", "/nonexistent.yaml")
     assert both.returncode == 2 and "/nonexistent.yaml" in both.stderr and "Traceback" not in both.stderr
+
+
+def test_labels_with_brackets_are_printed_as_written():
+    r = repro.by_name("invalid-conntrack-reset")
+    cell = runner.ModeResult("iptables", cat.REPRODUCED, "", M(True, "reset"), M(False, "answered"), 2.0)
+    out, buf = _console()
+    print_results([runner.Result(r, {"iptables": cell})], out)
+    assert "bug (spec.kubeProxy.unfixed: [invalid-drop]): reset" in buf.getvalue()

@@ -448,3 +448,35 @@ def test_diff_against_a_node_of_another_release():
     assert report.exit_code == 1
     assert any(g.status != "same" for g in report.groups)
     assert report.notes[0].startswith("expected: kube-proxy 1.33's rules")
+
+
+def test_an_unfixed_invalid_drop_leaves_only_that_rule_out():
+    fixed = ipt.render(VIEW)
+    unfixed = ipt.render(at(VIEW, versions.DEFAULT, unfixed=frozenset({versions.INVALID_DROP})))
+    assert "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP" in fixed
+    assert [line for line in fixed.splitlines() if "--ctstate INVALID -j DROP" not in line] == unfixed.splitlines()
+
+
+def test_the_lab_takes_unfixed_and_tcp_be_liberal_into_every_nodes_config():
+    from testbed import model
+    from testbed.control import reconcile
+    text = ("apiVersion: testbed.dev/v1alpha1\nkind: Lab\nmetadata: {name: f}\n"
+            "spec: {kubeProxy: {unfixed: [invalid-drop, invalid-drop], conntrack: {tcpBeLiberal: true}}}\n")
+    topo = model.load_text(text, file="f.yaml")
+    assert topo.lab.unfixed == ("invalid-drop",) and topo.lab.conntrack_tcp_be_liberal
+    assert "kubeProxy" not in topo.lab.pinned  # no version: a replayed dump's nodes still say which release
+    cluster, _ = reconcile(topo)
+    cfg = cluster.node_view("node-1").config
+    assert cfg.unfixed == {"invalid-drop"} and cfg.conntrack_tcp_be_liberal and not cfg.fixed("invalid-drop")
+    kept = model.lab_document(topo.lab)["spec"]["kubeProxy"]
+    assert kept == {"conntrack": {"tcpBeLiberal": True}, "unfixed": ["invalid-drop"]}
+    with pytest.raises(TopologyError, match=r"spec\.kubeProxy\.unfixed\[0\].*expected one of invalid-drop"):
+        model.load_text(text.replace("[invalid-drop, invalid-drop]", "[no-such-fix]"), file="f.yaml")
+    with pytest.raises(TopologyError, match=r"spec\.kubeProxy\.conntrack\.tcpBeLiberal.*expected true or false"):
+        model.load_text(text.replace("tcpBeLiberal: true", "tcpBeLiberal: 3"), file="f.yaml")
+
+
+def test_the_docs_name_every_fix_that_can_be_taken_out():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "versions.md").read_text()
+    for f in versions.FIXES:
+        assert f"`{f.name}`" in doc and f.change.split()[0] in doc, f.name

@@ -10,4 +10,6 @@ MODULES = (
     "udp_before_the_service",
     "ipvs_lb_source_ranges_from_node",
     "hairpin_mode_none",
+    "invalid_conntrack_reset",
+    "invalid_conntrack_reset_nft",
 )
