@@ -79,7 +79,8 @@ class HealthServers:
                     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
-                    sock.bind(("0.0.0.0", port))
+                    # kube-proxy's defaults: --metrics-bind-address 127.0.0.1:10249, --healthz-bind-address 0.0.0.0:10256
+                    sock.bind(("127.0.0.1" if port == proxystatus.METRICS_PORT else "0.0.0.0", port))
                 except OSError:
                     sock.close()
                     continue

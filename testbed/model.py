@@ -934,11 +934,11 @@ def _parse_lab(doc: _Doc) -> LabSpec:
     doc.check_keys("spec.kubeProxy.conntrack", ct, {"tcpBeLiberal"})
     be_liberal = doc.boolean("spec.kubeProxy.conntrack.tcpBeLiberal")
     unfixed = []
-    for i, name in enumerate(doc.seq("spec.kubeProxy.unfixed")):
-        if name not in versions.FIX_NAMES:
+    for i, fix in enumerate(doc.seq("spec.kubeProxy.unfixed")):
+        if fix not in versions.FIX_NAMES:
             doc.fail(f"spec.kubeProxy.unfixed[{i}]", f"expected one of {', '.join(versions.FIX_NAMES)} "
-                                                     f"(docs/versions.md), got {_show(name)}")
-        unfixed.append(name)
+                                                     f"(docs/versions.md), got {_show(fix)}")
+        unfixed.append(fix)
     kp_version = (_kube_proxy_version(doc, "spec.kubeProxy.version", kube_proxy["version"])
                   if kube_proxy.get("version") is not None else None)
     kubelet = doc.mapping("spec.kubelet")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from .kernel import iptables as kiptables
 from .kernel import nft as knft
+from .kernel import wiring
 from .kernel.transaction import TransactionError
 from .proxy import NodeView
 from .render import iptables as riptables
@@ -75,6 +76,9 @@ class IptablesProxier:
                 raise
             # Upstream sets needFullSync after a failed partial restore; here the full one follows at once.
             kiptables.restore(ns, riptables.render(view, previous_chains=previous))
+        if view.config.localhost_nodeports and not rec.get("route_localnet"):
+            wiring.set_sysctls(ns, {wiring.ROUTE_LOCALNET: "1"})  # as kube-proxy's iptables proxier, at start
+            rec["route_localnet"] = True
         t2 = time.perf_counter()
         rec["chains"], rec["bootstrapped"], rec["fingerprints"] = sorted(active), True, prints
         return SyncTiming(t1 - t0, t2 - t1, 1)
@@ -123,6 +127,8 @@ class IptablesProxier:
             lines.append("COMMIT")
         if lines:
             kiptables.restore(ns, "\n".join(lines) + "\n")
+        if rec.pop("route_localnet", None):  # another mode's node starts as a fresh node would
+            wiring.set_sysctls(ns, {wiring.ROUTE_LOCALNET: "0"})
         rec.pop("chains", None)
         rec.pop("bootstrapped", None)
         rec.pop("fingerprints", None)

@@ -121,10 +121,14 @@ class Fix:
 
 
 INVALID_DROP = "invalid-drop"
+LOCALNET_DROP = "localnet-drop"
 FIXES: tuple[Fix, ...] = (
     Fix(INVALID_DROP, "iptables", "1.15", "#74840 (for #74839)",
         "KUBE-FORWARD drops packets conntrack marks INVALID: they are not un-DNATed, and a client that gets one "
         "from a pod's own IP answers it with a RST that resets the connection"),
+    Fix(LOCALNET_DROP, "iptables", "1.18.4 (1.17.7, 1.16.11)", "#91569 (CVE-2020-8558, #92315)",
+        "KUBE-FIREWALL drops packets to 127.0.0.0/8 from other sources that conntrack did not DNAT: with "
+        "route_localnet=1 a neighbour on the node's network reaches services bound to the node's 127.0.0.1"),
 )
 FIX_NAMES = tuple(f.name for f in FIXES)
 

@@ -223,8 +223,10 @@ def attach_host(lab: str, role: str, host: str, ip: str, prefixlen: int, gateway
 NODE_SYSCTLS = {
     "net.ipv4.ip_forward": "1",
     "net.bridge.bridge-nf-call-iptables": "1",  # bridged pod↔pod replies must see conntrack (un-DNAT)
-    "net.ipv4.conf.all.route_localnet": "1",  # kube-proxy's localhost NodePorts (iptables mode)
 }
+# kube-proxy's iptables mode sets it for localhost NodePorts (its proxier does, here too); the
+# nftables and IPVS modes leave it alone (#92938), so those nodes stay closed to CVE-2020-8558.
+ROUTE_LOCALNET = "net.ipv4.conf.all.route_localnet"
 
 
 TCP_BE_LIBERAL = "net.netfilter.nf_conntrack_tcp_be_liberal"  # per network namespace

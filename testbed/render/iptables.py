@@ -221,7 +221,7 @@ def _sync(view: NodeView, previous_chains: Iterable[str] | None, nfacct: bool,
     )
     nat_rules.write("-A KUBE-MARK-MASQ", f"-j MARK --or-mark {mark}")
 
-    if cfg.localhost_nodeports:
+    if cfg.localhost_nodeports and cfg.fixed(versions.LOCALNET_DROP):
         # route_localnet opens a hole (CVE-2020-8558); kubelet keeps an identical copy of this rule.
         filter_chains.write(f":{KUBELET_FIREWALL_CHAIN} - [0:0]")
         filter_rules.write(

@@ -21,8 +21,11 @@ def test_every_node_serves_healthz_proxy_mode_and_metrics(lab_factory):
                    message=f"{n.name}:10256/healthz answers")
         r = tcp_request(client, n.ip, 10256, path="/healthz", timeout=1.0)
         assert json.loads(r.body)["nodeEligible"] is True
-        assert tcp_request(client, n.ip, 10249, path="/proxyMode", timeout=1.0).body == "nftables"
-        metrics = tcp_request(client, n.ip, 10249, path="/metrics", timeout=1.0).body
+        # --metrics-bind-address defaults to 127.0.0.1:10249: the node itself asks, as upstream's e2e test does
+        node_ns = wiring.host_ns(lab.name, n.name)
+        assert tcp_request(node_ns, "127.0.0.1", 10249, path="/proxyMode", timeout=1.0).body == "nftables"
+        assert tcp_request(client, n.ip, 10249, path="/proxyMode", timeout=1.0).outcome == "refused"
+        metrics = tcp_request(node_ns, "127.0.0.1", 10249, path="/metrics", timeout=1.0).body
         count = next(line for line in metrics.splitlines()
                      if line.startswith("kubeproxy_sync_proxy_rules_duration_seconds_count"))
         assert int(count.split()[1]) >= 1, metrics

@@ -463,6 +463,7 @@ def test_the_lab_takes_unfixed_and_tcp_be_liberal_into_every_nodes_config():
     text = ("apiVersion: testbed.dev/v1alpha1\nkind: Lab\nmetadata: {name: f}\n"
             "spec: {kubeProxy: {unfixed: [invalid-drop, invalid-drop], conntrack: {tcpBeLiberal: true}}}\n")
     topo = model.load_text(text, file="f.yaml")
+    assert topo.lab.name == "f"  # the Lab's own name, whatever the list holds
     assert topo.lab.unfixed == ("invalid-drop",) and topo.lab.conntrack_tcp_be_liberal
     assert "kubeProxy" not in topo.lab.pinned  # no version: a replayed dump's nodes still say which release
     cluster, _ = reconcile(topo)
@@ -480,3 +481,11 @@ def test_the_docs_name_every_fix_that_can_be_taken_out():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "versions.md").read_text()
     for f in versions.FIXES:
         assert f"`{f.name}`" in doc and f.change.split()[0] in doc, f.name
+
+
+def test_an_unfixed_localnet_drop_leaves_only_that_rule_and_its_chain_out():
+    fixed = ipt.render(VIEW)
+    unfixed = ipt.render(at(VIEW, versions.DEFAULT, unfixed=frozenset({versions.LOCALNET_DROP})))
+    rule = '"block incoming localnet connections" -d 127.0.0.0/8 ! -s 127.0.0.0/8'
+    assert rule in fixed and rule not in unfixed
+    assert "--ctstate INVALID -j DROP" in unfixed  # the other fix stays

@@ -12,4 +12,5 @@ MODULES = (
     "hairpin_mode_none",
     "invalid_conntrack_reset",
     "invalid_conntrack_reset_nft",
+    "cve_2020_8558_localnet",
 )
