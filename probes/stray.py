@@ -81,21 +81,25 @@ def _poll(check, bound: float):
         time.sleep(0.01)
 
 
-def stray_segment(client_ns: str, server_ns: str, server_ip: str, server_port: int, service_ip: str,
+def stray_segment(client_ns: str, servers: dict[str, tuple[str, str]], server_port: int, service_ip: str,
                   service_port: int, timeout: float = 1.0) -> Stray:
+    """`servers`: the Service's backends, {pod name: (namespace, ip)}; the one that answers (netexec's
+    /hostname names it) sends the stray. Every backend is captured, so none is guessed."""
     from scapy.layers.inet import IP, TCP
     with _netns.entered(client_ns):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     at_client = Capture(client_ns).start()
-    at_server = Capture(server_ns).start()
+    at = {name: Capture(ns).start() for name, (ns, _) in servers.items()}
     try:
         sock.settimeout(timeout)
         sock.connect((service_ip, service_port))
         client_ip, client_port = sock.getsockname()
         first = _ask(sock, timeout)
+        server_ns, server_ip = servers.get(first, (None, None))
         # The capture thread reads in its own time: wait (bounded) for the segment that ended the answer.
         tail = first.encode()
-        last = _poll(lambda: _last_from(at_server.packets, server_ip, server_port, ending=tail), 2.0)
+        last = _poll(lambda: _last_from(at[first].packets, server_ip, server_port, ending=tail), 2.0) \
+            if first in at else None
         sent = last is not None
         if sent:
             nxt = (last[TCP].seq + len(bytes(last[TCP].payload))) % (1 << 32)
@@ -117,7 +121,8 @@ def stray_segment(client_ns: str, server_ns: str, server_ip: str, server_port: i
     finally:
         sock.close()
         client_seen = at_client.stop()
-        at_server.stop()
+        for c in at.values():
+            c.stop()
     unnatted = resets = 0
     for c in client_seen:
         p = c.packet()

@@ -43,7 +43,8 @@ class Row:
     source_seen: client (no SNAT) | node (a node address) | gateway (the source pod's node bridge)
     balance: also run 300 connections and require every backend, chi-square p > 0.001
     action: delete-backend (delete a Deployment pod behind the target, check its replacement);
-            cycle-udp-backend (a UDP client keeps its source port while the pod answering it is deleted)
+            cycle-udp-backend (a UDP client keeps its source port while the pod answering it is deleted);
+            stray-segment (an out-of-window segment from the backend on a live connection: answered | reset)
     notes: per-mode explanation shown with the result (documented kube-proxy differences); "*" for all
     skip: mode → why the row does not apply in that mode (static)
     needs: kernel features the row needs (names in FEATURES, e.g. "sctp"): where this kernel lacks
@@ -573,6 +574,8 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
         return _delete_backend(lab, cluster, row, proto)
     if row.action == "cycle-udp-backend":
         return _cycle_udp_backend(lab, cluster, row, mode)
+    if row.action == "stray-segment":
+        return _stray_segment(lab, cluster, row, mode)
     src = _resolve_source(name, cluster, row.source)
     ip, port, info, i = _resolve_target(cluster, row.target, proto)
     _wait_lb_healthy(lab, info)
@@ -806,6 +809,33 @@ def _cycle_udp_backend(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
     return Cell("pass", f"port {UDP_CLIENT_PORT} answered by {victim.name}, which was deleted; then "
                         f"{sum(a.ok for a in answers)}/5 answered by "
                         f"{sorted(set(seen['answers']))} ({len(report.nodes_synced)} nodes synced)", seen)
+
+
+def _stray_segment(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
+    """Upstream's e2e "should not be vulnerable to the invalid conntrack state bug": on a live
+    keep-alive connection to the Service, the answering backend sends one segment far outside the
+    window (probes.stray); conntrack marks it INVALID, so it is not un-DNATed unless a rule drops
+    it, and the client's RST to the pod's IP resets the connection. The next request says."""
+    from probes.stray import stray_segment
+    src = _resolve_source(lab.name, cluster, row.source)
+    ip, port, info, i = _resolve_target(cluster, row.target, "tcp")
+    backends = _backends(cluster, info, i)
+    target_port = next((e.port for e in info.endpoints[i] if e.ready), None)
+    if not backends or target_port is None:
+        return Cell("fail", f"{info.key} has no ready endpoint")
+    servers = {name: (wiring.netns_of(lab.name, p), p.ip) for name, p in backends.items() if not p.host_network}
+    s = stray_segment(src.ns, servers, target_port, ip, port)
+    seen = {"backend": s.first, "after": s.after, "unnatted_at_client": s.unnatted_at_client,
+            "client_resets": s.client_resets}
+    if not s.sent:
+        return Cell("fail", f"no backend segment of the connection was captured (first answer {s.first!r})", seen)
+    outcome = "reset" if s.reset else s.after
+    expected = row.expected(mode, cluster.kube_proxy_version())
+    how = (f"the stray from {s.first} reached the client un-NATed {s.unnatted_at_client}×, the client sent "
+           f"{s.client_resets} RST(s)")
+    if outcome != expected:
+        return Cell("fail", f"expected {expected}, got {outcome}: {how}", seen)
+    return Cell("pass", f"the connection {'survived' if outcome == 'answered' else 'was reset'} ({how})", seen)
 
 
 # ----------------------------------------------------------------------------- rows from any topology

@@ -55,6 +55,14 @@ DEFAULT = [
         notes={"userspace": "the proxy retries the next endpoint until the probe removes the dead one",
                "*": "readiness probe every 1 s, failureThreshold 1: the prober marks the pod unready and every "
                     "node's rules drop it"}, short="backend dies, probed"),
+    Row("An out-of-window segment from the backend on a live connection does not reset it (conntrack INVALID)",
+        "pod/client", "tcp", "svc/web:80", action="stray-segment", expect={"nftables": "reset", "*": "answered"},
+        notes={"iptables": "KUBE-FORWARD drops ctstate INVALID (#74840)",
+               "nftables": "kube-proxy's nftables mode does not work around the conntrack bug unless "
+                           "conntrack.tcpBeLiberal is set (#122663; upstream's CI sets it)",
+               "ipvs": "IPVS translates its connections' replies itself",
+               "userspace": "the proxy terminates the client's connection: nothing to un-NAT"},
+        short="invalid conntrack: no reset"),
     # Change the lab: keep them last.
     Row("UDP client keeps its source port while the pod answering it is deleted: answered by a live backend "
         "(stale conntrack entries cleared)", "pod/client", "udp", "svc/web:53", action="cycle-udp-backend",

@@ -25,7 +25,7 @@ def measure(ctx) -> Measurement:
     (pod, ep), = backends.values()
     client_ns, _ = ctx.client()
     server_ns, _ = ctx.source(f"pod/{pod.name}")
-    s = stray_segment(client_ns, server_ns, pod.ip, ep.port, ctx.target().cluster_ip, port)
+    s = stray_segment(client_ns, {pod.name: (server_ns, pod.ip)}, ep.port, ctx.target().cluster_ip, port)
     if not s.sent or not s.first:
         raise RuntimeError(f"the connection to the Service was not set up (first answer {s.first!r}, "
                            f"backend segment {'seen' if s.sent else 'not seen'})")
