@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from testbed.kernel import netns as _netns
 
 from .capture import Capture
+from .poll import poll
 from .handshake import _send_raw
 
 REQUEST = b"GET /hostname HTTP/1.1\r\nHost: stray\r\n\r\n"
@@ -71,16 +72,6 @@ def _last_from(packets, ip: str, port: int, ending: bytes = b""):
     return last if ended else None
 
 
-def _poll(check, bound: float):
-    """check() until it is truthy or `bound` seconds passed; its last value."""
-    deadline = time.monotonic() + bound
-    while True:
-        value = check()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(0.01)
-
-
 def stray_segment(client_ns: str, servers: dict[str, tuple[str, str]], server_port: int, service_ip: str,
                   service_port: int, timeout: float = 1.0) -> Stray:
     """`servers`: the Service's backends, {pod name: (namespace, ip)}; the one that answers (netexec's
@@ -98,7 +89,7 @@ def stray_segment(client_ns: str, servers: dict[str, tuple[str, str]], server_po
         server_ns, server_ip = servers.get(first, (None, None))
         # The capture thread reads in its own time: wait (bounded) for the segment that ended the answer.
         tail = first.encode()
-        last = _poll(lambda: _last_from(at[first].packets, server_ip, server_port, ending=tail), 2.0) \
+        last = poll(lambda: _last_from(at[first].packets, server_ip, server_port, ending=tail), 2.0) \
             if first in at else None
         sent = last is not None
         if sent:
@@ -108,7 +99,7 @@ def stray_segment(client_ns: str, servers: dict[str, tuple[str, str]], server_po
                                                            window=last[TCP].window) / b"stray"
             _send_raw(server_ns, bytes(stray), client_ip)
             # Until the stray reached the client (from either address); a dropped one never does.
-            _poll(lambda: any(not c.outgoing and b"stray" in c.data for c in list(at_client.packets)) or None, 0.5)
+            poll(lambda: any(not c.outgoing and b"stray" in c.data for c in list(at_client.packets)) or None, 0.5)
         try:
             _ask(sock, timeout)
             after = "answered"
