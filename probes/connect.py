@@ -17,7 +17,7 @@ import errno
 import socket
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from probes.stats import chi_square_p
@@ -200,6 +200,23 @@ def _http_request(netns: str | None, host: str, port: int, path: str, timeout: f
         sock.close()
     return Result("answered", body.decode("utf-8", "replace").strip(), time.monotonic() - start,
                   None, local, status)
+
+
+@contextmanager
+def held_open(netns: str | None, host: str, port: int, path: str = "/hostname", timeout: float = 5.0):
+    """A keep-alive HTTP connection from inside `netns`, open for the `with` block: yields the
+    first answer's body (netexec's /hostname: the pod that holds the connection). The server
+    keeps it established, so IPVS counts it as an active connection until the block ends."""
+    sock = _open(netns, host, socket.SOCK_STREAM, None)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: testbed-probe\r\n\r\n"
+                     .encode("latin-1"))
+        _, body = _read_http(sock, time.monotonic() + timeout)
+        yield body.decode("utf-8", "replace").strip()
+    finally:
+        sock.close()
 
 
 def request(netns: str | None, host: str, port: int, proto: str = "tcp", timeout: float = 2.0,

@@ -84,6 +84,29 @@ def _whole_column_skips(matrix) -> dict[str, str]:
     return out
 
 
+def _skips_by_reason(matrix, behaviours: list[str], skipped_modes: dict[str, str]) -> dict[tuple[str, str], list[int]]:
+    """(mode, reason) → the numbers of the rows skipped for it: a reason many rows share is said once."""
+    out: dict[tuple[str, str], list[int]] = {}
+    for i, b in enumerate(behaviours, 1):
+        for m in matrix.modes:
+            c = matrix.rows[b].get(m)
+            if c is not None and c.status == "skip" and m not in skipped_modes:
+                out.setdefault((m, c.reason), []).append(i)
+    return out
+
+
+def _numbers(rows: list[int]) -> str:
+    """[3, 13, 14, 15] → 'row 3, rows 13–15' (runs of consecutive rows as ranges)."""
+    runs: list[list[int]] = []
+    for n in rows:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    text = ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+    return f"row{'s' if len(rows) > 1 else ''} {text}"
+
+
 def print_matrix(matrix, out: Console, verbose: bool = False) -> None:
     """A mark per cell under short row names, then the evidence of the cells that did not pass
     (every cell with `verbose`), each under the row's full behaviour, wrapped to the console."""
@@ -105,8 +128,12 @@ def print_matrix(matrix, out: Console, verbose: bool = False) -> None:
     skipped_modes = {} if verbose else _whole_column_skips(matrix)
     for m, why in skipped_modes.items():
         out.print(Text(_wrap(f"{m}: every row skipped: {why}", width, "  "), style="yellow"), soft_wrap=True)
+    if not verbose:
+        for (m, why), rows in _skips_by_reason(matrix, behaviours, skipped_modes).items():
+            out.print(Text(_wrap(f"{m}: {_numbers(rows)} skipped: {why}", width, "  "), style="yellow"),
+                      soft_wrap=True)
     shown = [(i, b, [(m, c) for m in matrix.modes if (c := matrix.rows[b].get(m)) is not None
-                     and m not in skipped_modes and (verbose or c.status != "pass")])
+                     and m not in skipped_modes and (verbose or c.status == "fail")])
              for i, b in enumerate(behaviours, 1)]
     shown = [s for s in shown if s[2]]
     if not shown:

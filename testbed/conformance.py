@@ -61,11 +61,12 @@ class Row:
     balance: bool = False
     action: str | None = None
     notes: Mapping[str, str] = field(default_factory=dict)
-    check: str = "packet"  # packet | affinity | dns | http | failover
+    check: str = "packet"  # packet | affinity | dns | http | failover | scheduler
     answer: tuple = ()  # dns: (TYPE, what) e.g. ("A", "svc/web"), ("CNAME", "x."), ("NXDOMAIN",); http: (status,)
     skip: Mapping[str, str] = field(default_factory=dict)  # mode → why this row does not apply there
     needs: tuple[str, ...] = ()  # kernel features (FEATURES), checked when the row runs
     short: str = ""  # the matrix's row name (fits 80 columns); the behaviour stays in the evidence
+    scheduler: str = ""  # check scheduler: the IPVS scheduler shown on a copy of the target (ipvs_schedulers.py)
 
     def source_expected(self, mode: str, version: versions.Version = versions.DEFAULT) -> str | None:
         return by_mode(self.source_seen, mode, version, None)
@@ -487,6 +488,89 @@ def _run_affinity(lab, cluster: ClusterState, row: Row) -> Cell:
     return Cell("pass", f"15 requests in a row all reached {a.sequence[0]} (ClientIP affinity)")
 
 
+def _ipvs_service(lab, node: str, ip: str, port: int, proto: str, pods: dict[str, str]) -> tuple[str | None, dict]:
+    """(scheduler, {pod name: its real server's counters}) of ip:port's virtual server in `node`'s IPVS."""
+    from .kernel import ipvs as kipvs
+
+    vs = kipvs.read(wiring.host_ns(lab.name, node), stats=True)["services"].get(f"{ip}:{port}/{proto.upper()}", {})
+    return vs.get("scheduler"), {pods.get(d["ip"], d["ip"]): d for d in vs.get("destinations", {}).values()}
+
+
+def _run_scheduler(lab, cluster: ClusterState, row: Row) -> Cell:
+    """Show one IPVS scheduler on a copy of the target Service that carries it (ipvs_schedulers.py):
+    connections from the source pod (and, for dh, from the other node), the answering pods in
+    order, and the real servers' counters in the client node's IPVS. The copy is deleted after."""
+    import tempfile
+
+    import yaml
+
+    from probes.poll import wait_until
+
+    from . import ipvs_schedulers as sched
+
+    src = _resolve_source(lab.name, cluster, row.source)
+    _, port, info, i = _resolve_target(cluster, row.target, row.proto.lower())
+    manifest = sched.copy_of(info.service, info.service.ports[i], row.scheduler)
+    name = manifest["metadata"]["name"]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="testbed-scheduler-") as f:
+        yaml.safe_dump(manifest, f)
+        f.flush()
+        lab.apply(f.name)
+    try:
+        now = type(lab)(lab.name).cluster()
+        ip, node = _service(now, f"{info.service.namespace}/{name}").cluster_ip, _node_of(now, src)
+        pods = {p.ip: p.name for p in now.pods}
+
+        def ipvs() -> dict:
+            used, dests = _ipvs_service(lab, node, ip, port, row.proto, pods)
+            if used != row.scheduler:
+                raise LookupError(f"{node}'s IPVS schedules {ip}:{port} with {used}, not {row.scheduler}")
+            return dests
+
+        servers = len(ipvs())
+        if servers < 2:
+            return Cell("fail", f"{servers} real server(s) behind {ip}:{port} in {node}'s IPVS: nothing to choose")
+        kind = sched.BEHAVIOURS[row.scheduler].kind
+        n = sched.CONNECTIONS[kind]
+
+        def answers(ns: str) -> list[str]:
+            out = []
+            for _ in range(n):
+                r = connect.tcp_request(ns, ip, port)
+                if not r.ok:
+                    raise LookupError(f"a connection to {ip}:{port} failed: {r.outcome} {r.error or ''}")
+                out.append(r.body)
+            return out
+
+        busy, other, held = None, None, 0
+        if kind == "least-loaded":
+            with connect.held_open(src.ns, ip, port) as busy:
+                wait_until(lambda: ipvs().get(busy, {}).get("active"), timeout=5,
+                           message=f"{busy}'s open connection counted active in {node}'s IPVS")
+                seq = answers(src.ns)
+                held = ipvs()[busy]["active"]
+        else:
+            seq = answers(src.ns)
+            if row.scheduler == "dh":
+                peer = next(x.name for x in now.nodes if x.name != node)
+                other = answers(wiring.host_ns(lab.name, peer))
+        conns = {pod: d["conns"] for pod, d in ipvs().items()}
+        seen = {"scheduler": row.scheduler, "sequence": seq, "other_node": other, "busy": busy, "ipvs_conns": conns}
+        counters = f"{node}'s IPVS ({row.scheduler}) scheduled {sched.counts_text(conns)}"
+        why = sched.judge(row.scheduler, seq, servers, busy, other)
+        if why:
+            return Cell("fail", f"{why}; {counters}", seen)
+        if kind == "least-loaded":
+            how = f"{busy} held a connection (active {held} throughout): {n} new ones went to the others"
+        elif kind == "in-turn":
+            how = f"{n} connections took the {servers} real servers in turn"
+        else:
+            how = f"{n} connections all reached {seq[0]}" + (f", and {n} from the other node" if other else "")
+        return Cell("pass", f"{how}; {counters}", seen)
+    finally:
+        lab.delete("service", name, info.service.namespace)
+
+
 def _run_dns(lab, cluster: ClusterState, row: Row) -> Cell:
     from probes import dnsq
 
@@ -558,6 +642,8 @@ def run_row(lab, row: Row, mode: str) -> Cell:
             cell = _run_affinity(lab, cluster, row)
         elif row.check == "failover":
             cell = _run_failover(lab, cluster, row, mode)
+        elif row.check == "scheduler":
+            cell = _run_scheduler(lab, cluster, row)
         else:
             cell = _run(lab, cluster, row, mode)
     except LookupError as e:

@@ -4,12 +4,21 @@ Read each row like kube-proxy's packet-flow tables. Every row runs in every prox
 kube-proxy itself behaves differently per mode, `expect` says so per mode and `notes` say why.
 """
 from .conformance import NO_POLICIES_IN_USERSPACE, NO_SCTP_IN_USERSPACE, Row
+from .ipvs_schedulers import BEHAVIOURS
 
 # topologies/default.yaml: nodes node-1/node-2, Deployment web (4 pods) behind Service web
 # (80/TCP, 53/UDP) and web-nodeport (80 → NodePort 30080), Service empty (no endpoints),
 # pod client (backs nothing, on node-1), outside client `outside`.
 # The userspace proxy opens its own connection to the backend: the client's address is always lost.
 CLIENT_OR_PROXY = {"userspace": "node", "*": "client"}
+
+# The IPVS rows add a copy of Service web under each scheduler (annotation testbed.dev/ipvs-scheduler)
+# and delete it again; the other modes have no schedulers.
+SCHEDULERS_ARE_IPVS = {
+    "iptables": "IPVS mode's schedulers: iptables mode picks an endpoint with `-m statistic --mode random`",
+    "nftables": "IPVS mode's schedulers: nftables mode picks an endpoint with `numgen random`",
+    "userspace": "IPVS mode's schedulers: the userspace proxy takes the endpoints round robin",
+}
 
 DEFAULT = [
     #   behaviour                                                              from            proto  to
@@ -63,6 +72,9 @@ DEFAULT = [
                "ipvs": "IPVS translates its connections' replies itself",
                "userspace": "the proxy terminates the client's connection: nothing to un-NAT"},
         short="invalid conntrack: no reset"),
+    *(Row(f"IPVS scheduler {name}: {b.claim}", "pod/client", "tcp", "svc/web:80",
+          check="scheduler", scheduler=name, skip=SCHEDULERS_ARE_IPVS, short=f"IPVS scheduler {name}")
+      for name, b in BEHAVIOURS.items()),
     # Change the lab: keep them last.
     Row("UDP client keeps its source port while the pod answering it is deleted: answered by a live backend "
         "(stale conntrack entries cleared)", "pod/client", "udp", "svc/web:53", action="cycle-udp-backend",

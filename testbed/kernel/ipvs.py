@@ -130,10 +130,12 @@ def parse_service(msg) -> dict:
 
 
 def parse_dest(msg) -> dict:
-    """An IPVS_CMD_GET_DEST reply -> {ip, port, weight, forward, active, inactive} (raw attributes:
-    pyroute2's from_message() would report its own default fwd_method)."""
+    """An IPVS_CMD_GET_DEST reply -> {ip, port, weight, forward, active, inactive, conns} (raw
+    attributes: pyroute2's from_message() would report its own default fwd_method); conns is the
+    real server's count of connections scheduled to it since it was added."""
     a = msg.get_attr("IPVS_CMD_ATTR_DEST")
     fwd = (a.get_attr("IPVS_DEST_ATTR_FWD_METHOD") or 0) & _FWD_MASK
+    stats = a.get_attr("IPVS_DEST_ATTR_STATS64") or a.get_attr("IPVS_DEST_ATTR_STATS")
     return {
         "ip": a.get_attr("IPVS_DEST_ATTR_ADDR"),
         "port": a.get_attr("IPVS_DEST_ATTR_PORT"),
@@ -141,6 +143,7 @@ def parse_dest(msg) -> dict:
         "forward": FWD_METHODS.get(fwd, str(fwd)),
         "active": a.get_attr("IPVS_DEST_ATTR_ACTIVE_CONNS") or 0,
         "inactive": a.get_attr("IPVS_DEST_ATTR_INACT_CONNS") or 0,
+        "conns": (stats.get_attr("IPVS_STATS_ATTR_CONNS") or 0) if stats is not None else 0,
     }
 
 
@@ -178,7 +181,7 @@ def _read(ipvs: IPVS, ipr: IPRoute, dummy: str, stats: bool) -> dict:
         dests = {}
         for d in _dump_dests(ipvs, s["protocol"], s["ip"], s["port"]):
             if not stats:
-                d = {k: v for k, v in d.items() if k not in ("active", "inactive")}
+                d = {k: v for k, v in d.items() if k not in ("active", "inactive", "conns")}
             dests[f"{d['ip']}:{d['port']}"] = d
         s.pop("fwmark")
         s["destinations"] = dict(sorted(dests.items()))
@@ -193,7 +196,7 @@ def read(ns: str, *, stats: bool = False, dummy: str = ripvs.DUMMY_DEVICE) -> di
                   "flags": 0, "persistence": None,
                   "destinations": {"10.244.1.3:9376": {"ip": …, "port": …, "weight": 1, "forward": "masq"}}}},
      "addresses": [addresses on kube-ipvs0, sorted]}
-    stats=True adds each destination's "active"/"inactive" connection counts.
+    stats=True adds each destination's "active"/"inactive" connection counts and "conns" (scheduled so far).
     """
     with _sockets(ns) as (ipvs, ipr):
         return _read(ipvs, ipr, dummy, stats)

@@ -1027,7 +1027,9 @@ def test_parse_dest_reads_the_real_forwarding_method():
             + _nla(6, struct.pack("I", 0)) + _nla(7, struct.pack("I", 2)) + _nla(8, struct.pack("I", 5)))
     msg = _kernel_reply(dest=dest)
     assert kipvs.parse_dest(msg) == {"ip": "10.244.1.3", "port": 9376, "weight": 1, "forward": "masq",
-                                     "active": 2, "inactive": 5}
+                                     "active": 2, "inactive": 5, "conns": 0}
+    with_stats = dest + _nla(10, _nla(1, struct.pack("I", 7)))  # IPVS_DEST_ATTR_STATS { CONNS 7 }
+    assert kipvs.parse_dest(_kernel_reply(dest=with_stats))["conns"] == 7
     from pyroute2.ipvs import IPVSDest
     assert IPVSDest.from_message(msg)["fwd_method"] == 3  # the pyroute2 0.9.7 quirk parse_dest avoids
 
