@@ -206,20 +206,21 @@ NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
 
 
 SCALABLE = ("Deployment", "StatefulSet", "ReplicaSet", "ReplicationController")
+WITH_POD_TEMPLATE = (*SCALABLE, "DaemonSet")
 
 
 def _selects(selector: dict, labels: dict) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def behind(docs: list[dict], selector: dict) -> tuple[list[dict], list[dict]]:
-    """(the scalable workloads whose pod template `selector` selects, the bare Pods it selects) of
+def behind(docs: list[dict], selector: dict, kinds: tuple[str, ...] = SCALABLE) -> tuple[list[dict], list[dict]]:
+    """(the workloads of `kinds` whose pod template `selector` selects, the bare Pods it selects) of
     `docs`, the documents themselves (pure)."""
     workloads, pods = [], []
     for d in docs:
         kind, spec = d.get("kind"), d.get("spec") or {}
         labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
-        if kind in SCALABLE and _selects(selector, labels):
+        if kind in kinds and _selects(selector, labels):
             workloads.append(d)
         elif kind == "Pod" and _selects(selector, (d.get("metadata") or {}).get("labels") or {}):
             pods.append(d)

@@ -1,6 +1,7 @@
 """The repro catalogue without root: every reproduction's documents load in both variants and differ,
 verdicts, a user's files adopted or refused with the reason, and what `list`, `show` and the verdict
 table print (80 columns)."""
+import copy
 import io
 import json
 import subprocess
@@ -190,3 +191,26 @@ def test_labels_with_brackets_are_printed_as_written():
     out, buf = _console()
     print_results([runner.Result(r, {"iptables": cell})], out)
     assert "bug (spec.kubeProxy.unfixed: [invalid-drop]): reset" in buf.getvalue()
+
+
+def test_the_probe_fix_reaches_every_pod_behind_the_target_and_nothing_else():
+    from testbed.repro.cases import dead_backend_no_probe as dead
+    from testbed.repro import objects as o
+
+    docs = dead.documents() + [
+        {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "web-ds"},
+         "spec": {"selector": {"matchLabels": {"app": "web"}},
+                  "template": {"metadata": {"labels": {"app": "web"}},
+                               "spec": {"containers": [{"name": "c", "ports": [{"name": "http", "containerPort": 9376}]}]}}}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-bare", "labels": {"app": "web"}},
+         "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 8080}]}]}},
+    ]
+    fixed = dead._with_probe(copy.deepcopy(docs))
+    probes = {d["metadata"]["name"]: [c.get("readinessProbe") for c in
+                                      ((d["spec"].get("template") or {}).get("spec") or d["spec"]).get("containers", [])]
+              for d in fixed if d.get("kind") in ("Deployment", "DaemonSet", "Pod")}
+    assert probes["web"][0]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert probes["web-ds"][0]["httpGet"]["port"] == "http"
+    assert probes["web-bare"][0] == {**o.FAST_READINESS, "httpGet": {"path": "/readyz", "port": 8080}}
+    assert probes[cat.CLIENT] == [None]  # the client is not behind the target
+    _parse(fixed)  # what the fixed run loads

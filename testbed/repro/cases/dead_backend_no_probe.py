@@ -8,7 +8,8 @@ from probes.failover import failover
 from probes.poll import wait_until
 
 from .. import objects as o
-from ..catalogue import Measurement, Repro, Variant, adopt_service, client_pod, mark_target, serves, target_services
+from ..catalogue import (WITH_POD_TEMPLATE, Measurement, Repro, Variant, adopt_service, behind, client_pod, mark_target,
+                         serves, target_services)
 
 WINDOW = 1.0  # seconds of new connections measured once the lab has done what it will do
 
@@ -19,17 +20,15 @@ def documents() -> list[dict]:
 
 
 def _with_probe(docs: list[dict]) -> list[dict]:
-    """The target's pods get kube's usual HTTP readiness probe (1 s period, one failure)."""
-    selector = target_services(docs)[0]["spec"]["selector"]
-    for d in docs:
-        tmpl = ((d.get("spec") or {}).get("template") or {})
-        labels = (tmpl.get("metadata") or {}).get("labels") or {}
-        if d.get("kind") in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet") and \
-                all(labels.get(k) == v for k, v in selector.items()):
-            for c in (tmpl.get("spec") or {}).get("containers") or []:
-                port = next((p.get("name") or p.get("containerPort") for p in c.get("ports") or []
-                             if str(p.get("protocol", "TCP")).upper() == "TCP"), 9376)
-                c["readinessProbe"] = {**o.FAST_READINESS, "httpGet": {"path": "/readyz", "port": port}}
+    """The target's pods (templates and bare Pods) get kube's usual HTTP readiness probe (1 s
+    period, one failure)."""
+    workloads, pods = behind(docs, target_services(docs)[0]["spec"].get("selector") or {}, WITH_POD_TEMPLATE)
+    specs = [((d.get("spec") or {}).get("template") or {}).get("spec") or {} for d in workloads]
+    for spec in specs + [d.get("spec") or {} for d in pods]:
+        for c in spec.get("containers") or []:
+            port = next((p.get("name") or p.get("containerPort") for p in c.get("ports") or []
+                         if str(p.get("protocol", "TCP")).upper() == "TCP"), 9376)
+            c["readinessProbe"] = {**o.FAST_READINESS, "httpGet": {"path": "/readyz", "port": port}}
     return docs
 
 
