@@ -216,8 +216,13 @@ def _log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="testbed.agent")
     ap.add_argument("--lab", required=True)
+    ap.add_argument("--go-fd", type=int, help="wait for a byte on this fd before the first step (EOF: exit)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if args.go_fd is not None:
+        with os.fdopen(args.go_fd, "rb", buffering=0) as go:
+            if not go.read(1):
+                return 0  # `up` failed before the lab was there: nothing to follow
     try:
         Agent(args.lab).run()
     except KeyboardInterrupt:

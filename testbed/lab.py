@@ -262,12 +262,16 @@ class Lab:
                           "alloc": alloc.to_json(),
                           "pods": {}, "nodes": {}, "created": time.time(), "syncs": []}
             lab._save()
+            agent = None
             try:
+                agent = supervisor.start_agent(name, held=True)  # it imports while the lab is built
                 lab._build(cluster)
                 report = lab._sync(cluster, alloc, started=time.perf_counter(), change="lab up")
-                lab.saved["agent"] = supervisor.start_agent(name)
+                lab.saved["agent"] = supervisor.release_agent(agent)
                 lab._save()
             except BaseException as e:
+                if agent is not None and agent.get("go") is not None:
+                    os.close(agent["go"])  # the held agent reads EOF and exits; teardown stops it too
                 progress("rollback", {})
                 lab._teardown()
                 if isinstance(e, SyncError):

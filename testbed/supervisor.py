@@ -89,18 +89,48 @@ def agent_started(lab: str, rec: dict) -> bool:
         return False
 
 
-def start_agent(lab: str, env: dict[str, str] | None = None) -> dict:
+def start_agent(lab: str, env: dict[str, str] | None = None, held: bool = False) -> dict:
     """The lab's agent (prober and grace-period clock), recorded like every process we start.
-    `env`: variables added to its environment (a test's fault hook, testbed.faultpoint)."""
+    `env`: variables added to its environment (a test's fault hook, testbed.faultpoint).
+    held: the agent imports, then waits for release_agent (its first step reads the lab, so `up`
+    starts it before building and releases it once the lab is there: on a slow machine its
+    seconds of imports overlap the build); the record's "go" is the fd to release it with."""
     logs = state.lab_dir(lab) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, **(env or {}), PYTHONPATH=str(Path(__file__).resolve().parent.parent), PYTHONDONTWRITEBYTECODE="1")
-    with open(logs / "agent.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "testbed.agent", "--lab", lab], stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=log, start_new_session=True, env=env, close_fds=True)
+    argv, keep, go = [sys.executable, "-m", "testbed.agent", "--lab", lab], (), None
+    if held:
+        r, go = os.pipe()
+        argv, keep = argv + ["--go-fd", str(r)], (r,)
+    try:
+        with open(logs / "agent.log", "ab") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                                    env=env, close_fds=True, pass_fds=keep)
+    except BaseException:
+        if go is not None:
+            os.close(go)
+        raise
+    finally:
+        for fd in keep:
+            os.close(fd)
     rec = {"pid": proc.pid, "start": start_time(proc.pid) or "?"}
     state.journal(lab, "pid", proc.pid, rec["start"])
-    return rec
+    return {**rec, "go": go} if held else rec
+
+
+def release_agent(rec: dict) -> dict:
+    """Let a held agent (start_agent(held=True)) run; closing its fd without this ends it instead.
+    Returns the record without the fd, as the lab keeps it."""
+    go = rec.get("go")
+    if go is not None:
+        try:
+            os.write(go, b"G")
+        except BrokenPipeError:
+            pass  # it died meanwhile: wait_agent_started says so, the next command restarts it
+        finally:
+            os.close(go)
+            rec["go"] = None
+    return {k: v for k, v in rec.items() if k != "go"}
 
 
 def start_userspace_proxy(lab: str, node: str, table: str, timeout: float | None = None) -> dict:

@@ -31,7 +31,7 @@ from testbed.kernel import nft as knft
 from testbed.lab import Lab, SyncError
 from testbed.render import iptables as riptables
 from testbed.render import nftables as rnftables
-from tests.kernel.test_lab import NOTHING, leftovers
+from tests.kernel.test_lab import NOTHING, lab_processes, leftovers
 from tests.kernel.test_nft_apply import kernel_state
 
 pytestmark = pytest.mark.kernel
@@ -166,6 +166,23 @@ def test_killed_agent_is_restarted_by_the_next_command_and_readiness_followed(la
                message="victim ready again")
     assert_consistent(lab.name)
     down_leaves_nothing(lab.name)
+
+
+def test_up_that_fails_after_the_agent_started_leaves_no_agent(monkeypatch, tmp_path):
+    """`up` starts the agent held (it imports while the lab is built) before the first sync: a
+    sync that fails rolls back everything, the held agent included, which never takes a step."""
+    name = f"f{uuid.uuid4().hex[:7]}"
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump_all([LAB, CLIENT, deployment(), SERVICE]))
+
+    def refused(self, *args, **kwargs):
+        assert lab_processes(name), "the held agent runs during the build"
+        raise RuntimeError("injected: the first sync fails")
+
+    monkeypatch.setattr(Lab, "_sync", refused)
+    with pytest.raises(RuntimeError, match="injected"):
+        Lab.up(str(path), name=name)
+    wait_until(lambda: leftovers(name) == NOTHING, timeout=10, interval=0.02, message=f"lab {name} gone")
 
 
 def test_agent_killed_mid_sync_leaves_no_node_with_stale_rules(lab_factory):
