@@ -347,6 +347,7 @@ class Lab:
         gone = [k for k in have if k not in want or have[k]["ip"] != want[k].ip or have[k]["node"] != want[k].node]
         by_node = {n.name: n for n in cluster.nodes}
         self._write_addon_files(cluster)
+        starting = None
         if new:
             self.progress("step", {"what": "pods", "total": len(new)})
             with wiring.Netlink() as ipr_of:
@@ -361,7 +362,11 @@ class Lab:
                                    hairpin=cluster.lab.hairpin_mode == "hairpin-veth")
                     faultpoint.reach("pod-wired")
                     self.progress("advance", {"what": f"pod {p.key}"})
-            procs = supervisor.start_workloads(lab, [supervisor.workload_spec(lab, p) for p in new])
+            starting = supervisor.launch_workloads(lab, [supervisor.workload_spec(lab, p) for p in new])
+            # A new lab's servers start while its rules are written (no client can connect before
+            # `up` returns; in the emulated guest each takes seconds to import); a live lab's
+            # new pods serve before any rule points at them.
+            procs = starting.started if change == "lab up" else starting.wait()
             faultpoint.reach("workloads-started")
             for p in new:
                 have_entry = {"ns": wiring.netns_of(lab, p), "node": p.node, "ip": p.ip, "proc": procs.get(p.key),
@@ -408,6 +413,8 @@ class Lab:
             report.transactions += timing.transactions
             report.nodes_synced.append(n.name)
             self.progress("advance", {"what": f"rules on {n.name}"})
+        if starting is not None:
+            starting.wait()
         faultpoint.reach("rules-done")
         self._sync_load_balancer(cluster)
         self._reload_addons(cluster, skip=set(report.added_pods))

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import state
@@ -169,12 +170,49 @@ def start_workloads(lab: str, specs: list[dict], timeout: float = START_TIMEOUT)
 
     Returns key → {pid, start}. Raises RuntimeError naming the pods that failed to come up.
     """
+    return launch_workloads(lab, specs).wait(timeout)
+
+
+@dataclass
+class Starting:
+    """Workload processes started and not yet known to serve (launch_workloads)."""
+
+    started: dict[str, dict]  # key → {pid, start}
+    pending: dict  # ready-pipe fd → (spec, process)
+    logs: Path
+
+    def wait(self, timeout: float = START_TIMEOUT) -> dict[str, dict]:
+        """Until every one serves; key → {pid, start}. RuntimeError names the ones that did not."""
+        deadline = time.monotonic() + timeout
+        failed = []
+        while self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                failed += [s["key"] + " (no ready signal in time)" for s, _ in self.pending.values()]
+                break
+            ready, _, _ = select.select(list(self.pending), [], [], left)
+            for fd in ready:
+                spec, proc = self.pending.pop(fd)
+                data = os.read(fd, 1)
+                os.close(fd)
+                if data != b"R":
+                    proc.wait(timeout=2)
+                    failed.append(f"{spec['key']} (exit {proc.returncode}; see {self.logs})")
+        for fd in self.pending:
+            os.close(fd)
+        self.pending = {}
+        if failed:
+            raise RuntimeError("workloads failed to start: " + ", ".join(failed))
+        return self.started
+
+
+def launch_workloads(lab: str, specs: list[dict]) -> Starting:
+    """Start netexec for each spec, recorded in the journal, without waiting: `.wait()` does."""
     from .kernel import wiring
 
     logs = state.lab_dir(lab) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    pending: dict[int, tuple[dict, subprocess.Popen, int]] = {}
-    started: dict[str, dict] = {}
+    out = Starting({}, {}, logs)
     for spec in specs:
         if spec.get("workload", "netexec") == "netexec" and not (spec.get("tcp") or spec.get("udp") or spec.get("sctp")):
             continue  # a host-network pod that declares no port: nothing of ours to run
@@ -196,29 +234,10 @@ def start_workloads(lab: str, specs: list[dict], timeout: float = START_TIMEOUT)
                                 start_new_session=True, env=env, close_fds=True)
         log.close()
         os.close(w)
-        started[spec["key"]] = {"pid": proc.pid, "start": start_time(proc.pid) or "?"}
-        state.journal(lab, "pid", proc.pid, started[spec["key"]]["start"])
-        pending[r] = (spec, proc, r)
-    deadline = time.monotonic() + timeout
-    failed = []
-    while pending:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            failed += [s["key"] + " (no ready signal in time)" for s, _, _ in pending.values()]
-            break
-        ready, _, _ = select.select(list(pending), [], [], left)
-        for fd in ready:
-            spec, proc, _ = pending.pop(fd)
-            data = os.read(fd, 1)
-            os.close(fd)
-            if data != b"R":
-                proc.wait(timeout=2)
-                failed.append(f"{spec['key']} (exit {proc.returncode}; see {logs})")
-    for fd in pending:
-        os.close(fd)
-    if failed:
-        raise RuntimeError("workloads failed to start: " + ", ".join(failed))
-    return started
+        out.started[spec["key"]] = {"pid": proc.pid, "start": start_time(proc.pid) or "?"}
+        state.journal(lab, "pid", proc.pid, out.started[spec["key"]]["start"])
+        out.pending[r] = (spec, proc)
+    return out
 
 
 def stop(pid: int, started: str, timeout: float = 3.0) -> bool:
