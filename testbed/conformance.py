@@ -554,16 +554,25 @@ def _run_scheduler(lab, cluster: ClusterState, row: Row) -> Cell:
             if row.scheduler == "dh":
                 peer = next(x.name for x in now.nodes if x.name != node)
                 other = answers(wiring.host_ns(lab.name, peer))
+        want = sched.expected_counts(seq, busy)
+        # The kernel folds its per-CPU counters into what it reports every 2 s (the estimator).
+        try:
+            wait_until(lambda: sum(d["conns"] for d in ipvs().values()) >= sum(want.values()), timeout=8,
+                       interval=0.25, message="the node's IPVS counters")
+        except TimeoutError:
+            pass  # judged below: the counters say what they say
         conns = {pod: d["conns"] for pod, d in ipvs().items()}
         seen = {"scheduler": row.scheduler, "sequence": seq, "other_node": other, "busy": busy, "ipvs_conns": conns}
         counters = f"{node}'s IPVS ({row.scheduler}) scheduled {sched.counts_text(conns)}"
-        why = sched.judge(row.scheduler, seq, servers, busy, other)
+        why = sched.judge(row.scheduler, seq, servers, busy, other) or sched.counters_disagree(conns, want)
         if why:
             return Cell("fail", f"{why}; {counters}", seen)
         if kind == "least-loaded":
             how = f"{busy} held a connection (active {held} throughout): {n} new ones went to the others"
         elif kind == "in-turn":
             how = f"{n} connections took the {servers} real servers in turn"
+        elif kind == "per-connection":
+            how = f"{n} connections from fresh source ports reached {len(set(seq))} of the {servers} real servers"
         else:
             how = f"{n} connections all reached {seq[0]}" + (f", and {n} from the other node" if other else "")
         return Cell("pass", f"{how}; {counters}", seen)

@@ -16,7 +16,7 @@ ANNOTATION = "testbed.dev/ipvs-scheduler"
 
 @dataclass(frozen=True)
 class Behaviour:
-    kind: str  # in-turn | per-source | per-destination | least-loaded
+    kind: str  # in-turn | per-source | per-connection | per-destination | least-loaded
     claim: str  # what the row shows, in a phrase
 
 
@@ -24,7 +24,8 @@ BEHAVIOURS = {
     "rr": Behaviour("in-turn", "new connections take the real servers in turn"),
     "wrr": Behaviour("in-turn", "in turn, as rr: kube-proxy gives every real server weight 1"),
     "sh": Behaviour("per-source", "one source address stays on one real server"),
-    "mh": Behaviour("per-source", "Maglev hash of the source: it stays on one real server"),
+    "mh": Behaviour("per-connection", "Maglev hash of source address and port (kube-proxy sets mh-port): "
+                                      "a client's connections spread"),
     "dh": Behaviour("per-destination", "one destination maps to one real server, on every node"),
     "lblc": Behaviour("per-destination", "a destination keeps its server while not overloaded"),
     "lblcr": Behaviour("per-destination", "a destination keeps its server set while not overloaded"),
@@ -33,7 +34,8 @@ BEHAVIOURS = {
     "sed": Behaviour("least-loaded", "shortest expected delay: avoids the busy server"),
     "nq": Behaviour("least-loaded", "never queue: an idle server first, not the busy one"),
 }
-CONNECTIONS = {"in-turn": 8, "per-source": 8, "per-destination": 6, "least-loaded": 6}
+# per-connection: 12 connections from fresh ports all hashed to one of 4 servers by chance: 4 x 4^-12
+CONNECTIONS = {"in-turn": 8, "per-source": 8, "per-connection": 12, "per-destination": 6, "least-loaded": 6}
 
 
 def copy_of(service, port, scheduler: str) -> dict:
@@ -65,11 +67,32 @@ def judge(scheduler: str, sequence: list[str], servers: int, busy: str | None = 
             return "no connection was held open"
         hit = sequence.count(busy)
         return f"{hit} of {len(sequence)} new connections went to {busy}, which held one" if hit else None
+    if kind == "per-connection":
+        if len(set(sequence)) < 2:
+            return f"all {len(sequence)} connections from fresh source ports reached {sequence[0]}: not hashed by port"
+        return None
     both = sequence + (other_node or [])
     if len(set(both)) != 1:
         where = f" (this node {sequence}, the other {other_node})" if other_node else ""
         return f"{len(set(both))} real servers answered: {sorted(set(both))}{where}"
     return None
+
+
+def expected_counts(sequence: list[str], busy: str | None = None) -> dict[str, int]:
+    """{pod: connections its real server must have counted}: the answers, and the held one."""
+    out: dict[str, int] = {}
+    for pod in sequence + ([busy] if busy else []):
+        out[pod] = out.get(pod, 0) + 1
+    return out
+
+
+def counters_disagree(conns: dict[str, int], want: dict[str, int]) -> str | None:
+    """Why the node's IPVS counters (real server → connections scheduled) do not match the
+    answers, or None: the scheduling the packets showed is the one the kernel did."""
+    bad = {pod for pod in set(conns) | set(want) if conns.get(pod, 0) != want.get(pod, 0)}
+    if not bad:
+        return None
+    return f"the node's IPVS counted {counts_text(conns)}, the answers say {counts_text(want)}"
 
 
 def counts_text(conns: dict[str, int]) -> str:

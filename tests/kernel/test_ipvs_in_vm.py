@@ -10,12 +10,17 @@ deleted while another still references its chains among them), since kube-proxy 
 nftables cases of test_service_changes.py and test_readiness.py stay native: they bound wall-clock
 times (10 s to ready, 10 s per latency change) that the emulated guest misses on a busy machine
 (rules took 15.9 s there) although its nft transactions succeed. This test passes when the inner
-run passes, and shows its summary. Where this kernel has what a group needs, that group runs natively instead and is left
-out of the guest run (this test skips when nothing is left).
+run passes, and shows its slowest tests and summary. Where this kernel has what a group needs, that
+group runs natively instead and is left out of the guest run (this test skips when nothing is left).
+The guest boots when collection ends and runs beside the host's tests; this test, put last, waits
+for it (GuestRun).
 """
 import io
 import os
 import re
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -74,28 +79,93 @@ def guest_subset(has_ipvs: bool, has_sctp: bool, nft: bool = False) -> tuple[lis
     return modes, " or ".join(_scoped(files_, expr) for _, files_, expr in groups), files
 
 
-def test_ipvs_sctp_and_nftables_suite_in_one_guest_boot():
+GUEST_TIMEOUT = 3600  # 12 min quiet; more than twice that beside the host's tests under ./bootstrap test-loaded
+
+
+@dataclass
+class Plan:
+    argv: list[str]
+    kernel: object
+    nft: bool
+
+
+def plan() -> Plan | str:
+    """The guest run for what this kernel lacks, or why there is none (a skip reason)."""
     kernel = vm.find_kernel()
     nft = nft_in_guest(os.uname().release, kernel.version if kernel else None)
     subset = guest_subset(os.path.exists("/proc/net/ip_vs"), kernel_has_sctp(), nft)
     if subset is None:
-        pytest.skip("this kernel has IPVS and SCTP, and the guest's adds no nftables case: those tests run natively")
+        return "this kernel has IPVS and SCTP, and the guest's adds no nftables case: those tests run natively"
     if os.environ.get("TESTBED_IN_VM") == "1":
-        pytest.skip("already inside the guest")
+        return "already inside the guest"
     missing = vm.available()
     if missing:
-        pytest.skip(f"the kernel runner is not installed: {missing}")
+        return f"the kernel runner is not installed: {missing}"
     modes, expr, files = subset
-    out, err = io.BytesIO(), io.BytesIO()
-    argv = [vm.guest_python(), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    argv = [vm.guest_python(), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=15",
             "--testbed-modes", ",".join(modes), "-k", expr, *files]
-    # 21 min here when the machine is quiet (10 reproductions' IPVS cells are 16 of them, ~100 s each);
-    # more than 40 min with both cores kept busy (./bootstrap test-loaded): an hour's bound.
-    code = vm.run(argv, timeout=3600, cwd=str(ROOT), stdout=out, stderr=err)
-    text = out.getvalue().decode(errors="replace")
-    summary = "\n".join(text.strip().splitlines()[-15:])
-    print(f"guest kernel {kernel.version}; nftables tests {'included' if nft else 'native only'}\n{summary}")
-    assert code == 0, f"the tests failed inside testbed vm (exit {code}):\n{summary}\n{err.getvalue().decode(errors='replace')[-2000:]}"
+    return Plan(argv, kernel, nft)
+
+
+class GuestRun:
+    """The guest's pytest run in a thread of this process. tests/conftest.py starts it as soon as
+    collection ends and puts this file's test last, so the emulated guest works while the host's
+    tests run (its root is an overlay with its own /run and /tmp: nothing it makes reaches the
+    host); the test waits for it. qemu dies with the thread that started it (die_with_parent)."""
+
+    def __init__(self, argv: list[str]):
+        self.argv, self.out, self.err = argv, io.BytesIO(), io.BytesIO()
+        self.code: int | None = None
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+        self.thread = threading.Thread(target=self._run, name="testbed-vm-guest-run", daemon=True)
+
+    def start(self) -> "GuestRun":
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        try:
+            self.code = vm.run(self.argv, timeout=GUEST_TIMEOUT, cwd=str(ROOT), stdout=self.out, stderr=self.err)
+        except BaseException as e:  # raised in the test, not lost in the thread
+            self.error = e
+        self.seconds = time.monotonic() - t0
+
+    def wait(self) -> int:
+        if not self.thread.is_alive() and self.code is None and self.error is None:
+            self.start()
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.code
+
+
+EARLY: dict[str, GuestRun] = {}
+
+
+def start_early() -> None:
+    """Called by tests/conftest.py once collection ends, when this file's test is selected."""
+    p = plan()
+    if isinstance(p, Plan) and "run" not in EARLY:
+        EARLY["run"] = GuestRun(p.argv).start()
+
+
+def test_ipvs_sctp_and_nftables_suite_in_one_guest_boot():
+    p = plan()
+    if isinstance(p, str):
+        pytest.skip(p)
+    run = EARLY.pop("run", None) or GuestRun(p.argv)
+    code = run.wait()
+    text = run.out.getvalue().decode(errors="replace")
+    lines = text.strip().splitlines()
+    slowest = next((i for i, line in enumerate(lines) if "slowest 15 durations" in line), None)
+    shown = lines[slowest:] if slowest is not None else lines[-15:]
+    summary = "\n".join(shown)
+    print(f"guest kernel {p.kernel.version}; nftables tests {'included' if p.nft else 'native only'}; "
+          f"{run.seconds:.0f} s in the guest (boot included)\n{summary}")
+    assert code == 0, f"the tests failed inside testbed vm (exit {code}):\n{text[-6000:]}\n" \
+                      f"{run.err.getvalue().decode(errors='replace')[-2000:]}"
     assert " passed" in text and "no tests ran" not in text
 
 

@@ -41,7 +41,10 @@ def test_in_turn_needs_every_server_in_a_fixed_order():
 
 def test_hashing_schedulers_need_one_server_and_dh_the_other_node_to_agree():
     assert sched.judge("sh", ["a"] * 8, 4) is None
-    assert sched.judge("mh", ["a"] * 7 + ["b"], 4) == "2 real servers answered: ['a', 'b']"
+    assert sched.judge("sh", ["a"] * 7 + ["b"], 4) == "2 real servers answered: ['a', 'b']"
+    # mh with kube-proxy's mh-port flag hashes the source port too: fresh ports spread
+    assert sched.judge("mh", list("abacdbca"), 4) is None
+    assert sched.judge("mh", ["c"] * 12, 4) == "all 12 connections from fresh source ports reached c: not hashed by port"
     assert sched.judge("dh", ["c"] * 6, 4, other_node=["c"] * 6) is None
     why = sched.judge("dh", ["c"] * 6, 4, other_node=["d"] * 6)
     assert "2 real servers answered" in why and "the other ['d'" in why
@@ -58,3 +61,12 @@ def test_least_loaded_schedulers_must_avoid_the_busy_server():
 
 def test_counters_read_most_first():
     assert sched.counts_text({"web-b": 2, "web-a": 2, "web-c": 4, "web-d": 0}) == "web-c 4, web-a 2, web-b 2, web-d 0"
+
+
+def test_the_node_counters_must_match_the_answers():
+    want = sched.expected_counts(list("bcdbcd"), busy="a")
+    assert want == {"a": 1, "b": 2, "c": 2, "d": 2}
+    assert sched.counters_disagree({"a": 1, "b": 2, "c": 2, "d": 2}, want) is None
+    assert sched.counters_disagree({"a": 0, "b": 0, "c": 0, "d": 0}, want) == \
+        "the node's IPVS counted a 0, b 0, c 0, d 0, the answers say b 2, c 2, d 2, a 1"
+    assert sched.counters_disagree({"a": 1, "b": 2, "c": 2, "d": 2, "e": 0}, want) is None  # an idle server
