@@ -568,7 +568,7 @@ def _run_scheduler(lab, cluster: ClusterState, row: Row) -> Cell:
         if why:
             return Cell("fail", f"{why}; {counters}", seen)
         if kind == "least-loaded":
-            how = f"{busy} held a connection (active {held} throughout): {n} new ones went to the others"
+            how = f"{busy} held a connection (active {held} before and after): {n} new ones went to the others"
         elif kind == "in-turn":
             how = f"{n} connections took the {servers} real servers in turn"
         elif kind == "per-connection":

@@ -395,6 +395,9 @@ def annotate(segments: list[Segment], listings: dict[tuple[str, str], dict[str, 
 
     iptables-nft keeps a chain's rules in iptables order, so the position of a rule's handle in
     the nft listing of the chain is its position among that chain's `-A` lines in iptables-save.
+    A sync between the probe and the listing (a readiness change, the agent's first probes on a
+    busy machine) rewrites the chain with new handles: a rule whose handle is gone is found by
+    its text when exactly one rule of the chain has it.
     """
     iptables = iptables or {}
     for seg in segments:
@@ -417,9 +420,13 @@ def annotate(segments: list[Segment], listings: dict[tuple[str, str], dict[str, 
                 if chain is None or s.handle is None:
                     continue
                 handles = [h for h, _ in chain.rules]
-                if s.handle not in handles:
-                    continue
-                idx = handles.index(s.handle)
+                if s.handle in handles:
+                    idx = handles.index(s.handle)
+                else:
+                    same = [i for i, (_, text) in enumerate(chain.rules) if s.rule and text == s.rule]
+                    if len(same) != 1:
+                        continue
+                    idx = same[0]
                 if not s.rule:
                     s.rule = chain.rules[idx][1]
                 if ipt_chain is not None and len(ipt_chain) == len(handles):

@@ -19,6 +19,7 @@ import pytest
 from probes.conntrack import parse as parse_conntrack
 from probes.handshake import Handshake
 from testbed.trace import (
+    ChainListing,
     NodeTrace,
     annotate,
     build_tree,
@@ -341,6 +342,18 @@ def test_annotate_maps_handles_to_iptables_rules_and_comments():
     assert fwd.hook == "forward" and fwd.steps[-1].text == "policy accept"
     # the tracing table's own chain: no listing, hook guessed from its name
     assert segs[0].passes[0].hook == "prerouting"
+
+
+def test_annotate_finds_a_rule_by_its_text_when_a_sync_renumbered_the_chain():
+    """A sync between the probe and the listing rewrote the chains: every handle is new."""
+    ours, _ = _probe({"node-1": IPT_WEB_NODE1}, "node-1", WEB_IP, 43649)
+    renumbered = {key: {name: ChainListing(c.name, c.hook, c.priority, [(h + 1000, text) for h, text in c.rules])
+                        for name, c in chains.items()} for key, chains in LISTINGS.items()}
+    segs = ours["node-1"]
+    annotate(segs, renumbered, parse_iptables_save(IPTABLES_SAVE))
+    svc, sep = segs[0].passes[1].steps[1], segs[0].passes[1].steps[3]
+    assert svc.comment == "default/web:http cluster IP" and svc.iptables.startswith("-A KUBE-SERVICES -d 10.100.195.26/32")
+    assert sep.iptables.endswith("-j DNAT --to-destination 10.244.1.3:9376")
 
 
 def test_annotate_leaves_nft_text_when_counts_disagree():
