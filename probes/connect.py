@@ -159,6 +159,13 @@ def _read_http(sock: socket.socket, deadline: float) -> tuple[int, bytes]:
                         raise _BadResponse(f"bad Content-Length {value.strip()!r}") from None
 
 
+def _get(host: str, port: int, path: str, close: bool = True) -> bytes:
+    """An HTTP/1.1 GET for path; `close` asks the server to end the connection after answering."""
+    hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return (f"GET {path} HTTP/1.1\r\nHost: {hostport}\r\nUser-Agent: testbed-probe\r\n"
+            + ("Connection: close\r\n" if close else "") + "\r\n").encode("latin-1")
+
+
 def tcp_request(netns: str | None, host: str, port: int, path: str = "/hostname",
                 timeout: float = 2.0, source_port: int | None = None) -> Result:
     """One HTTP GET over a fresh TCP connection from inside `netns`; `timeout` bounds it all."""
@@ -186,11 +193,8 @@ def _http_request(netns: str | None, host: str, port: int, path: str, timeout: f
         sock.settimeout(timeout)
         sock.connect((host, port))
         local = _fmt(sock.getsockname())
-        hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        request = (f"GET {path} HTTP/1.1\r\nHost: {hostport}\r\nUser-Agent: testbed-probe\r\n"
-                   f"Connection: close\r\n\r\n").encode("latin-1")
         sock.settimeout(max(deadline - time.monotonic(), 1e-3))
-        sock.sendall(request)
+        sock.sendall(_get(host, port, path))
         status, body = _read_http(sock, deadline)
     except _BadResponse as e:
         return Result("error", elapsed=time.monotonic() - start, error=str(e), local=local)
@@ -211,8 +215,7 @@ def held_open(netns: str | None, host: str, port: int, path: str = "/hostname", 
     try:
         sock.settimeout(timeout)
         sock.connect((host, port))
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: testbed-probe\r\n\r\n"
-                     .encode("latin-1"))
+        sock.sendall(_get(host, port, path, close=False))
         _, body = _read_http(sock, time.monotonic() + timeout)
         yield body.decode("utf-8", "replace").strip()
     finally:

@@ -504,6 +504,7 @@ def _run_scheduler(lab, cluster: ClusterState, row: Row) -> Cell:
 
     import yaml
 
+    from probes.affinity import affinity
     from probes.poll import wait_until
 
     from . import ipvs_schedulers as sched
@@ -534,13 +535,10 @@ def _run_scheduler(lab, cluster: ClusterState, row: Row) -> Cell:
         n = sched.CONNECTIONS[kind]
 
         def answers(ns: str) -> list[str]:
-            out = []
-            for _ in range(n):
-                r = connect.tcp_request(ns, ip, port)
-                if not r.ok:
-                    raise LookupError(f"a connection to {ip}:{port} failed: {r.outcome} {r.error or ''}")
-                out.append(r.body)
-            return out
+            a = affinity(ns, ip, port, requests=n)
+            if a.failures:
+                raise LookupError(f"{a.failures} of {n} connections to {ip}:{port} failed")
+            return list(a.sequence)
 
         busy, other, held = None, None, 0
         if kind == "least-loaded":

@@ -9,6 +9,7 @@ its own virtual servers, so connection state is per node), and deletes the copy 
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 ANNOTATION = "testbed.dev/ipvs-scheduler"
@@ -80,10 +81,7 @@ def judge(scheduler: str, sequence: list[str], servers: int, busy: str | None = 
 
 def expected_counts(sequence: list[str], busy: str | None = None) -> dict[str, int]:
     """{pod: connections its real server must have counted}: the answers, and the held one."""
-    out: dict[str, int] = {}
-    for pod in sequence + ([busy] if busy else []):
-        out[pod] = out.get(pod, 0) + 1
-    return out
+    return dict(Counter(sequence + ([busy] if busy else [])))
 
 
 def counters_disagree(conns: dict[str, int], want: dict[str, int]) -> str | None:

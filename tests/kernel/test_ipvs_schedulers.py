@@ -11,12 +11,10 @@ So the least-loaded tests hold the busy connection from `client` and open the ne
 `neighbour`, a different pod pinned to the same node; `client-2` is pinned to the other node (the
 dh test uses it to show both nodes' IPVS agree).
 """
-import socket
-
 import pytest
 
 from probes import connect
-from testbed.kernel import netns, wiring
+from testbed.kernel import wiring
 
 pytestmark = [pytest.mark.kernel, pytest.mark.kernel_feature("ipvs")]
 
@@ -102,23 +100,6 @@ def test_dh_keeps_a_destination_on_one_backend(lab):
     assert len(set(a + b)) == 1, (a, b)
 
 
-def _hold_open(ns: str, ip: str) -> tuple[socket.socket, str]:
-    """A keep-alive HTTP connection through the Service: it stays an active IPVS connection."""
-    with netns.entered(ns):
-        sock = socket.socket()
-    sock.settimeout(3)
-    sock.connect((ip, 80))
-    sock.sendall(b"GET /hostname HTTP/1.1\r\nHost: x\r\n\r\n")
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(4096)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
-    while len(body) < length:
-        body += sock.recv(4096)
-    return sock, body.decode().strip()
-
-
 def _pod(lab, name):
     return next(p for p in lab.cluster().pods if p.namespace == "default" and p.name == name)
 
@@ -137,8 +118,7 @@ def test_least_loaded_schedulers_avoid_a_busy_backend(lab, sched):
     ip = vip(lab, sched)
     node = _pod(lab, "client").node
     assert _pod(lab, "neighbour").node == node  # the same IPVS sees both pods' connections
-    held, busy = _hold_open(client(lab), ip)
-    try:
+    with connect.held_open(client(lab), ip, 80) as busy:
         busy_ip = _pod(lab, busy).ip
         counts = _counts(lab, node, ip)
         assert counts[busy_ip][0] == 1, (sched, busy, counts)  # the held connection is active
@@ -147,5 +127,3 @@ def test_least_loaded_schedulers_avoid_a_busy_backend(lab, sched):
             r = connect.tcp_request(client(lab, "neighbour"), ip, 80)
             assert r.ok and r.body != busy, (sched, busy, r.body, _counts(lab, node, ip))
         assert _counts(lab, node, ip)[busy_ip][0] == 1  # still held throughout
-    finally:
-        held.close()
