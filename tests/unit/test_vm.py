@@ -749,3 +749,31 @@ def test_cwd_reaching_a_fresh_filesystem_through_a_symlink_is_refused(tmp_path, 
     with pytest.raises(vm.VMError, match=f"really {fresh}/dir"):
         vm.check_cwd(str(other / "link"))
     assert vm.check_cwd(str(other)) == str(other)
+
+
+def test_a_qemu_crash_before_the_guest_ran_anything_boots_once_more_and_says_so():
+    import io
+
+    from testbed.vm import QemuCrashedAtBoot, retry_crashed_boot
+
+    def crash():
+        e = QemuCrashedAtBoot("testbed vm: qemu failed (exit code -11) before the guest ran the command.")
+        e.signal_name = "SIGSEGV"
+        return e
+
+    calls, err = [], io.BytesIO()
+
+    def boot_crashing_once():
+        calls.append(1)
+        if len(calls) == 1:
+            raise crash()
+        return 3
+
+    assert retry_crashed_boot(boot_crashing_once, err) == 3 and len(calls) == 2
+    assert b"SIGSEGV killed qemu before the guest ran the command" in err.getvalue()
+
+    def boot_crashing():
+        raise crash()
+
+    with pytest.raises(QemuCrashedAtBoot):  # twice: the error stands, no third boot
+        retry_crashed_boot(boot_crashing, io.BytesIO())
