@@ -55,10 +55,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from . import modes as proxy_modes
 from .proxy import Endpoint, NodeView, ProxyConfig, ServicePort
 
 SCHEMA = 1
-MODES = ("iptables", "nftables", "ipvs")
+MODES = proxy_modes.benchmarked()  # iptables, nftables, ipvs: the modes with a fast install
 SIZES_FULL = (100, 1000, 5000, 10000, 30000)
 SIZES_QUICK = (100, 1000, 5000)
 PODS_FULL = (10, 100, 300, 1000)
@@ -99,7 +100,6 @@ PUBLISHED = {
 }
 
 Progress = Callable[[str], None]
-TOOLS = {"iptables": "iptables-restore --noflush", "nftables": "nft -f", "ipvs": "IPVS netlink + ipset + iptables-restore"}
 
 
 def _quiet(msg: str) -> None:
@@ -249,43 +249,9 @@ class Timing:
         return {"render_s": self.render, "kernel_s": self.kernel, "total_s": self.total}
 
 
-class IpvsSync:
-    """IPVS mode's sync without a lab: render.ipvs.plan, then kernel.ipvs.apply by difference.
-    The previous plan is kept in memory (as kube-proxy does), not serialised."""
-
-    mode = "ipvs"
-    binary = "netlink+ipset+iptables-restore"
-
-    def sync(self, ns: str, view: NodeView, rec: dict):
-        from .kernel import ipvs as kipvs
-        from .proxier import SyncTiming
-        from .render import ipvs as ripvs
-
-        t0 = time.perf_counter()
-        plan = ripvs.plan(view)
-        t1 = time.perf_counter()
-        kipvs.apply(ns, rec.get("_plan"), plan)
-        t2 = time.perf_counter()
-        rec["_plan"] = plan
-        return SyncTiming(t1 - t0, t2 - t1, 1)
-
-    def cleanup(self, ns: str, rec: dict) -> None:
-        from .kernel import ipvs as kipvs
-
-        kipvs.cleanup(ns)
-        rec.pop("_plan", None)
-
-
 def proxier_for(mode: str):
-    """testbed.proxier's proxier for the mode; for IPVS, its IpvsProxier when it exists, else IpvsSync."""
-    from . import proxier
-
-    p = proxier.PROXIERS.get(mode)
-    if p is not None:
-        return p
-    if mode == "ipvs":
-        return IpvsSync()
-    raise ValueError(f"unknown mode {mode!r}")
+    """The mode's proxier (testbed.modes), the one a lab's sync uses."""
+    return proxy_modes.get(mode).proxier
 
 
 def timed_sync(p, ns: str, view: NodeView, rec: dict) -> Timing:
@@ -295,66 +261,13 @@ def timed_sync(p, ns: str, view: NodeView, rec: dict) -> Timing:
 
 
 def fast_install(mode: str, ns: str, view: NodeView, rec: dict) -> None:
-    """Put the rules a full sync would leave into a fresh node without timing them: the proxier's
-    own rendered input, applied in a way that does not take minutes at 30,000 Services."""
-    from .kernel import iptables as kiptables
-    from .kernel import nft as knft
-
-    p = proxier_for(mode)
-    if mode == "iptables":
-        from .render import iptables as riptables
-
-        active: set[str] = set()
-        text = riptables.bootstrap(view, active_out=active)  # what the proxier's first sync writes
-        # Without --noflush: the node is fresh (its tables hold nothing else), so flushing the two
-        # tables first leaves exactly the state --noflush would; iptables-nft is ~10× faster so.
-        proc = subprocess.run([kiptables._binary("iptables-restore")], input=text, text=True, capture_output=True,
-                              preexec_fn=_preexec(ns), check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"iptables-restore in {ns} failed: {proc.stderr.strip()}")
-        rec["chains"], rec["bootstrapped"] = sorted(active), True
-        rec["fingerprints"] = riptables.service_fingerprints(view)  # so the next sync is partial, as the proxier's
-    elif mode == "nftables":
-        from .render import nftables as rnftables
-
-        text, state = rnftables.sync(None, view)
-        lines = text.splitlines()
-        # Several transactions at line boundaries: every line only refers to objects made by
-        # earlier lines, and the kernel's per-transaction bookkeeping is quadratic in its size.
-        step = 20000
-        for i in range(0, len(lines), step):
-            knft.apply(ns, "\n".join(lines[i:i + step]) + "\n")
-        rec["nft"] = state
-    elif mode == "ipvs":
-        _ipvs_install(ns, view, rec)
+    """Put the rules a full sync would leave into a fresh node without timing them: the mode's
+    own fast install (testbed.modes), applied in a way that does not take minutes at 30,000 Services."""
+    install = proxy_modes.get(mode).fast_install
+    if install is None:
+        proxier_for(mode).sync(ns, view, rec)
     else:
-        p.sync(ns, view, rec)
-
-
-def _ipvs_install(ns: str, view: NodeView, rec: dict) -> None:
-    """IPVS mode's kernel state from the same plan, with the batch tools instead of one netlink
-    request per object: ipset restore, `ip -batch` for kube-ipvs0's addresses, `ipvsadm -R` for the
-    virtual and real servers, one iptables-restore for the glue and its jumps."""
-    from .kernel import ipset as kipset
-    from .kernel import iptables as kiptables
-    from .kernel import ipvs as kipvs
-    from .kernel import netns
-    from .render import ipvs as ripvs
-
-    plan = ripvs.plan(view)
-    kipvs.require(ns)  # loads ip_vs, so its sysctls exist
-    for key, value in plan.sysctls:
-        netns.write_sysctl(ns, key, value)
-    kipset.apply(ns, plan.ipsets, None, destroy_stale=False)
-    batch = [f"link add {plan.dummy} type dummy"] + [f"address add {a}/32 dev {plan.dummy}" for a in plan.addresses]
-    for argv, text in ((["ip", "-batch", "-"], "\n".join(batch) + "\n"),
-                       ([shutil.which("ipvsadm") or "/usr/sbin/ipvsadm", "-R"], ripvs.ipvsadm_save(plan.virtual_servers))):
-        proc = subprocess.run(argv, input=text, text=True, capture_output=True, preexec_fn=_preexec(ns), check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{argv[0]} in {ns} failed: {proc.stderr.strip()[:500]}")
-    kiptables.restore(ns, kipvs._restore_text(plan, kipvs._jumps_text(ns, plan)))
-    rec["ipvs"] = plan.to_json()  # what testbed.proxier.IpvsProxier keeps
-    rec["_plan"] = plan  # what IpvsSync keeps
+        install(ns, view, rec)
 
 
 def _preexec(ns: str):
@@ -583,7 +496,7 @@ def parse_list(value) -> list[str]:
 def measure_mode(run: Run, mode: str, plan: Plan, progress: Progress = _quiet) -> dict:
     """Data plane and control plane of one mode at every size: {"sizes": [per-size dicts]}."""
     p = proxier_for(mode)
-    out = {"mode": mode, "tool": TOOLS.get(mode, p.binary), "sizes": []}
+    out = {"mode": mode, "tool": _tool(mode), "sizes": []}
     history = {"full": [], "one_change": []}
     for n in plan.sizes:
         entry = {"services": n}
@@ -819,21 +732,12 @@ def _build_side(runs: list[tuple[float, float]], n: int) -> dict:
 
 
 def ipvs_here() -> str | None:
-    """None when this kernel has IPVS (inside `testbed vm`), else why not."""
-    if os.path.exists("/proc/net/ip_vs"):
-        return None
-    try:
-        from .kernel import ipvs as kipvs  # noqa: F401
-        from .render import ipvs as ripvs  # noqa: F401
-    except ImportError as e:
-        return f"IPVS support is not in this build ({e})"
-    try:
-        from pyroute2 import IPVS
+    """None when this kernel has IPVS (inside `testbed vm`), else why not (the mode's own check)."""
+    return proxy_modes.missing("ipvs")
 
-        IPVS().close()
-        return None
-    except Exception:  # noqa: BLE001 - any failure to open the family means no IPVS here
-        return "this kernel has no IPVS"
+
+def _tool(mode: str) -> str:
+    return proxy_modes.get(mode).tool
 
 
 def measure_programming(run: Run, mode: str, plan: Plan, progress: Progress = _quiet) -> dict:

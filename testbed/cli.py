@@ -9,19 +9,11 @@ import sys
 from rich.console import Console
 from rich.text import Text
 
-from . import manifests, model, state
+from . import manifests, model, modes, state
 from .errors import TestbedError
 
 console = Console()
 err = Console(stderr=True)
-
-MODE_NOTES = {
-    "iptables": "kube-proxy's default mode; first-packet cost grows with the number of Services",
-    "nftables": "GA in Kubernetes 1.33; kube-proxy's newest mode",
-    "ipvs": "deprecated in Kubernetes 1.35; needs a kernel with IPVS (`testbed vm`)",
-    "userspace": "removed from kube-proxy in Kubernetes 1.26; kept here to show what it did",
-}
-
 
 def _lab_name(args) -> str:
     if getattr(args, "lab", None):
@@ -122,7 +114,7 @@ def _progress():
 def _summary(lab) -> None:
     from . import get_view
     snap = get_view.Snapshot.of_lab(lab)
-    console.print(f"[bold]lab[/] {lab.name}  [bold]mode[/] {lab.saved['mode']} ({MODE_NOTES[lab.saved['mode']]})",
+    console.print(f"[bold]lab[/] {lab.name}  [bold]mode[/] {lab.saved['mode']} ({modes.get(lab.saved['mode']).upstream})",
                   soft_wrap=True)
     for kinds in (["nodes"], ["clients"], ["pods"], ["services"]):
         text, _ = get_view.render(snap, kinds, "table", None)
@@ -315,15 +307,13 @@ def _highlight_rules(text: str) -> Text:
 
 
 def cmd_rules(args) -> int:
-    from .kernel import iptables as kipt
-    from .kernel import nft as knft
     from .lab import require_root
     require_root()
     lab = _open(args)
     if args.node not in lab.saved["nodes"]:
         raise TestbedError(f"no node {args.node!r} in lab {lab.name} (nodes: {', '.join(lab.saved['nodes'])})")
     ns = lab.saved["nodes"][args.node]["ns"]
-    text = knft.list_table(ns) if lab.saved["mode"] == "nftables" else kipt.save(ns)
+    text = modes.get(lab.saved["mode"]).node_rules(ns)
     if args.raw or not sys.stdout.isatty():
         sys.stdout.write(text)
     else:
@@ -333,7 +323,6 @@ def cmd_rules(args) -> int:
 
 def cmd_render(args) -> int:
     from .control import reconcile
-    from .lab import render_for_mode
     topo = _load(args)
     mode = args.mode or topo.lab.proxy_mode
     print_notes(topo, mode=mode)
@@ -344,7 +333,7 @@ def cmd_render(args) -> int:
             cluster.node(n)
         except KeyError as e:
             raise TestbedError(str(e.args[0])) from None
-        text = render_for_mode(mode, cluster.node_view(n), first=args.bootstrap or mode != "iptables")
+        text = modes.get(mode).render(cluster.node_view(n), first=args.bootstrap or mode != "iptables")
         if len(nodes) > 1:
             sys.stdout.write(f"# node {n}\n")
         sys.stdout.write(text)
@@ -456,10 +445,10 @@ def cmd_verify(args) -> int:
     from .lab import require_root
     from .verify import verify
     require_root()
-    modes = args.mode or list(model.PROXY_MODES)
-    for m in modes:
-        if m not in model.PROXY_MODES:
-            raise TestbedError(f"--mode: expected one of {', '.join(model.PROXY_MODES)}, got {m!r}")
+    wanted = args.mode or list(modes.NAMES)
+    for m in wanted:
+        if m not in modes.NAMES:
+            raise TestbedError(f"--mode: expected one of {', '.join(modes.NAMES)}, got {m!r}")
     path = args.file
     topology = None
     if path == "-":  # every mode builds from it (and the IPVS column inside the guest): keep a copy
@@ -473,7 +462,7 @@ def cmd_verify(args) -> int:
         options = {"strict": args.strict, "rebuild_endpoints": True if args.rebuild_endpoints else None}
         releases = [model.versions.text(_version(v)) for v in args.kube_proxy_version or []]
         with _progress() as view:
-            matrix = verify(path, modes, progress=view, options=options,
+            matrix = verify(path, wanted, progress=view, options=options,
                             kube_proxy_versions=list(dict.fromkeys(releases)) or None)
     finally:
         if path and path != args.file:
@@ -635,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "up", help="build a lab (the default lab when no FILE is given) and leave it running")
     p.add_argument("file", nargs="?", help=FILE_HELP)
     _input_options(p)
-    p.add_argument("--mode", choices=model.PROXY_MODES, help="proxy mode (default: the Lab's spec.proxyMode)")
+    p.add_argument("--mode", choices=modes.NAMES, help="proxy mode (default: the Lab's spec.proxyMode)")
     p.add_argument("--name", help="lab name (default: the Lab's metadata.name)")
     p.set_defaults(fn=cmd_up)
 
@@ -672,7 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "render", help="print the rules `up` would install on a node (no root, no kernel)")
     p.add_argument("file", nargs="?", help=FILE_HELP)
     _input_options(p)
-    p.add_argument("--mode", choices=model.PROXY_MODES)
+    p.add_argument("--mode", choices=modes.NAMES)
     p.add_argument("--node", help="node name (default: every node)")
     p.add_argument("--bootstrap", action="store_true",
                    help="include the jumps from the built-in chains, as the first sync installs them")
@@ -694,7 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "apply", help="change a running lab from a file (scale, add or edit objects)")
     p.add_argument("-f", "--file", help="manifests (YAML or JSON, as kubectl apply -f takes them; - for standard input)")
-    p.add_argument("--mode", choices=model.PROXY_MODES, help="switch the running lab to this proxy mode")
+    p.add_argument("--mode", choices=modes.NAMES, help="switch the running lab to this proxy mode")
     p.add_argument("--lab")
     p.set_defaults(fn=cmd_apply)
 

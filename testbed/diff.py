@@ -192,7 +192,7 @@ def run(topology: str, node: str, rule_files: list[str], mode: str | None = None
     the objects in `topology` (a topology or dump file, as `testbed render` takes it), as the
     node's kube-proxy release renders them (`kube_proxy_version` overrides it)."""
     from testbed.control import reconcile
-    from testbed.lab import render_for_mode
+    from testbed import modes
 
     rules = noderules.read(rule_files)
     mode = noderules.mode_of(rules, mode)
@@ -205,7 +205,7 @@ def run(topology: str, node: str, rule_files: list[str], mode: str | None = None
     except KeyError as e:
         raise TestbedError(f"{topology}: {e.args[0]}") from None
     view = cluster.node_view(node)
-    text = render_for_mode(mode, view, first=True)
+    text = modes.get(mode).render(view, first=True)
     expected, have, notes = _sides(mode, text, rules, diff_modes.ports_by_name(view))
     # What may explain a difference: values inferred from a dump, and what the lab does not model
     # that would change the rules (fields without an effect on Service networking are left out).

@@ -16,15 +16,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import loadbalancer as lbmod
-from . import faultpoint, manifests, model, state, supervisor, versions
+from . import faultpoint, manifests, model, modes, state, supervisor, versions
 from .control import Allocations, ClusterState, PodInfo, lb_address, reconcile
 from .errors import KernelFeatureError, LabNotFound, PrivilegeError, TestbedError, TopologyError, fill
 from .kernel import conntrack as kconntrack
-from .kernel import iptables as kiptables
 from .kernel import nft as knft
 from .kernel import netns, wiring
 from .kernel.transaction import TransactionError
-from .proxier import for_mode
 
 Progress = Callable[[str, dict], None]
 SYNC_LOG = 50  # syncs kept in the lab state (what `get endpoints` summarises)
@@ -84,16 +82,7 @@ def check_kernel(mode: str) -> None:
     """Say what is missing and how to get it, before anything is built."""
     if not os.path.exists("/proc/self/ns/net"):
         raise KernelFeatureError("this kernel has no network namespaces (CONFIG_NET_NS)")
-    if mode not in model.IMPLEMENTED_MODES:
-        raise KernelFeatureError(f"proxy mode {mode!r} is not implemented yet; implemented: {', '.join(model.IMPLEMENTED_MODES)}")
-    if mode == "iptables":
-        kiptables._binary("iptables-restore")
-    if mode == "nftables":
-        knft._binary()
-    if mode == "ipvs" and not os.path.exists("/proc/net/ip_vs"):
-        raise KernelFeatureError("this kernel has no IPVS (CONFIG_IP_VS), so `--mode ipvs` cannot run here: run it in a "
-                                 "guest kernel that has it with `testbed vm -- testbed up --mode ipvs` (or `testbed vm -- "
-                                 "testbed verify --mode ipvs`), or in the Vagrant VM (see the README)")
+    modes.require(mode)
 
 
 DELETE_KINDS = {
@@ -244,8 +233,8 @@ class Lab:
         mode = mode or topo.lab.proxy_mode
         if not model.LAB_NAME.match(name):
             raise TopologyError(path, None, "--name", f"expected a lab name of at most 16 characters (a-z, 0-9, '-'), got {name!r}")
-        if mode not in model.PROXY_MODES:
-            raise TopologyError(path, None, "--mode", f"expected one of {', '.join(model.PROXY_MODES)}, got {mode!r}")
+        if mode not in modes.NAMES:
+            raise TopologyError(path, None, "--mode", f"expected one of {', '.join(modes.NAMES)}, got {mode!r}")
         topo = topo.with_lab(name=name, proxy_mode=mode)
         check_kernel(mode)
         lab = cls(name, progress)
@@ -387,7 +376,7 @@ class Lab:
         faultpoint.reach("pods-recorded")
         # Rules: one transaction per node, every node.
         self.progress("step", {"what": "rules", "total": len(cluster.nodes)})
-        proxier = for_mode(self.saved["mode"])
+        proxier = modes.get(self.saved["mode"]).proxier
         failed: dict[str, Exception] = {}
         nodes_ms: dict[str, float] = {}  # each node's sync, as its kube-proxy's sync_proxy_rules_duration
         for n in cluster.nodes:
@@ -579,7 +568,7 @@ class Lab:
         started = time.perf_counter()
         with state.locked(self.name):
             self._state = None
-            old = for_mode(self.saved["mode"])
+            old = modes.get(self.saved["mode"]).proxier
             for rec in self.saved["nodes"].values():  # from here each node's rules are in flux
                 rec.setdefault("out_of_date", {"since": time.time(), "reason": SYNCING})
             self._save()
@@ -802,11 +791,6 @@ class Lab:
                 pass
         self._state = None
         return {"namespaces": removed, "processes": stopped}
-
-
-def render_for_mode(mode: str, view, first: bool = True) -> str:
-    """The rules text a node's sync applies: its first sync when `first` (with iptables' jumps)."""
-    return for_mode(mode).render(view, None if first else {"bootstrapped": True})
 
 
 def down_all() -> list[str]:

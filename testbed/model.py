@@ -23,12 +23,10 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import manifests, schema, versions
+from . import manifests, modes, schema, versions
 from .errors import TopologyError
 from .errors import show as _show
 
-PROXY_MODES = ("iptables", "nftables", "ipvs", "userspace")
-IMPLEMENTED_MODES = ("iptables", "nftables", "userspace", "ipvs")
 IPVS_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
@@ -842,8 +840,8 @@ def _parse_lab(doc: _Doc) -> LabSpec:
     spec = doc.mapping("spec")
     doc.check_keys("spec", spec, LAB_FIELDS)
     mode = doc.string("spec.proxyMode", default="iptables")
-    if mode not in PROXY_MODES:
-        doc.fail("spec.proxyMode", f"expected one of {', '.join(PROXY_MODES)}, got {_show(mode)}")
+    if mode not in modes.NAMES:
+        doc.fail("spec.proxyMode", f"expected one of {', '.join(modes.NAMES)}, got {_show(mode)}")
     node_network = doc.cidr("spec.nodeNetwork", doc.string("spec.nodeNetwork", default="172.18.0.0/24"))
     cluster_cidr = doc.cidr("spec.clusterCIDR", doc.string("spec.clusterCIDR", default="10.244.0.0/16"))
     service_cidr = doc.cidr("spec.serviceCIDR", doc.string("spec.serviceCIDR", default="10.96.0.0/12"))

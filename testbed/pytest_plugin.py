@@ -27,7 +27,6 @@ import pytest
 
 MATRIX_KEY = pytest.StashKey["object"]()
 KERNEL_FEATURES = {
-    "ipvs": ("/proc/net/ip_vs", "IPVS (CONFIG_IP_VS): run the test through `testbed vm`"),
     "netns": ("/proc/self/ns/net", "network namespaces (CONFIG_NET_NS)"),
     "conntrack": ("/proc/sys/net/netfilter/nf_conntrack_max", "conntrack (CONFIG_NF_CONNTRACK)"),
     "bridge-nf": ("/proc/sys/net/bridge", "br_netfilter (CONFIG_BRIDGE_NETFILTER)"),
@@ -65,6 +64,10 @@ def kernel_missing() -> str | None:
 
 
 def feature_missing(name: str) -> str | None:
+    if name == "ipvs":  # the proxy mode's own check
+        from testbed import modes
+
+        return modes.missing("ipvs")
     path, what = KERNEL_FEATURES.get(name, (None, name))
     if path is None:
         return f"unknown kernel feature {name!r}"
@@ -89,18 +92,18 @@ def pytest_runtest_setup(item):
 
 def mode_unavailable(mode: str) -> str | None:
     """Why `mode` cannot run on this kernel / build, or None."""
-    from testbed.verify import unavailable
+    from testbed import modes
 
-    return unavailable(mode)
+    return modes.missing(mode)
 
 
 def pytest_generate_tests(metafunc):
     if "proxy_mode" in metafunc.fixturenames:
-        from testbed.model import PROXY_MODES
+        from testbed import modes
 
         opt = metafunc.config.getoption("--testbed-modes")
-        modes = [m.strip() for m in opt.split(",")] if opt else list(PROXY_MODES)
-        metafunc.parametrize("proxy_mode", modes, indirect=True)
+        wanted = [m.strip() for m in opt.split(",")] if opt else list(modes.NAMES)
+        metafunc.parametrize("proxy_mode", wanted, indirect=True)
 
 
 @pytest.fixture

@@ -149,7 +149,7 @@ def cmd_repro(args, console: Console, err: Console) -> int:
             print_show(r, console)
         return 0
     from .lab import require_root
-    from .model import PROXY_MODES
+    from .modes import NAMES as PROXY_MODES
     if args.all == bool(args.names):
         raise TestbedError("repro run: name reproductions (`testbed repro list`) or give --all")
     chosen = repros.all_repros() if args.all else [repros.by_name(n) for n in args.names]

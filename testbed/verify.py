@@ -12,22 +12,11 @@ import re
 from pathlib import Path
 
 from . import model, state, versions
+from . import modes as proxy_modes
 from .conformance import Cell, Matrix, Row, derive_rows, run_row
 
-# Modes this build cannot run yet, and why (shown in the matrix, not hidden).
-UNAVAILABLE = {
-}
 BUILD_ROW = "(lab built)"
 BUILD_SHORT = "lab built"
-
-
-def unavailable(mode: str) -> str | None:
-    """Why `mode` cannot run here, or None."""
-    if mode == "ipvs" and not os.path.exists("/proc/net/ip_vs"):
-        return "this kernel has no IPVS (CONFIG_IP_VS): run in `testbed vm` (verify does, when the runner is installed)"
-    if mode in model.IMPLEMENTED_MODES:
-        return None
-    return UNAVAILABLE.get(mode, f"unknown mode {mode}")
 
 
 def table_for(topo_path: str | None) -> list[Row] | None:
@@ -113,8 +102,8 @@ def run_mode(topo_path: str | None, mode: str, matrix: Matrix, progress=lambda e
     from .lab import Lab  # the kernel side only when verifying for real
 
     col = column(mode, version)
-    reason = unavailable(mode) or (versions.check_mode(versions.parse(version), mode) if version else None)
-    if reason and mode == "ipvs" and unavailable(mode) and run_in_vm(topo_path, mode, matrix, progress, options, version):
+    reason = proxy_modes.missing(mode) or (versions.check_mode(versions.parse(version), mode) if version else None)
+    if reason and mode == "ipvs" and proxy_modes.missing(mode) and run_in_vm(topo_path, mode, matrix, progress, options, version):
         return
     if reason:
         matrix.put(BUILD_ROW, col, short=BUILD_SHORT, cell=Cell("skip", reason))
@@ -186,6 +175,6 @@ def verify(topo_path: str | None, modes: list[str], progress=lambda e, i: None, 
     runs = [(m, v) for m in modes for v in (kube_proxy_versions or [None])]
     matrix = Matrix([column(m, v) for m, v in runs])
     # Available modes first, so the rows exist when unavailable columns are filled with skips.
-    for m, v in sorted(runs, key=lambda r: unavailable(r[0]) is not None):
+    for m, v in sorted(runs, key=lambda r: proxy_modes.missing(r[0]) is not None):
         run_mode(topo_path, m, matrix, progress=progress, options=options, version=v)
     return matrix

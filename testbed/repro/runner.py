@@ -119,9 +119,9 @@ def kernel_release() -> str:
 
 def missing_feature(repro: Repro, mode: str) -> str | None:
     """What this machine lacks for `repro` in `mode` and how to get it, or None."""
-    from ..verify import unavailable
+    from .. import modes
     if mode == "ipvs":
-        reason = unavailable("ipvs")
+        reason = modes.missing("ipvs")
         if reason:
             return reason
     if "conntrack" in repro.needs:

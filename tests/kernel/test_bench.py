@@ -81,7 +81,7 @@ def test_json_has_every_part(result):
 def test_a_failing_sync_is_reported_not_fatal(tmp_path, monkeypatch):
     """A kernel tool that fails (say nft -f timing out at 30,000 Services) becomes `not_measured`
     with the reason; the rules are then installed another way and the data plane still measured."""
-    from testbed import proxier
+    from testbed.modes import nftables as proxier
 
     real = proxier.NftablesProxier.sync
 

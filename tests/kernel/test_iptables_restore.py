@@ -128,7 +128,7 @@ def test_partial_sync_through_the_proxier_rewrites_only_the_changed_service(ns):
     """The proxier's second sync is partial (MinimizeIPTablesRestore): the changed Service's chains
     are rewritten (new handles), every other Service's chains keep their rule handles, and the
     result reads back like a full sync of the new view."""
-    from testbed.proxier import IptablesProxier
+    from testbed.modes.iptables import IptablesProxier
 
     p, rec = IptablesProxier(), {}
     view = _view(_services())

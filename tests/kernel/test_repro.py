@@ -5,7 +5,7 @@ import pytest
 
 from testbed import repro
 from testbed.kernel import netns
-from testbed.model import PROXY_MODES
+from testbed.modes import NAMES as PROXY_MODES
 from testbed.repro import catalogue as cat
 from testbed.repro import runner
 

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from testbed import export, model
+from testbed import export, model, modes
 from testbed.control import reconcile
-from testbed.lab import render_for_mode
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGIES = ["topologies/default.yaml", "topologies/service-types.yaml", "topologies/ingress.yaml",
@@ -31,9 +30,9 @@ def test_an_export_replays_to_the_same_addresses_and_rules(path):
     assert [(n.name, n.ip, n.pod_cidr) for n in again.nodes] == [(n.name, n.ip, n.pod_cidr) for n in cluster.nodes]
     assert [(s.key, s.cluster_ip, s.node_ports, s.load_balancer_ips) for s in again.services] == \
         [(s.key, s.cluster_ip, s.node_ports, s.load_balancer_ips) for s in cluster.services]
-    for mode in model.PROXY_MODES:
+    for mode in modes.NAMES:
         for n in cluster.nodes:
-            assert render_for_mode(mode, again.node_view(n.name)) == render_for_mode(mode, cluster.node_view(n.name)), (mode, n.name)
+            assert modes.get(mode).render(again.node_view(n.name)) == modes.get(mode).render(cluster.node_view(n.name)), (mode, n.name)
 
 
 def test_the_lab_document_pins_every_address():
@@ -63,7 +62,7 @@ def test_a_redacted_export_keeps_the_rules_and_loses_the_names(path):
     # The same rules but for the names: same addresses, same number of rules on every node, same endpoints.
     for mode in ("iptables", "nftables", "ipvs"):
         for n, m in zip(cluster.nodes, again.nodes):
-            a, b = render_for_mode(mode, cluster.node_view(n.name)), render_for_mode(mode, again.node_view(m.name))
+            a, b = modes.get(mode).render(cluster.node_view(n.name)), modes.get(mode).render(again.node_view(m.name))
             assert sorted(re.findall(r"\d+\.\d+\.\d+\.\d+(?::\d+)?", a)) == sorted(re.findall(r"\d+\.\d+\.\d+\.\d+(?::\d+)?", b))
             assert a.count("\n") == b.count("\n"), (mode, n.name)
     assert plain != text

@@ -32,11 +32,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from testbed import cli, manifests, model, schema
+from testbed import cli, manifests, model, modes, schema
 from tests.realworld import REAL_WORLD
 from testbed.control import reconcile
 from testbed.errors import TopologyError
-from testbed.lab import render_for_mode
 
 ROOT = Path(__file__).resolve().parents[2]
 FILE = "fuzz.yaml"
@@ -131,8 +130,8 @@ def render_everything(topo: model.Topology) -> None:
         return
     for node in cluster.nodes:
         view = cluster.node_view(node.name)
-        for mode in model.PROXY_MODES:
-            render_for_mode(mode, view)
+        for mode in modes.NAMES:
+            modes.get(mode).render(view)
 
 
 def load_and_render(text: str, file: str = FILE) -> model.Topology | None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from testbed import model
+from testbed import model, modes
 from testbed.control import reconcile
-from testbed.lab import render_for_mode
 from tests.realworld import all_sets, real_world
 
 # set → (Services, {workload kind: count}, pods made, pod names that must be there)
@@ -52,9 +51,9 @@ def test_a_published_set_loads_as_published(name):
         if s.selector and any(all(dict(p.labels).get(k) == v for k, v in s.selector) and p.namespace == s.namespace
                               for p in cluster.pods):
             assert any(info.endpoints), s.key
-    for mode in model.PROXY_MODES:
+    for mode in modes.NAMES:
         for node in cluster.nodes:
-            assert render_for_mode(mode, cluster.node_view(node.name))
+            assert modes.get(mode).render(cluster.node_view(node.name))
 
 
 def test_what_a_set_holds_but_testbed_does_not_model_is_named():

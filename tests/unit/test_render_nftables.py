@@ -853,7 +853,7 @@ def test_partial_sync_from_memo_with_a_key_two_services_claim():
 def test_proxier_recognises_its_own_state_read_back_from_the_lab_file():
     """The lab writes a sync's state as JSON and may read it back before the next sync: the proxier
     then continues from its in-memory state (memo and all) instead of re-parsing it."""
-    from testbed.proxier import NftablesProxier
+    from testbed.modes.nftables import NftablesProxier
 
     p = NftablesProxier()
     _, state = nft.sync(None, V(*ALL4))

@@ -18,7 +18,7 @@ import yaml
 from testbed import model
 from testbed.control import reconcile
 from testbed.errors import TopologyError
-from testbed.lab import render_for_mode
+from testbed import modes
 from testbed.render import iptables as ipt
 from tests.unit.test_render_iptables import UPSTREAM_OVERALL, _upstream_overall_view, chains
 
@@ -129,7 +129,7 @@ def test_the_replay_renders_what_the_same_objects_written_by_hand_render():
     assert [p.ip for p in by_hand.pods] == [p.ip for p in replay.pods]
     for mode in ("iptables", "nftables", "ipvs"):
         for node in ("kind-control-plane", "kind-worker", "kind-worker2"):
-            assert render_for_mode(mode, replay.node_view(node)) == render_for_mode(mode, by_hand.node_view(node)), (mode, node)
+            assert modes.get(mode).render(replay.node_view(node)) == modes.get(mode).render(by_hand.node_view(node)), (mode, node)
 
 
 HAND_WRITTEN_KIND = """\

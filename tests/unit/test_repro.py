@@ -11,7 +11,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from testbed import model, repro
+from testbed import model, modes, repro
 from testbed import errors
 from testbed.repro import catalogue as cat
 from testbed.repro import runner
@@ -44,9 +44,9 @@ def test_both_variants_load_and_differ(r):
 @pytest.mark.parametrize("r", REPROS, ids=[r.name for r in REPROS])
 def test_catalogue_entry_is_complete(r):
     assert r.name and r.title and r.upstream and r.mechanism and r.triggered and r.measured and r.fix
-    assert set(r.modes) <= set(model.PROXY_MODES) and r.modes
-    assert set(r.not_in) <= set(model.PROXY_MODES) and not set(r.not_in) & set(r.modes)
-    for m in model.PROXY_MODES:  # every mode is either run or says why not
+    assert set(r.modes) <= set(modes.NAMES) and r.modes
+    assert set(r.not_in) <= set(modes.NAMES) and not set(r.not_in) & set(r.modes)
+    for m in modes.NAMES:  # every mode is either run or says why not
         assert (r.applies(m) is None) == (m in r.modes)
     assert bool(r.adopt) == bool(r.with_files)
 

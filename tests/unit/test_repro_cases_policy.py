@@ -8,7 +8,7 @@ import pytest
 from testbed import model
 from testbed.control import reconcile
 from testbed import errors
-from testbed.lab import render_for_mode
+from testbed import modes
 from testbed.repro import by_name
 from testbed.repro import catalogue as cat
 from tests.realworld import real_world
@@ -21,7 +21,7 @@ def _cluster(docs: list[dict]):
 
 def _rendered(docs: list[dict], mode: str) -> dict[str, str]:
     cluster = _cluster(docs)
-    return {n.name: render_for_mode(mode, cluster.node_view(n.name)) for n in cluster.nodes}
+    return {n.name: modes.get(mode).render(cluster.node_view(n.name)) for n in cluster.nodes}
 
 
 def _target(docs: list[dict]) -> dict:
