@@ -18,14 +18,15 @@ class Affinity:
 
     @property
     def switches(self) -> int:
-        return sum(1 for a, b in zip(self.sequence, self.sequence[1:]) if a != b)
+        return sum(1 for a, b in zip(self.sequence, self.sequence[1:], strict=False) if a != b)
 
 
 def affinity(netns: str, host: str, port: int, requests: int = 15, proto: str = "tcp", timeout: float = 2.0) -> Affinity:
     """M requests in a row from one client namespace (new connection, new source port each)."""
     seq, failures = [], 0
     for _ in range(requests):
-        r = tcp_request(netns, host, port, "/hostname", timeout) if proto == "tcp" else udp_request(netns, host, port, "hostname", timeout)
+        r = (tcp_request(netns, host, port, "/hostname", timeout) if proto == "tcp"
+             else udp_request(netns, host, port, "hostname", timeout))
         seq.append(r.body if r.ok else "")
         failures += not r.ok
     return Affinity(tuple(seq), failures)

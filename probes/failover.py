@@ -63,7 +63,8 @@ def failover(netns: str, host: str, port: int, change: Callable[[], object], bef
     def loop() -> None:
         while not stop.is_set():
             sent = time.monotonic()
-            r = tcp_request(netns, host, port, "/hostname", timeout) if proto == "tcp" else udp_request(netns, host, port, "hostname", timeout)
+            r = (tcp_request(netns, host, port, "/hostname", timeout) if proto == "tcp"
+                 else udp_request(netns, host, port, "hostname", timeout))
             samples.append(Sample(sent - t0[0], r.outcome, r.body if r.ok else "", r.error or "", r.local,
                                   r.elapsed))
             stop.wait(max(0.0, interval - (time.monotonic() - sent)))

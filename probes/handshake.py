@@ -113,7 +113,8 @@ def handshake(client_ns: str, client_ip: str, dst_ip: str, dst_port: int, proto:
                 continue
             if p.haslayer(ICMP) and p.haslayer(IPerror) and p[IP].dst == client_ip:
                 inner = p[IPerror]
-                l4 = inner[TCPerror] if proto == "tcp" and inner.haslayer(TCPerror) else inner[UDPerror] if inner.haslayer(UDPerror) else None
+                l4 = (inner[TCPerror] if proto == "tcp" and inner.haslayer(TCPerror)
+                      else inner[UDPerror] if inner.haslayer(UDPerror) else None)
                 if l4 is not None and l4.sport == sport and p[ICMP].type == 3:
                     return c, p, f"icmp {ICMP_UNREACH.get(p[ICMP].code, 'code ' + str(p[ICMP].code))}"
             # Matched by sequence number / nonce, not by port: where the NAT is on the client's own

@@ -80,7 +80,7 @@ def chi_square_statistic(observed: list[int], expected: list[float]) -> float:
     if weight <= 0:
         raise ValueError("expected must have a positive sum")
     stat = 0.0
-    for o, e in zip(observed, expected):
+    for o, e in zip(observed, expected, strict=True):
         e = e * n / weight
         if e <= 0:
             if o > 0:

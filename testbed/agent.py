@@ -102,7 +102,7 @@ class Agent:
         ns = saved["lb"]["ns"]
         results = list(self.pool.map(lambda c: tcp_request(ns, c[1].ip, c[2], path="/", timeout=1.0), checks))
         healthy: dict[str, list[str]] = {}
-        for (key, node, _), r in zip(checks, results):
+        for (key, node, _), r in zip(checks, results, strict=True):
             healthy.setdefault(key, [])
             if r.ok and r.status == 200:
                 healthy[key].append(node.name)
@@ -149,7 +149,7 @@ class Agent:
         results = list(self.pool.map(lambda d: run_probe(self.lab_name, d[0], d[2]), due))
         ready_changes: dict[str, bool] = {}
         restarts: dict[str, dict] = {}
-        for (pod, i, probe, t), ok in zip(due, results):
+        for (pod, _i, probe, t), ok in zip(due, results, strict=True):
             t.successes, t.failures = (t.successes + 1, 0) if ok else (0, t.failures + 1)
             if probe.kind == "readiness":
                 if not ok and t.failures >= probe.failure_threshold and t.result is not False:

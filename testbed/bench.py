@@ -373,7 +373,7 @@ def build_node(run: Run, tag: str) -> Node:
         run.journal_ns(ns)
         wiring.make_namespace(lab, ns, "node", node, ipr_of)
         wiring.setup_node(lab, node, GATEWAY, prefix, [], ipr_of)
-        for (pod, ip), pns in zip(pods, pod_nss):
+        for (pod, ip), pns in zip(pods, pod_nss, strict=True):
             run.journal_ns(pns)
             wiring.add_pod(lab, node, SERVICE_NAMESPACE, f"{tag}.{pod}", ip, prefix, GATEWAY, ipr_of)
     specs = [{"key": f"{SERVICE_NAMESPACE}/{tag}.be{i}", "ns": pod_nss[1 + i], "hostname": f"be{i}",
@@ -506,7 +506,8 @@ def measure_mode(run: Run, mode: str, plan: Plan, progress: Progress = _quiet) -
         entry["target"] = {"service": target.port_name_string, "cluster_ip": target.cluster_ip, "port": target.port}
         full_samples: list[Timing] = []
         change_samples: list[Timing] = []
-        skip_full = _skip_reason(history["full"], n, plan, mode) if plan.control else "not run: control plane not measured in this run"
+        skip_full = (_skip_reason(history["full"], n, plan, mode) if plan.control
+                     else "not run: control plane not measured in this run")
         baseline = live_namespaces()
         node = build_node(run, f"{mode[:4]}{n}")
         try:
@@ -952,11 +953,12 @@ def summarize(doc: dict) -> dict:
                 "ratio": ratio(_fig(full[-1], "full_sync", "total_s", "median"), _fig(full[0], "full_sync", "total_s", "median"))}
     # The blog's comparison: iptables p50 from ~1,000 to 30,000 Services.
     ipt = modes.get("iptables")
-    a, b = _fig(_size_entry(ipt, 1000), "data_plane", "p50", "median"), _fig(_size_entry(ipt, 30000), "data_plane", "p50", "median")
+    a = _fig(_size_entry(ipt, 1000), "data_plane", "p50", "median")
+    b = _fig(_size_entry(ipt, 30000), "data_plane", "p50", "median")
     if a and b:
         ratios["iptables_p50_1000_to_30000"] = b / a
     largest = None
-    for mode, md in modes.items():
+    for md in modes.values():
         for e in md.get("sizes", ()):
             if _fig(e, "data_plane", "p50") is not None:
                 largest = max(largest or 0, e["services"])
@@ -989,13 +991,16 @@ def summarize(doc: dict) -> dict:
         if md is None:
             continue
         measured = [e for e in md.get("sizes", ()) if _fig(e, "full_sync", "render_over_kernel") is not None]
-        e = _size_entry(md, 10000) if _fig(_size_entry(md, 10000), "full_sync", "render_over_kernel") is not None else (measured[-1] if measured else None)
+        at_10k = _size_entry(md, 10000)
+        e = at_10k if _fig(at_10k, "full_sync", "render_over_kernel") is not None else (measured[-1] if measured else None)
         if e is None:
-            targets.append(_target(f"sync: {mode} rendering ≤ {TARGET_RENDER_SHARE:.0%} on top of {md.get('tool', 'the tool')} at 10,000 Services",
+            targets.append(_target(f"sync: {mode} rendering ≤ {TARGET_RENDER_SHARE:.0%} on top of "
+                                   f"{md.get('tool', 'the tool')} at 10,000 Services",
                                    None, md.get("not_measured") or "not measured"))
             continue
         r = e["full_sync"]["render_over_kernel"]
-        targets.append(_target(f"sync: {mode} full-sync rendering ≤ {TARGET_RENDER_SHARE:.0%} on top of the kernel tool at {e['services']:,} Services",
+        targets.append(_target(f"sync: {mode} full-sync rendering ≤ {TARGET_RENDER_SHARE:.0%} on top of the kernel tool "
+                               f"at {e['services']:,} Services",
                                r <= TARGET_RENDER_SHARE, f"+{r:.1%} (render {e['full_sync']['render_s']['median']:.3f} s, "
                                f"kernel {e['full_sync']['kernel_s']['median']:.3f} s)"))
     nft = modes.get("nftables")
@@ -1006,9 +1011,11 @@ def summarize(doc: dict) -> dict:
         if a and b and small is not big:
             ka, kb = _fig(small, "one_change", "kernel_s", "median"), _fig(big, "one_change", "kernel_s", "median")
             targets.append(_target(
-                f"sync: nftables one-Service change at {big['services']:,} ≈ at {small['services']:,} Services (≤ {TARGET_NFT_CHANGE_RATIO}×)",
+                f"sync: nftables one-Service change at {big['services']:,} ≈ at {small['services']:,} Services "
+                f"(≤ {TARGET_NFT_CHANGE_RATIO}×)",
                 b / a <= TARGET_NFT_CHANGE_RATIO,
-                f"{b / a:.1f}× ({a * 1000:.1f} → {b * 1000:.1f} ms; nft -f alone {ka * 1000:.1f} → {kb * 1000:.1f} ms, {kb / ka:.1f}×)"))
+                f"{b / a:.1f}× ({a * 1000:.1f} → {b * 1000:.1f} ms; "
+                f"nft -f alone {ka * 1000:.1f} → {kb * 1000:.1f} ms, {kb / ka:.1f}×)"))
         else:
             targets.append(_target("sync: nftables one-Service change flat", None, "not measured"))
 
@@ -1044,7 +1051,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--quick", action="store_true", help="CI size: 100, 1,000, 5,000 Services; 10, 100, 300 pods (~2 min)")
     ap.add_argument("--json", default="results/bench.json", metavar="PATH", help="write the results here ('-': stdout)")
     ap.add_argument("--plots", default="docs", metavar="DIR", help="write the PNG plots here ('' or 'none': no plots)")
-    ap.add_argument("--modes", default=None, help="comma-separated: iptables,nftables,ipvs (default: all; none: only the lab build)")
+    ap.add_argument("--modes", default=None,
+                    help="comma-separated: iptables,nftables,ipvs (default: all; none: only the lab build)")
     ap.add_argument("--sizes", default=None, help="numbers of Services, comma-separated")
     ap.add_argument("--pods", default=None, help="pod counts for the build part, comma-separated")
     ap.add_argument("--connections", type=int, default=None, help="connections per round")

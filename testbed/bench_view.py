@@ -45,7 +45,8 @@ def _spread_s(d: dict | None) -> str:
 
 
 def data_plane_table(doc: dict) -> Table:
-    t = Table(title="Data plane: connection setup (first packet) to the last-matched ClusterIP, ms — median of rounds \\[min–max]")
+    t = Table(title="Data plane: connection setup (first packet) to the last-matched ClusterIP, ms — "
+                    "median of rounds \\[min–max]")
     for col in ("mode", "Services", "p01", "p50", "p99", "p50 vs smallest", "connections"):
         t.add_column(col, justify="right" if col not in ("mode",) else "left")
     for mode, md in doc["modes"].items():
@@ -69,7 +70,8 @@ def data_plane_table(doc: dict) -> Table:
 
 def control_plane_table(doc: dict) -> Table:
     t = Table(title="Control plane: sync time — median \\[min–max] of samples ×n; render vs kernel tool (medians)")
-    for col in ("mode", "Services", "full sync", "render", "kernel tool", "render on top", "one-Service change", "render", "kernel tool"):
+    for col in ("mode", "Services", "full sync", "render", "kernel tool", "render on top", "one-Service change", "render",
+                "kernel tool"):
         t.add_column(col, justify="left" if col == "mode" else "right")
     for mode, md in doc["modes"].items():
         if md.get("not_measured"):
@@ -198,7 +200,8 @@ def plot(doc: dict, outdir: str | Path) -> list[Path]:
         ax.fill_between(xs, [d["p01"]["median"] for _, d in pts], [d["p99"]["median"] for _, d in pts], color=color, alpha=0.15,
                         label=f"{mode} p01–p99")
         ax.errorbar(xs, [d["p50"]["median"] for _, d in pts],
-                    yerr=[[d["p50"]["median"] - d["p50"]["min"] for _, d in pts], [d["p50"]["max"] - d["p50"]["median"] for _, d in pts]],
+                    yerr=[[d["p50"]["median"] - d["p50"]["min"] for _, d in pts],
+                          [d["p50"]["max"] - d["p50"]["median"] for _, d in pts]],
                     fmt="none", ecolor=color, capsize=3, alpha=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -223,14 +226,15 @@ def plot(doc: dict, outdir: str | Path) -> list[Path]:
                 continue
             xs = [n for n, _ in pts]
             med = [s["total_s"]["median"] for _, s in pts]
-            ax.errorbar(xs, med, yerr=[[m - s["total_s"]["min"] for m, (_, s) in zip(med, pts)],
-                                        [s["total_s"]["max"] - m for m, (_, s) in zip(med, pts)]],
+            ax.errorbar(xs, med, yerr=[[m - s["total_s"]["min"] for m, (_, s) in zip(med, pts, strict=True)],
+                                        [s["total_s"]["max"] - m for m, (_, s) in zip(med, pts, strict=True)]],
                         fmt="o-", color=color, capsize=3, label=f"{mode}{vm} total")
             ax.plot(xs, [s["kernel_s"]["median"] for _, s in pts], "x--", color=color, alpha=0.6, label=f"{mode}{vm} kernel tool")
             ax.set_title(title)
         pts = [(e["services"], e["full_sync"]) for e in md.get("sizes", ()) if "total_s" in (e.get("full_sync") or {})]
         if pts:
-            axes[2].plot([n for n, _ in pts], [100 * (s["render_share"] or 0) for _, s in pts], "o-", color=color, label=f"{mode}{vm}")
+            axes[2].plot([n for n, _ in pts], [100 * (s["render_share"] or 0) for _, s in pts], "o-", color=color,
+                         label=f"{mode}{vm}")
     for ax in axes[:2]:
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -259,8 +263,8 @@ def plot(doc: dict, outdir: str | Path) -> list[Path]:
         xs = [e["pods"] for e in sizes]
         for side, color, label in (("testbed", "tab:blue", "testbed (netlink)"), ("ip", "tab:gray", "ip commands")):
             med = [e[side]["ms_per_pod"]["median"] for e in sizes]
-            axes[0].errorbar(xs, med, yerr=[[m - e[side]["ms_per_pod"]["min"] for m, e in zip(med, sizes)],
-                                            [e[side]["ms_per_pod"]["max"] - m for m, e in zip(med, sizes)]],
+            axes[0].errorbar(xs, med, yerr=[[m - e[side]["ms_per_pod"]["min"] for m, e in zip(med, sizes, strict=True)],
+                                            [e[side]["ms_per_pod"]["max"] - m for m, e in zip(med, sizes, strict=True)]],
                              fmt="o-", color=color, capsize=3, label=label)
             axes[1].plot(xs, [e[side]["down_s"]["median"] for e in sizes], "o-", color=color, label=f"{label}: teardown")
         axes[1].plot(xs, [e["kernel_destroy_s"]["median"] for e in sizes], "x--", color="tab:blue", alpha=0.6,
@@ -351,7 +355,8 @@ def markdown_tables(doc: dict) -> str:
                        f"[{dp['p50']['min']:.3f}–{dp['p50']['max']:.3f}] | {dp['p99']['median']:.3f} | "
                        f"{dp['p50']['median'] / base:.2f}× |")
     out.append("")
-    out.append("| mode | Services | full sync [min–max] ×n | render | kernel tool | render on top | one-Service change [min–max] ×n | render | kernel tool |")
+    out.append("| mode | Services | full sync [min–max] ×n | render | kernel tool | render on top "
+               "| one-Service change [min–max] ×n | render | kernel tool |")
     out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for mode, md in doc["modes"].items():
         if md.get("not_measured"):
@@ -374,11 +379,13 @@ def markdown_tables(doc: dict) -> str:
     b = doc.get("build")
     if b and not b.get("not_measured"):
         out.append("")
-        out.append("| pods | testbed ms/pod [min–max] | pods/s | up | down (unmount) | kernel frees them | ip ms/pod | ip up | ip down | ip/testbed up | ip/testbed down |")
+        out.append("| pods | testbed ms/pod [min–max] | pods/s | up | down (unmount) | kernel frees them "
+                   "| ip ms/pod | ip up | ip down | ip/testbed up | ip/testbed down |")
         out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for e in b["sizes"]:
             tb, ip = e["testbed"], e["ip"]
-            out.append(f"| {e['pods']:,} | {tb['ms_per_pod']['median']:.2f} [{tb['ms_per_pod']['min']:.2f}–{tb['ms_per_pod']['max']:.2f}] | "
+            out.append(f"| {e['pods']:,} | {tb['ms_per_pod']['median']:.2f} "
+                       f"[{tb['ms_per_pod']['min']:.2f}–{tb['ms_per_pod']['max']:.2f}] | "
                        f"{tb['pods_per_s']['median']:.0f} | {_s(tb['up_s']['median'])} | {_s(tb['down_s']['median'])} | "
                        f"{_s(e['kernel_destroy_s']['median'])} | {ip['ms_per_pod']['median']:.2f} | {_s(ip['up_s']['median'])} | "
                        f"{_s(ip['down_s']['median'])} | {e['ratio_up']:.1f}× | {e['ratio_down']:.1f}× |")
@@ -391,5 +398,6 @@ def markdown_tables(doc: dict) -> str:
     out.append("| target | this run | |")
     out.append("|---|---:|---|")
     for row in doc["summary"]["targets"]:
-        out.append(f"| {row['target']} | {row['value']} | {({True: 'met', False: '**not met**', None: 'not measured'})[row['met']]} |")
+        met = {True: "met", False: "**not met**", None: "not measured"}[row["met"]]
+        out.append(f"| {row['target']} | {row['value']} | {met} |")
     return "\n".join(out) + "\n"

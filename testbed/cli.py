@@ -144,8 +144,11 @@ def cmd_up(args) -> int:
     report_sync = lab.saved["syncs"][-1] if lab.saved.get("syncs") else None
     _summary(lab)
     if report_sync:
-        console.print(f"built and synced in {report_sync['total_ms']:.0f} ms (rules applied {report_sync['to_rules_ms']:.0f} ms after the start of the sync); "
-                      f"try `testbed get pods`, `testbed exec {lab.cluster().pods[0].name if lab.cluster().pods else 'node/NAME'} -- ip addr`, `testbed down {lab.name}`")
+        pods = lab.cluster().pods
+        console.print(f"built and synced in {report_sync['total_ms']:.0f} ms "
+                      f"(rules applied {report_sync['to_rules_ms']:.0f} ms after the start of the sync); "
+                      f"try `testbed get pods`, `testbed exec {pods[0].name if pods else 'node/NAME'} -- ip addr`, "
+                      f"`testbed down {lab.name}`")
     return 0
 
 
@@ -723,7 +726,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(fn=lambda args: __import__("testbed.vm", fromlist=["cmd_vm"]).cmd_vm(args))
 
-    p = _command(sub, "bench", help="measure first-packet latency and sync time against the number of Services, and lab build speed")
+    p = _command(sub, "bench",
+                 help="measure first-packet latency and sync time against the number of Services, and lab build speed")
     from . import bench as _bench
     _bench.add_arguments(p)
     p.set_defaults(fn=lambda args: __import__("testbed.bench_view", fromlist=["cmd_bench"]).cmd_bench(args))

@@ -26,7 +26,7 @@ def columns(headers: list[str], rows: list[list[str]], no_headers: bool = False)
     widths = [max(MIN_WIDTH, max(len(r[i]) for r in lines) + PADDING) for i in range(len(headers))]
     out = []
     for r in lines:
-        out.append("".join(v.ljust(w) for v, w in zip(r[:-1], widths)) + r[-1])
+        out.append("".join(v.ljust(w) for v, w in zip(r[:-1], widths, strict=False)) + r[-1])
     return "\n".join(out) + "\n"
 
 

@@ -36,8 +36,9 @@ class Row:
             ingress/HOST/PATH (check http, through the ingress controller's Service)
     expect: answered | refused | dropped | closed (accepted, then closed unanswered), or per mode
             {"iptables": ..., "*": ...}, per release below a version {"nftables<1.34": ..., "<1.30": ...}
-            (the lab's kube-proxy version: the mode's bound first, the lowest first); check failover: failures (the dead backend keeps its share),
-            no-failure (a proxy retries), recovers (a readiness probe removes it: time to recovery)
+            (the lab's kube-proxy version: the mode's bound first, the lowest first); check failover:
+            failures (the dead backend keeps its share), no-failure (a proxy retries), recovers (a
+            readiness probe removes it: time to recovery)
     backends: svc (any ready endpoint of the target) | self (the source pod) | zone (a ready endpoint
               on a node in the source node's topology.kubernetes.io/zone) | None
     source_seen: client (no SNAT) | node (a node address) | gateway (the source pod's node bridge)
@@ -117,7 +118,8 @@ FEATURES = {
 }
 # kube-proxy's userspace proxier refused SCTP ports (newProxySocket); testbed/render/userspace.py skips them.
 NO_POLICIES_IN_USERSPACE = "kube-proxy's userspace mode has no traffic policies (eTP/iTP came later)"
-NO_SCTP_IN_USERSPACE = "kube-proxy's userspace proxier never supported SCTP (newProxySocket: \"SCTP is not supported for user space proxy\")"
+NO_SCTP_IN_USERSPACE = ("kube-proxy's userspace proxier never supported SCTP "
+                        "(newProxySocket: \"SCTP is not supported for user space proxy\")")
 
 
 def skip_reason(row: Row, mode: str) -> str | None:
@@ -711,7 +713,8 @@ def _run(lab, cluster: ClusterState, row: Row, mode: str) -> Cell:
             "dnat": h.backend_saw_dst, "source_seen": h.backend_saw_src, "ms": round(h.elapsed * 1000)}
     if h.outcome != expected:
         extra = f" by {h.reply}" if h.reply else ""
-        return Cell("fail", f"expected {expected}, got {h.outcome}{extra} (backend {h.backend or '-'}, saw {h.backend_saw_src or '-'} → {h.backend_saw_dst or '-'})", evidence)
+        return Cell("fail", f"expected {expected}, got {h.outcome}{extra} (backend {h.backend or '-'}, "
+                            f"saw {h.backend_saw_src or '-'} → {h.backend_saw_dst or '-'})", evidence)
     if expected == "refused":
         return Cell("pass", f"refused by {h.reply} after {h.elapsed * 1000:.0f} ms", evidence)
     if expected == "dropped":
@@ -842,7 +845,8 @@ def _delete_backend(lab, cluster: ClusterState, row: Row, proto: str) -> Cell:
         return Cell("fail", f"replacement {replacement.name} not reached, or failures: {d.counts} {d.failures}")
     state = "terminating for its grace period" if left is not None else "removed"
     return Cell("pass", f"{victim.name} ({victim.ip}, {state}) → {replacement.name} ({replacement.ip}); rules on "
-                        f"{len(report.nodes_synced)} nodes {report.seconds_to_rules * 1000:.0f} ms after the change; 0/200 to the old pod")
+                        f"{len(report.nodes_synced)} nodes {report.seconds_to_rules * 1000:.0f} ms after the change; "
+                        "0/200 to the old pod")
 
 
 UDP_CLIENT_PORT = 12345  # a UDP client that keeps its socket (a resolver, statsd, a game client)
@@ -1009,7 +1013,8 @@ def derive_rows(cluster: ClusterState) -> list[Row]:
                                         f"nodeport/{name}:{sp.port}@{n.name}", backends="svc", source_seen="client",
                                         short=f"{label} eTP Local via {n.name}", **policy))
                         continue
-                    rows.append(Row(f"NodePort {label} from outside via {n.name}: SNAT to the node, reply from the dialled address",
+                    rows.append(Row(f"NodePort {label} from outside via {n.name}: SNAT to the node, "
+                                    "reply from the dialled address",
                                     f"client/{outside.name}", proto, f"nodeport/{name}:{sp.port}@{n.name}",
                                     backends="svc", source_seen="node",
                                     balance=proto == "tcp" and svc.session_affinity_timeout is None,

@@ -188,7 +188,7 @@ class ClusterState:
             if not info.proxied:
                 continue
             s = info.service
-            for sp, np_, eps in zip(s.ports, info.node_ports, info.endpoints):
+            for sp, np_, eps in zip(s.ports, info.node_ports, info.endpoints, strict=True):
                 ports.append(ServicePort(
                     namespace=s.namespace, name=s.name, port_name=sp.name, protocol=sp.protocol, port=sp.port,
                     cluster_ip=info.cluster_ip, node_port=np_, external_ips=s.external_ips,
@@ -280,7 +280,8 @@ def _allocate_hosts(topo: Topology, alloc: Allocations) -> tuple[tuple[NodeInfo,
                     used_cidrs.append(sub)
                     break
             else:
-                raise TopologyError(topo.source, topo.where("Lab", lab.name), "spec.clusterCIDR", f"{cluster} has no /{lab.node_cidr_mask} left for node {n.name}")
+                raise TopologyError(topo.source, topo.where("Lab", lab.name), "spec.clusterCIDR",
+                                    f"{cluster} has no /{lab.node_cidr_mask} left for node {n.name}")
         nodes.append(NodeInfo(n.name, ip, cidr))
         new_nodes[n.name] = {"ip": ip, "pod_cidr": cidr}
     clients = []
@@ -377,7 +378,8 @@ def _allocate_node_ports(topo: Topology, alloc: Allocations) -> dict[str, tuple[
                         np_ = cand
                         break
                 else:
-                    raise TopologyError(topo.source, topo.where("Service", s.key), "spec.ports", f"the NodePort range {lo}-{hi} is full")
+                    raise TopologyError(topo.source, topo.where("Service", s.key), "spec.ports",
+                                        f"the NodePort range {lo}-{hi} is full")
                 used.add((np_, p.protocol))
             ports.append(np_)
             new[k] = np_
@@ -493,7 +495,7 @@ def _schedule_and_address(topo: Topology, alloc: Allocations, nodes: tuple[NodeI
     def ports_of(pod) -> set:
         return {(c.port, c.protocol) for c in pod.ports}
 
-    for pod, owner in desired:
+    for pod, _owner in desired:
         rec = alloc.pods.get(pod.key, {})
         if pod.host_network:
             if rec.get("node") in by_node and (not pod.node_name or pod.node_name == rec["node"]) \
@@ -516,7 +518,8 @@ def _schedule_and_address(topo: Topology, alloc: Allocations, nodes: tuple[NodeI
         rec = dict(alloc.pods.get(pod.key, {}))
         if pod.key not in placed:
             node = pod.node_name
-            free = (lambda n: not ports_of(pod) & host_ports[n]) if pod.host_network else (lambda n: True)
+            pod_ports = ports_of(pod)  # bound in the lambda below: this turn's pod
+            free = (lambda n, pod_ports=pod_ports: not pod_ports & host_ports[n]) if pod.host_network else (lambda n: True)
             if node is None:
                 fits = [n for n in load if schedulable(specs[n], pod.tolerations, pod.node_selector) and free(n)] \
                     if specs else [n for n in load if free(n)]
@@ -544,7 +547,8 @@ def _schedule_and_address(topo: Topology, alloc: Allocations, nodes: tuple[NodeI
                 if ip not in used[node]:
                     break
             else:
-                raise TopologyError(topo.source, topo.where("Pod", pod.key), "spec.nodeName", f"node {node}'s pod CIDR {net} is full")
+                raise TopologyError(topo.source, topo.where("Pod", pod.key), "spec.nodeName",
+                                    f"node {node}'s pod CIDR {net} is full")
             used[node].add(ip)
             alloc.ip_cursor[node] = off
             rec.update(node=node, ip=ip)

@@ -332,7 +332,7 @@ def records(cluster: ClusterState, domain: str = DOMAIN, *, nameserver: str | No
             add(base, _addr_type(ip), ip)
             add(host, _addr_type(ip), ip)
             add(reverse_name(ip), "PTR", host)
-        for sp, eps in zip(s.ports, published):
+        for sp, eps in zip(s.ports, published, strict=True):
             if not sp.name:
                 continue
             targets = sorted({(e.ip, e.port) for e in eps}, key=lambda t: (ipaddress.ip_address(t[0]), t[1]))

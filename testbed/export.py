@@ -156,7 +156,7 @@ def service_manifest(info: ServiceInfo) -> dict:
     if s.selector is not None:
         spec["selector"] = dict(s.selector)
     ports = []
-    for sp, np_ in zip(s.ports, info.node_ports):
+    for sp, np_ in zip(s.ports, info.node_ports, strict=True):
         p: dict = {"port": sp.port, "protocol": sp.protocol}
         if sp.name:
             p["name"] = sp.name
@@ -251,7 +251,7 @@ def endpoints_manifest(info: ServiceInfo) -> dict:
     Service port, ready and not-ready addresses apart."""
     s = info.service
     subsets = []
-    for sp, eps in zip(s.ports, info.endpoints):
+    for sp, eps in zip(s.ports, info.endpoints, strict=True):
         if not eps:
             continue
         port = {"port": eps[0].port, "protocol": sp.protocol, **({"name": sp.name} if sp.name else {})}
@@ -301,7 +301,7 @@ def slice_manifests(info: ServiceInfo, user_slices) -> list[dict]:
     if s.selector is None:
         return out
     hostnames = dict(info.hostnames)
-    for sp, eps in zip(s.ports, info.endpoints):
+    for sp, eps in zip(s.ports, info.endpoints, strict=True):
         if not eps:
             continue
         ports = sorted({e.port for e in eps})

@@ -99,7 +99,8 @@ def _pods_rows(snap: Snapshot, namespaces, wide: bool):
 
 
 def _ports(info) -> str:
-    out = [f"{sp.port}{':' + str(np_) if np_ else ''}/{sp.protocol}" for sp, np_ in zip(info.service.ports, info.node_ports)]
+    out = [f"{sp.port}{':' + str(np_) if np_ else ''}/{sp.protocol}"
+           for sp, np_ in zip(info.service.ports, info.node_ports, strict=True)]
     return ",".join(out) or "<none>"
 
 

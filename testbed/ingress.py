@@ -233,7 +233,8 @@ def parse_ingress(doc: _Doc) -> Ingress:
     doc.check_keys("spec", spec, {"ingressClassName", "defaultBackend", "rules", "tls"})
     cls = doc.string("spec.ingressClassName")
     if cls is not None:
-        doc.name("spec.ingressClassName", cls, pattern=_DNS_SUBDOMAIN, max_len=253, what="an IngressClass name (a DNS-1123 subdomain)")
+        doc.name("spec.ingressClassName", cls, pattern=_DNS_SUBDOMAIN, max_len=253,
+                 what="an IngressClass name (a DNS-1123 subdomain)")
     annotated = ann.get(CLASS_ANNOTATION)
     if annotated is not None and cls is not None and annotated != cls:
         doc.fail(f"metadata.annotations.{CLASS_ANNOTATION}", f"must match spec.ingressClassName when both are specified "
@@ -283,7 +284,8 @@ def parse_ingress_class(doc: _Doc) -> IngressClass:
         doc.fail("spec.controller", f"expected at most {MAX_CONTROLLER_LEN} characters, got {len(controller)}")
     domain, slash, rest = controller.partition("/")
     if not slash or not rest or not _DNS_SUBDOMAIN.match(domain) or len(domain) > 253 or not _PATH_SEGMENT.match(rest):
-        doc.fail("spec.controller", f"expected a domain-prefixed path such as example.com/ingress-controller, got {show(controller)}")
+        doc.fail("spec.controller",
+                 f"expected a domain-prefixed path such as example.com/ingress-controller, got {show(controller)}")
     return IngressClass(name, controller, ann.get(DEFAULT_CLASS_ANNOTATION) == "true")
 
 

@@ -60,7 +60,7 @@ def judge(scheduler: str, sequence: list[str], servers: int, busy: str | None = 
     if kind == "in-turn":
         if len(set(sequence)) != min(servers, len(sequence)):
             return f"{len(set(sequence))} of {servers} real servers answered {len(sequence)} connections"
-        if any(a != b for a, b in zip(sequence, sequence[servers:])):
+        if any(a != b for a, b in zip(sequence, sequence[servers:], strict=False)):
             return f"not in a fixed turn of {servers}: {sequence}"
         return None
     if kind == "least-loaded":

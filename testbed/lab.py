@@ -232,13 +232,16 @@ class Lab:
         name = name or topo.lab.name
         mode = mode or topo.lab.proxy_mode
         if not model.LAB_NAME.match(name):
-            raise TopologyError(path, None, "--name", f"expected a lab name of at most 16 characters (a-z, 0-9, '-'), got {name!r}")
+            raise TopologyError(path, None, "--name",
+                                f"expected a lab name of at most 16 characters (a-z, 0-9, '-'), got {name!r}")
         if mode not in modes.NAMES:
             raise TopologyError(path, None, "--mode", f"expected one of {', '.join(modes.NAMES)}, got {mode!r}")
         topo = topo.with_lab(name=name, proxy_mode=mode)
         check_kernel(mode)
         lab = cls(name, progress)
-        if state.read(name) is not None or state.read_journal(name) or any(n.startswith(f"{name}-") and wiring.ns_owner(n) and wiring.ns_owner(n).startswith(f"{wiring.ALIAS_PREFIX}{name}:") for n in netns.list_names()):
+        if state.read(name) is not None or state.read_journal(name) or any(
+                n.startswith(f"{name}-") and wiring.ns_owner(n)
+                and wiring.ns_owner(n).startswith(f"{wiring.ALIAS_PREFIX}{name}:") for n in netns.list_names()):
             raise TestbedError(f"a lab named {name!r} already exists: `testbed down {name}` first, or pick another --name")
         progress("notes", {"topology": topo})
         cluster, alloc = reconcile(topo)
@@ -651,7 +654,8 @@ class Lab:
                 self._terminate(alloc, [p for p in current.values() if p.owner == key and not p.terminating
                                         and (p.owner_kind == kind or p.owner_kind is None)], grace)
             stored = [d for i, d in enumerate(stored) if i not in idx]
-            topo = model.parse_documents(stored, self.saved.get("source", "<lab>")).with_lab(name=self.name, proxy_mode=self.saved["mode"])
+            topo = model.parse_documents(stored, self.saved.get("source", "<lab>")).with_lab(
+                name=self.name, proxy_mode=self.saved["mode"])
             cluster, alloc = reconcile(topo, alloc)
             self.saved["manifests"] = stored
             return self._sync(cluster, alloc, started, change=f"delete {kind.lower()}", detail=key)

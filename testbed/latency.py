@@ -18,6 +18,7 @@ them back); the probing pod backs nothing.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import statistics
 import tempfile
@@ -76,6 +77,12 @@ def _backends(cluster: ClusterState, info: ServiceInfo, i: int) -> list[PodInfo]
     return sorted((p for p in cluster.ready_backends(info, i) if p.workload == "netexec"), key=lambda p: p.key)
 
 
+def _record(into: list, change, *args, **kwargs) -> None:
+    """Run `change(*args, **kwargs)` and keep its report in `into`. Given to `observe` as a
+    functools.partial, so the change's arguments are bound when it is made, not when it runs."""
+    into.append(change(*args, **kwargs))
+
+
 def _prober(cluster: ClusterState) -> PodInfo:
     free = [p for p in cluster.pods_backing_nothing() if not p.terminating]
     if not free:
@@ -111,13 +118,14 @@ def measure(lab, service: str | None = None, changes=CHANGES, repeat: int = 1, p
                 victim = plain[-1]
                 if change == "pod-ready":  # make it unready first (not measured)
                     lab.set_pod_state(ready={victim.key: False})
-                    obs = observe(ns, info.cluster_ip, port, lambda: reports.append(lab.set_pod_state(ready={victim.key: True})),
+                    obs = observe(ns, info.cluster_ip, port,
+                                  functools.partial(_record, reports, lab.set_pod_state, ready={victim.key: True}),
                                   reached(victim.name), limit=limit)
                     detail = f"{victim.name} ready again: first answered by it"
                 else:
                     try:
                         obs = observe(ns, info.cluster_ip, port,
-                                      lambda: reports.append(lab.set_pod_state(ready={victim.key: False})),
+                                      functools.partial(_record, reports, lab.set_pod_state, ready={victim.key: False}),
                                       gone(victim.name), limit=limit)
                     finally:
                         lab.set_pod_state(ready={victim.key: True})
@@ -129,7 +137,7 @@ def measure(lab, service: str | None = None, changes=CHANGES, repeat: int = 1, p
                     continue
                 victim = owned[-1]
                 obs = observe(ns, info.cluster_ip, port,
-                              lambda: reports.append(lab.delete("pod", victim.name, victim.namespace)),
+                              functools.partial(_record, reports, lab.delete, "pod", victim.name, victim.namespace),
                               gone(victim.name), limit=limit)
                 detail = f"{victim.name} deleted (terminating, still serving): no longer answering"
             else:
@@ -141,7 +149,7 @@ def measure(lab, service: str | None = None, changes=CHANGES, repeat: int = 1, p
                 edited["spec"]["ports"].append({"name": "latency-probe", "protocol": "TCP", "port": new_port,
                                                 "targetPort": target})
                 try:
-                    obs = observe(ns, info.cluster_ip, new_port, lambda: reports.append(_apply(lab, edited)),
+                    obs = observe(ns, info.cluster_ip, new_port, functools.partial(_record, reports, _apply, lab, edited),
                                   reached(), limit=limit, deadline=0.2)
                 finally:
                     _apply(lab, original)

@@ -46,7 +46,7 @@ def frontends(cluster: ClusterState) -> list[Frontend]:
     for info in cluster.services:
         if info.service.type != "LoadBalancer" or not info.proxied:
             continue
-        for sp, np_ in zip(info.service.ports, info.node_ports):
+        for sp, np_ in zip(info.service.ports, info.node_ports, strict=True):
             for ip in info.load_balancer_ips:
                 out.append(Frontend(info.key, ip, sp.protocol.lower(), sp.port, np_, info.health_check_node_port,
                                     tuple(r.strip() for r in info.service.load_balancer_source_ranges if ":" not in r)))
@@ -72,7 +72,8 @@ def render(cluster: ClusterState, healthy: dict[str, list[str]], mode: str) -> s
         comment = f'comment "{f.service}:{f.port}/{f.proto}"'
         if not targets:
             verdict = "reject with tcp reset" if f.proto == "tcp" else "reject"
-            rules.append(f"add rule ip {TABLE} {'prerouting' if mode == 'passthrough' else 'forward_in'} {match} {verdict} {comment}")
+            chain = "prerouting" if mode == "passthrough" else "forward_in"
+            rules.append(f"add rule ip {TABLE} {chain} {match} {verdict} {comment}")
             continue
         if mode == "passthrough":
             # Stateless, like a cloud's network LB: a hash of the client's address and port picks
@@ -85,7 +86,8 @@ def render(cluster: ClusterState, healthy: dict[str, list[str]], mode: str) -> s
             if f.node_port is None:
                 continue
             dests = ", ".join(f"{i} : {node_ip[n]} . {f.node_port}" for i, n in enumerate(targets))
-            rules.append(f"add rule ip {TABLE} forward_in {match} dnat ip to numgen random mod {len(targets)} map {{ {dests} }} {comment}")
+            rules.append(f"add rule ip {TABLE} forward_in {match} dnat ip to numgen random mod {len(targets)} "
+                         f"map {{ {dests} }} {comment}")
     head = [f"add table ip {TABLE}", f"delete table ip {TABLE}", f"add table ip {TABLE}"]
     if mode == "passthrough":
         head += [f"add chain ip {TABLE} prerouting {{ type filter hook prerouting priority -300 ; }}", *rules]

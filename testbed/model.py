@@ -31,7 +31,8 @@ IPVS_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed",
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 LAB_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,14}[a-z0-9])?\Z")
-LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\Z")
+LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"  # a DNS-subdomain prefix/
+                       r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\Z")  # the name
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?\Z")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -734,7 +735,8 @@ def _pod_spec(doc: _Doc, path: str, spec: dict) -> _PodSpec:
     if not containers:
         doc.fail(f"{path}.containers", "expected at least one container")
     # Native sidecars (init containers with restartPolicy: Always) serve ports like containers do.
-    sidecars = [(f"{path}.initContainers[{i}]", c) for i, c in enumerate(doc.seq(f"{path}.initContainers", spec.get("initContainers")))
+    sidecars = [(f"{path}.initContainers[{i}]", c)
+                for i, c in enumerate(doc.seq(f"{path}.initContainers", spec.get("initContainers")))
                 if isinstance(c, dict) and c.get("restartPolicy") == "Always"]
     for cp, c in [(f"{path}.containers[{ci}]", c) for ci, c in enumerate(containers)] + sidecars:
         c = doc.mapping(cp, c)
@@ -992,7 +994,7 @@ def _pod_status(doc: _Doc) -> tuple[str | None, bool | None, str | None]:
         ip = doc.ip("status.podIP" if i == 0 and status.get("podIP") else "status.podIPs", cand)
         break
     ready = None
-    for i, c in enumerate(doc.seq("status.conditions", status.get("conditions"))):
+    for c in doc.seq("status.conditions", status.get("conditions")):
         if isinstance(c, dict) and c.get("type") == "Ready":
             ready = c.get("status") == "True"
     phase = status.get("phase") if isinstance(status.get("phase"), str) else None
@@ -1241,7 +1243,8 @@ def _parse_slice(doc: _Doc) -> EndpointSlice | None:
                                       required=True) for j, h in enumerate(doc.seq(f"{ep}.hints.{k}", hints.get(k))))
                   for k in ("forZones", "forNodes")}
         eps.append(SliceEndpoint(addrs, flags["ready"], flags["serving"], flags["terminating"],
-                                 _node_name(doc, f"{ep}.nodeName", e.get("nodeName")), doc.string(f"{ep}.hostname", e.get("hostname")),
+                                 _node_name(doc, f"{ep}.nodeName", e.get("nodeName")),
+                                 doc.string(f"{ep}.hostname", e.get("hostname")),
                                  doc.string(f"{ep}.zone", e.get("zone")), hinted["forZones"], hinted["forNodes"]))
     ports = []
     for i, p in enumerate(doc.seq("ports")):
@@ -1251,7 +1254,8 @@ def _parse_slice(doc: _Doc) -> EndpointSlice | None:
         port = doc.integer(f"{pp}.port", p.get("port"), 0, 65535)
         if port is None:
             doc.fail(f"{pp}.port", "is required")
-        ports.append(SlicePort(port, doc.protocol(f"{pp}.protocol", p.get("protocol")), doc.string(f"{pp}.name", p.get("name"), default="")))
+        ports.append(SlicePort(port, doc.protocol(f"{pp}.protocol", p.get("protocol")),
+                               doc.string(f"{pp}.name", p.get("name"), default="")))
     return EndpointSlice(name, ns, svc, tuple(eps), tuple(ports), labels.get(MANAGED_BY, ""))
 
 
@@ -1461,7 +1465,7 @@ def parse_documents(docs: list, file: str, base: Topology | None = None, require
             manifests.flatten(raw, f"document {i + 1}", file, flat)
     draft = _Draft(lab=base.lab if base else None)
     if base:
-        for kind, f in _FIELDS.items():
+        for f in _FIELDS.values():
             draft.objs[f].update({_key(o): o for o in getattr(base, f)})
         draft.namespaces.update(dict.fromkeys(base.namespaces))
         draft.positions.update(dict(base.positions))
@@ -1550,7 +1554,8 @@ def _mirror_endpoints(draft: _Draft, file: str, notes: Notes) -> None:
     for mirrored, obj in draft.endpoints:
         svc = services.get(f"{mirrored.namespace}/{mirrored.service_name}")
         if svc is None:
-            notes.effect(file, obj, "metadata.name", "not used: no Service of that name (only a Service's Endpoints are mirrored)")
+            notes.effect(file, obj, "metadata.name",
+                         "not used: no Service of that name (only a Service's Endpoints are mirrored)")
             continue
         if svc.selector is not None:
             notes.field(file, "Endpoints", obj, "(the Endpoints controller's output; kube-proxy reads EndpointSlices)")
@@ -1596,14 +1601,17 @@ def validate(topo: Topology) -> None:
     lab_obj = topo.where("Lab", lab.name)
     for path, h in hosts:
         if h.name in ("fabric", "lb"):
-            raise TopologyError(file, lab_obj, path, f"the host name {h.name!r} is reserved (the lab's node network and load balancer)")
+            raise TopologyError(file, lab_obj, path,
+                                f"the host name {h.name!r} is reserved (the lab's node network and load balancer)")
         if h.name in names:
-            raise TopologyError(file, lab_obj, path, f"duplicate host name {h.name!r} (nodes and clients share one namespace of names)")
+            raise TopologyError(file, lab_obj, path,
+                                f"duplicate host name {h.name!r} (nodes and clients share one namespace of names)")
         names[h.name] = path
         if h.ip:
             if ipaddress.ip_address(h.ip) not in net:
-                raise TopologyError(file, _host_obj(topo, path, h), f"{path}.ip" if path == "spec.clients" or not _from_node_object(topo, h)
-                                    else "status.addresses", f"expected an address inside the node network {net}, got {h.ip}")
+                ip_field = f"{path}.ip" if path == "spec.clients" or not _from_node_object(topo, h) else "status.addresses"
+                raise TopologyError(file, _host_obj(topo, path, h), ip_field,
+                                    f"expected an address inside the node network {net}, got {h.ip}")
             if h.ip in ips:
                 raise TopologyError(file, _host_obj(topo, path, h), path, f"duplicate IP {h.ip} (also {ips[h.ip]})")
             if h.ip in (str(net.network_address), str(net.broadcast_address), str(net.network_address + 1)):
@@ -1635,7 +1643,8 @@ def validate(topo: Topology) -> None:
                                 f"expected one of the lab's nodes ({_names(node_names)}), got {p.node_name!r}")
         if p.ip and not p.host_network:  # host-network pods share their node's address
             if p.ip in pod_ips:
-                raise TopologyError(file, topo.where("Pod", p.key), "status.podIP", f"{p.ip} is also Pod {pod_ips[p.ip]}'s address")
+                raise TopologyError(file, topo.where("Pod", p.key), "status.podIP",
+                                    f"{p.ip} is also Pod {pod_ips[p.ip]}'s address")
             pod_ips[p.ip] = p.key
     for d in topo.deployments:
         if d.template.node_name and d.template.node_name not in node_names:
@@ -1660,7 +1669,8 @@ def validate(topo: Topology) -> None:
             if s.cluster_ip in (str(net.network_address), str(net.broadcast_address)):
                 raise TopologyError(file, obj, "spec.clusterIP", f"{s.cluster_ip} is the network or broadcast address of {net}")
             if s.cluster_ip in used_ips:
-                raise TopologyError(file, obj, "spec.clusterIP", f"{s.cluster_ip} is already allocated to Service {used_ips[s.cluster_ip]}")
+                raise TopologyError(file, obj, "spec.clusterIP",
+                                    f"{s.cluster_ip} is already allocated to Service {used_ips[s.cluster_ip]}")
             if lab.cluster_dns and s.cluster_ip == dns and s.key != "kube-system/kube-dns":
                 raise TopologyError(file, obj, "spec.clusterIP", f"{s.cluster_ip} is the cluster DNS Service's address "
                                     "(kube-system/kube-dns; spec.clusterDNS.ip in the Lab document moves it)")
@@ -1668,18 +1678,22 @@ def validate(topo: Topology) -> None:
         for i, p in enumerate(s.ports):
             if p.node_port is not None:
                 if not lo <= p.node_port <= hi:
-                    raise TopologyError(file, obj, f"spec.ports[{i}].nodePort", f"expected a port in the NodePort range {lo}-{hi}, got {p.node_port}")
+                    raise TopologyError(file, obj, f"spec.ports[{i}].nodePort",
+                                        f"expected a port in the NodePort range {lo}-{hi}, got {p.node_port}")
                 k = (p.node_port, p.protocol)
                 if k in used_np:
-                    raise TopologyError(file, obj, f"spec.ports[{i}].nodePort", f"{p.node_port}/{p.protocol} is already allocated to Service {used_np[k]}")
+                    raise TopologyError(file, obj, f"spec.ports[{i}].nodePort",
+                                        f"{p.node_port}/{p.protocol} is already allocated to Service {used_np[k]}")
                 used_np[k] = s.key
         if s.load_balancer_ip and s.type != "LoadBalancer":
             raise TopologyError(file, obj, "spec.loadBalancerIP", f"may only be set for type LoadBalancer, not {s.type}")
         if s.health_check_node_port is not None and not (s.type == "LoadBalancer" and s.external_policy_local):
-            raise TopologyError(file, obj, "spec.healthCheckNodePort", "may only be set for type LoadBalancer with externalTrafficPolicy Local")
+            raise TopologyError(file, obj, "spec.healthCheckNodePort",
+                                "may only be set for type LoadBalancer with externalTrafficPolicy Local")
         for i, ip in enumerate(s.external_ips):
             if ipaddress.ip_address(ip) in svc_net or ipaddress.ip_address(ip) in cluster:
-                raise TopologyError(file, obj, f"spec.externalIPs[{i}]", f"expected an address outside the Service and cluster CIDRs, got {ip}")
+                raise TopologyError(file, obj, f"spec.externalIPs[{i}]",
+                                    f"expected an address outside the Service and cluster CIDRs, got {ip}")
     for sl in topo.slices:
         for i, e in enumerate(sl.endpoints):
             if e.node_name and e.node_name not in node_names:

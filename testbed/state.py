@@ -118,7 +118,10 @@ def replace_file(path: Path, text: str) -> None:
             f.write(text)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise full_error(e) or e
+        full = full_error(e)
+        if full is None:
+            raise
+        raise full from e
     if path.name == "state.json":
         faultpoint.reach("state-write")
     os.replace(tmp, path)
@@ -144,7 +147,10 @@ def journal(lab: str, kind: str, *fields) -> None:
                 f.flush()
         except OSError as e:
             f.truncate(end)
-            raise full_error(e) or e
+            full = full_error(e)
+            if full is None:
+                raise
+            raise full from e
 
 
 def read_journal(lab: str) -> list[list[str]]:
@@ -174,7 +180,7 @@ def locked(lab: str, timeout: float = 30.0):
                     faultpoint.reach("lock-wait")
                 if time.monotonic() > deadline:
                     raise LabBusy(f"lab {lab} is busy: another testbed command has held {d / 'lock'} for "
-                                      f"{timeout:.0f} s; try again when it is done")
+                                  f"{timeout:.0f} s; try again when it is done") from None
                 time.sleep(0.05)
         faultpoint.reach("locked")
         try:

@@ -563,8 +563,10 @@ def decide_ending(handshake, nodes: list[NodeTrace], client_sees_replies: bool =
 def nat_from_flow(node: str, flow) -> Nat:
     orig = f"{flow.orig_src}:{flow.orig_sport} -> {flow.orig_dst}:{flow.orig_dport}"
     reply = f"{flow.reply_src}:{flow.reply_sport} -> {flow.reply_dst}:{flow.reply_dport}"
-    dnat = f"{flow.reply_src}:{flow.reply_sport}" if (flow.reply_src, flow.reply_sport) != (flow.orig_dst, flow.orig_dport) else None
-    snat = f"{flow.reply_dst}:{flow.reply_dport}" if (flow.reply_dst, flow.reply_dport) != (flow.orig_src, flow.orig_sport) else None
+    dnatted = (flow.reply_src, flow.reply_sport) != (flow.orig_dst, flow.orig_dport)
+    snatted = (flow.reply_dst, flow.reply_dport) != (flow.orig_src, flow.orig_sport)
+    dnat = f"{flow.reply_src}:{flow.reply_sport}" if dnatted else None
+    snat = f"{flow.reply_dst}:{flow.reply_dport}" if snatted else None
     return Nat(node, flow.proto, orig, reply, dnat, snat, flow.state)
 
 
@@ -628,8 +630,8 @@ def plan(lab_name: str, cluster, source: str, target: str, proto: str) -> _Plan:
         if kind == "nodeport" or (m and m[1] == "client"):
             np_ = info.node_ports[i]
             if not np_:
-                raise TestbedError(f"service {info.key} port {sp.port}/{sp.protocol} has no nodePort"
-                                   + (": a client outside the cluster cannot reach its ClusterIP" if m and m[1] == "client" else ""))
+                why = ": a client outside the cluster cannot reach its ClusterIP" if m and m[1] == "client" else ""
+                raise TestbedError(f"service {info.key} port {sp.port}/{sp.protocol} has no nodePort{why}")
             node = at or (entry if entry else cluster.nodes[0].name)
             dst_ip, dst_port = cluster.node(node).ip, np_
             if entry is None:

@@ -345,7 +345,8 @@ class Batch:
     def add_address(self, index: int, address: str, prefixlen: int) -> Batch:
         ip = ipaddress.ip_address(address)
         family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
-        body = _IFADDR.pack(family, prefixlen, 0, RT_SCOPE_UNIVERSE, index) + attr(IFA_LOCAL, ip.packed) + attr(IFA_ADDRESS, ip.packed)
+        body = (_IFADDR.pack(family, prefixlen, 0, RT_SCOPE_UNIVERSE, index)
+                + attr(IFA_LOCAL, ip.packed) + attr(IFA_ADDRESS, ip.packed))
         self.requests.append((RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, f"RTM_NEWADDR {address}/{prefixlen} on {index}"))
         return self
 

@@ -3,8 +3,9 @@
 Mirrors `syncProxyRules` of pkg/proxy/iptables/proxier.go (v1.33/1.34): the same chain
 declarations, rule text and write order for a full sync, so a diff against a real node's restore
 input is meaningful. Older releases differ by the switches of testbed.versions that
-`config.switch()` reads (the nfacct counters, the INVALID drop under tcp_be_liberal). Upstream iterates its service map in Go map order; we iterate services sorted
-by (svcPortName, protocol) so output is deterministic (upstream's own tests sort the same way).
+`config.switch()` reads (the nfacct counters, the INVALID drop under tcp_be_liberal). Upstream
+iterates its service map in Go map order; we iterate services sorted by (svcPortName, protocol)
+so output is deterministic (upstream's own tests sort the same way).
 
 Documented differences from upstream:
 - No `-m nfacct` matches by default: the lab's kernel/iptables may lack nfacct. Upstream then
@@ -32,8 +33,15 @@ from dataclasses import replace
 
 from testbed import versions
 from testbed.proxy import (
-    Endpoint, EndpointCategories, NodeView, ServicePort, categorize, external_policy_local, uses_cluster_endpoints as _uses_cluster, uses_local_endpoints as _uses_local,
+    Endpoint,
+    EndpointCategories,
+    NodeView,
+    ServicePort,
+    categorize,
+    external_policy_local,
 )
+from testbed.proxy import uses_cluster_endpoints as _uses_cluster
+from testbed.proxy import uses_local_endpoints as _uses_local
 from testbed.render import names
 
 LARGE_CLUSTER_ENDPOINTS_THRESHOLD = 1000

@@ -589,7 +589,7 @@ def sched_flag_names(scheduler: str, flags: int) -> list[str]:
         names = (f"{scheduler}-fallback", f"{scheduler}-port", "flag-3")
     else:
         names = ("flag-1", "flag-2", "flag-3")
-    return [n for bit, n in zip((0x8, 0x10, 0x20), names) if flags & bit]
+    return [n for bit, n in zip((0x8, 0x10, 0x20), names, strict=True) if flags & bit]
 
 
 def ipvsadm_service_line(vs: VirtualServer, verb: str = "-A") -> str:
@@ -688,7 +688,8 @@ class IpvsDiff:
                     or self.sysctls)
 
 
-def ipset_changes(previous: tuple[IpsetSpec, ...] | None, sets: tuple[IpsetSpec, ...]) -> tuple[tuple[IpsetChange, ...], tuple[str, ...]]:
+def ipset_changes(previous: tuple[IpsetSpec, ...] | None,
+                  sets: tuple[IpsetSpec, ...]) -> tuple[tuple[IpsetChange, ...], tuple[str, ...]]:
     """Per-set entry differences (syncIPSetEntries) and the sets to destroy (in previous only)."""
     before = {s.name: s for s in previous or ()}
     changes: list[IpsetChange] = []

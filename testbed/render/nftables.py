@@ -452,7 +452,8 @@ def _base(view: NodeView) -> tuple[_Writer, list[str] | None]:
     w.container("map", SERVICE_NODEPORTS_MAP, _set_spec("inet_proto . inet_service : verdict", comment="NodePort traffic"))
     w.rule(SERVICES_CHAIN, f"ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS_MAP}")
     if nodeport_ips is None:
-        w.rule(SERVICES_CHAIN, f"fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{SERVICE_NODEPORTS_MAP}")
+        w.rule(SERVICES_CHAIN,
+               f"fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{SERVICE_NODEPORTS_MAP}")
     else:
         w.rule(SERVICES_CHAIN, f"ip daddr @{NODEPORT_IPS_SET} meta l4proto . th dport vmap @{SERVICE_NODEPORTS_MAP}")
 

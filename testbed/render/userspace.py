@@ -262,7 +262,8 @@ def jump_rules() -> dict[str, list[str]]:
         "filter": [f'-A INPUT -m comment --comment "{_NON_LOCAL_COMMENT}" -j {NON_LOCAL_NODEPORT_CHAIN}'],
         "nat": [
             f'-A PREROUTING -m comment --comment "{_PORTALS_COMMENT}" -j {CONTAINER_PORTAL_CHAIN}',
-            f'-A PREROUTING -m addrtype --dst-type LOCAL -m comment --comment "{_NODEPORTS_COMMENT}" -j {CONTAINER_NODEPORT_CHAIN}',
+            f'-A PREROUTING -m addrtype --dst-type LOCAL -m comment --comment "{_NODEPORTS_COMMENT}" '
+            f'-j {CONTAINER_NODEPORT_CHAIN}',
             f'-A OUTPUT -m comment --comment "{_PORTALS_COMMENT}" -j {HOST_PORTAL_CHAIN}',
             f'-A OUTPUT -m addrtype --dst-type LOCAL -m comment --comment "{_NODEPORTS_COMMENT}" -j {HOST_NODEPORT_CHAIN}',
         ],
@@ -277,7 +278,8 @@ def _jump_lines() -> dict[str, list[str]]:
         "nat": [
             f'-I PREROUTING 1 -m comment --comment "{_PORTALS_COMMENT}" -j {CONTAINER_PORTAL_CHAIN}',
             f'-I OUTPUT 1 -m comment --comment "{_PORTALS_COMMENT}" -j {HOST_PORTAL_CHAIN}',
-            f'-A PREROUTING -m addrtype --dst-type LOCAL -m comment --comment "{_NODEPORTS_COMMENT}" -j {CONTAINER_NODEPORT_CHAIN}',
+            f'-A PREROUTING -m addrtype --dst-type LOCAL -m comment --comment "{_NODEPORTS_COMMENT}" '
+            f'-j {CONTAINER_NODEPORT_CHAIN}',
             f'-A OUTPUT -m addrtype --dst-type LOCAL -m comment --comment "{_NODEPORTS_COMMENT}" -j {HOST_NODEPORT_CHAIN}',
         ],
     }

@@ -98,7 +98,8 @@ def test_pod_side_eth0_lo_address_and_default_route(lab):
                 lo = link(ipr, "lo")
                 assert lo["index"] == 1 and lo["flags"] & 1, "lo not up"
                 assert lo.get_attr("IFLA_IFALIAS") == alias_of(lab, pod)
-                addrs = [(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.addr("dump", index=eth0["index"], family=socket.AF_INET)]
+                addrs = [(a.get_attr("IFA_ADDRESS"), a["prefixlen"])
+                         for a in ipr.addr("dump", index=eth0["index"], family=socket.AF_INET)]
                 assert addrs == [(addr, PREFIX)]
                 (default,) = [r for r in ipr.route("dump", family=socket.AF_INET, table=254) if r["dst_len"] == 0]
                 assert default.get_attr("RTA_GATEWAY") == GATEWAY

@@ -80,7 +80,7 @@ def test_bootstrap_then_resync_removing_a_service(ns):
     _run(ns, ["iptables-restore", "--noflush"], boot)
     saved = _run(ns, ["iptables-save"])
 
-    missing = [l for l in ipt.normalize_rendered(boot) if l not in set(ipt.normalize_saved(saved))]
+    missing = [line for line in ipt.normalize_rendered(boot) if line not in set(ipt.normalize_saved(saved))]
     assert not missing, "\n".join(missing)
     want_jumps = {t: ipt.normalize_rendered(f"*{t}\n" + "\n".join(rules) + "\n") for t, rules in ipt.jump_rules().items()}
     assert _saved_builtin_rules(saved) == want_jumps
@@ -91,17 +91,18 @@ def test_bootstrap_then_resync_removing_a_service(ns):
     assert any(c.startswith("KUBE-FW-") for c in removed) and any(c.startswith("KUBE-SVL-") for c in removed)
     view2 = _view([s for s in _services() if s.name != "lb"])
     text2 = ipt.render(view2, previous_chains=ipt.nat_chains(saved))
-    assert {l[3:] for l in text2.splitlines() if l.startswith("-X ")} == removed
+    assert {line[3:] for line in text2.splitlines() if line.startswith("-X ")} == removed
     _run(ns, ["iptables-restore", "--noflush"], text2)
     saved2 = _run(ns, ["iptables-save"])
 
     left = ipt.nat_chains(saved2)
     assert not removed & left
-    assert {c for c in left if c.startswith(("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"))} == ipt.active_chains(view2)
+    assert {c for c in left if c.startswith(("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"))} == \
+        ipt.active_chains(view2)
     norm2 = set(ipt.normalize_saved(saved2))
-    missing = [l for l in ipt.normalize_rendered(text2) if l not in norm2]
+    missing = [line for line in ipt.normalize_rendered(text2) if line not in norm2]
     assert not missing, "\n".join(missing)
-    assert not any("ns2/lb" in l for l in norm2)
+    assert not any("ns2/lb" in line for line in norm2)
     # The jumps stay exactly as bootstrap left them (render never touches built-in chains).
     assert _saved_builtin_rules(saved2) == want_jumps
     # The filter-table leftovers of the removed service (health check, firewall) went with the flush.
@@ -144,6 +145,7 @@ def test_partial_sync_through_the_proxier_rewrites_only_the_changed_service(ns):
     svc = next(c for c in web_chains if c.startswith("KUBE-SVC-"))
     assert after[svc] != before[svc]
     saved = set(ipt.normalize_saved(_run(ns, ["iptables-save"])))
-    missing = [l for l in ipt.normalize_rendered(ipt.render(changed)) if l not in saved]
+    missing = [line for line in ipt.normalize_rendered(ipt.render(changed)) if line not in saved]
     assert not missing, "\n".join(missing)
-    assert {c for c in ipt.nat_chains(_run(ns, ["iptables-save"])) if c.startswith(("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SVL-"))} == ipt.active_chains(changed)
+    assert {c for c in ipt.nat_chains(_run(ns, ["iptables-save"]))
+            if c.startswith(("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SVL-"))} == ipt.active_chains(changed)

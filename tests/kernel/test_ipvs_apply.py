@@ -347,9 +347,11 @@ def test_apply_by_difference_against_simulated_ipvs(ns, sim):
     want = kipvs.table(p2)
     want["services"]["10.96.0.10:80/TCP"]["destinations"]["10.244.1.3:9376"] = {
         "ip": "10.244.1.3", "port": 9376, "weight": 0, "forward": "masq"}
-    want["services"]["10.96.0.10:80/TCP"]["destinations"] = dict(sorted(want["services"]["10.96.0.10:80/TCP"]["destinations"].items()))
+    dests = want["services"]["10.96.0.10:80/TCP"]["destinations"]
+    want["services"]["10.96.0.10:80/TCP"]["destinations"] = dict(sorted(dests.items()))
     assert kipvs.read(ns) == want
-    changed = {_k(vs) for vs in p1.virtual_servers if vs.key.startswith(("10.96.0.10:", "10.96.0.30:", "10.96.0.45:", "10.96.0.60:"))}
+    changed = {_k(vs) for vs in p1.virtual_servers
+               if vs.key.startswith(("10.96.0.10:", "10.96.0.30:", "10.96.0.45:", "10.96.0.60:"))}
     changed |= {(6, "192.168.0.10", 30082), (6, "172.18.0.2", 30082), (17, "192.168.0.10", 30053), (17, "172.18.0.2", 30053)}
     assert fake.touched(mark) == changed
     assert written == [ipvs.SYSCTLS]  # only at start-up

@@ -86,7 +86,7 @@ def test_the_schedulers_are_programmed(lab):
 def test_rr_alternates(lab, sched):
     # wrr: kube-proxy gives every real server weight 1, so it is rr.
     seq = sequence(lab, sched, 8)
-    assert all(a != b for a, b in zip(seq, seq[1:])), seq
+    assert all(a != b for a, b in zip(seq, seq[1:], strict=False)), seq
     assert len(set(seq)) == 2
 
 

@@ -378,7 +378,8 @@ def test_down_leaves_nothing_and_the_root_namespace_untouched():
         lab = Lab.up(str(DEFAULT), name=name)
         cluster = lab.cluster()
         assert cluster_ip_ok(name, cluster)
-        assert len(lab_namespaces(name)) == 2 + len(cluster.nodes) + len(cluster.clients) + len(cluster.pods)  # fabric and load balancer
+        # 2: the fabric and the load balancer
+        assert len(lab_namespaces(name)) == 2 + len(cluster.nodes) + len(cluster.clients) + len(cluster.pods)
         assert len(lab_processes(name)) == len(cluster.pods) + 1  # and the agent
         assert state.lab_dir(name).exists()
         lab.down()

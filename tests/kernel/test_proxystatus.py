@@ -17,7 +17,7 @@ def test_every_node_serves_healthz_proxy_mode_and_metrics(lab_factory):
     cluster = lab.cluster()
     client = wiring.host_ns(lab.name, cluster.clients[0].name)
     for n in cluster.nodes:
-        wait_until(lambda: tcp_request(client, n.ip, 10256, path="/healthz", timeout=1.0).status == 200, timeout=10,
+        wait_until(lambda n=n: tcp_request(client, n.ip, 10256, path="/healthz", timeout=1.0).status == 200, timeout=10,
                    message=f"{n.name}:10256/healthz answers")
         r = tcp_request(client, n.ip, 10256, path="/healthz", timeout=1.0)
         assert json.loads(r.body)["nodeEligible"] is True

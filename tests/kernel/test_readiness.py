@@ -165,7 +165,8 @@ def test_failover_when_a_backend_dies(lab_factory, proxy_mode, with_probe):
 
 
 UDP_SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dns"},
-               "spec": {"selector": {"app": "web"}, "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": "dns"}]}}
+               "spec": {"selector": {"app": "web"},
+                        "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": "dns"}]}}
 
 
 @pytest.mark.parametrize("cleanup", [True, False], ids=["conntrack-cleanup", "cleanup-off-reproduces-the-bug"])

@@ -83,7 +83,8 @@ def test_service_without_endpoints_is_rejected_in_filter_kube_services(lab):
     t = run_trace(lab, "client", "svc/empty:80")
     e = t.ending
     assert e.kind == "rejected", e
-    assert (e.node, e.step.family, e.step.table, e.step.chain, e.step.verdict) == ("node-1", "ip", "filter", "KUBE-SERVICES", "drop")
+    assert (e.node, e.step.family, e.step.table, e.step.chain, e.step.verdict) == \
+        ("node-1", "ip", "filter", "KUBE-SERVICES", "drop")
     assert e.step.action == "REJECT" and e.step.comment == "default/empty has no endpoints"
     assert e.how == "icmp port-unreachable"
     assert not any(s.action == "DNAT" for s in _steps(t)) and t.nat == []

@@ -16,7 +16,10 @@ def view(*services: SP, version=None) -> NodeView:
     return NodeView("node-a", ("172.18.0.2",), config=config, services=services)
 
 
-def udp(eps=(E(NEW, 53),), protocol="UDP", **kw) -> SP:
+NEW_EP = (E(NEW, 53),)
+
+
+def udp(eps=NEW_EP, protocol="UDP", **kw) -> SP:
     return SP("ns", "dns", "", protocol, 53, "10.96.0.10", endpoints=tuple(eps), **kw)
 
 

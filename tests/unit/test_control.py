@@ -58,7 +58,8 @@ spec:
 {extra}"""
 
 
-def pod(name: str, labels: str = "{app: web}", ports: str = "[{containerPort: 9376, name: http}]", node: str | None = None) -> str:
+def pod(name: str, labels: str = "{app: web}", ports: str = "[{containerPort: 9376, name: http}]",
+        node: str | None = None) -> str:
     nn = f"  nodeName: {node}\n" if node else ""
     return f"""\
 apiVersion: v1
@@ -329,7 +330,8 @@ def test_named_target_port_resolved_per_pod():
 
 
 def test_numeric_and_default_target_ports():
-    topo = load(lab(), pod("a"), service(ports="[{name: x, port: 80, targetPort: 9376}, {name: y, port: 81}, {name: z, port: 82, targetPort: '8080'}]"))
+    topo = load(lab(), pod("a"), service(ports="[{name: x, port: 80, targetPort: 9376}, {name: y, port: 81}, "
+                                              "{name: z, port: 82, targetPort: '8080'}]"))
     cluster, _ = reconcile(topo)
     ports = [[e.port for e in eps] for eps in cluster.services[0].endpoints]
     assert ports == [[9376], [81], [8080]]
@@ -394,7 +396,8 @@ def test_selector_matching_nothing_has_no_endpoints():
 
 def test_node_view_has_service_ports_with_endpoints_and_node_port():
     topo = load(lab(), deployment(replicas=4),
-                service(ports="[{name: http, port: 80, targetPort: http}, {name: udp, port: 53, targetPort: 9376, protocol: UDP}]"),
+                service(ports="[{name: http, port: 80, targetPort: http}, "
+                              "{name: udp, port: 53, targetPort: 9376, protocol: UDP}]"),
                 service("np", ports="[{port: 80, targetPort: 9376, nodePort: 30080}]", extra="  type: NodePort\n"),
                 service("headless", ports="[{port: 80}]", extra="  clusterIP: None\n"))
     cluster, _ = reconcile(topo)

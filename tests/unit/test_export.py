@@ -32,7 +32,8 @@ def test_an_export_replays_to_the_same_addresses_and_rules(path):
         [(s.key, s.cluster_ip, s.node_ports, s.load_balancer_ips) for s in cluster.services]
     for mode in modes.NAMES:
         for n in cluster.nodes:
-            assert modes.get(mode).render(again.node_view(n.name)) == modes.get(mode).render(cluster.node_view(n.name)), (mode, n.name)
+            assert modes.get(mode).render(again.node_view(n.name)) == modes.get(mode).render(cluster.node_view(n.name)), \
+                (mode, n.name)
 
 
 def test_the_lab_document_pins_every_address():
@@ -61,7 +62,7 @@ def test_a_redacted_export_keeps_the_rules_and_loses_the_names(path):
     assert len(again.pods) == len(cluster.pods) and len(again.services) == len(cluster.services)
     # The same rules but for the names: same addresses, same number of rules on every node, same endpoints.
     for mode in ("iptables", "nftables", "ipvs"):
-        for n, m in zip(cluster.nodes, again.nodes):
+        for n, m in zip(cluster.nodes, again.nodes, strict=True):
             a, b = modes.get(mode).render(cluster.node_view(n.name)), modes.get(mode).render(again.node_view(m.name))
             assert sorted(re.findall(r"\d+\.\d+\.\d+\.\d+(?::\d+)?", a)) == sorted(re.findall(r"\d+\.\d+\.\d+\.\d+(?::\d+)?", b))
             assert a.count("\n") == b.count("\n"), (mode, n.name)

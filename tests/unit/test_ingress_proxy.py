@@ -92,6 +92,7 @@ def backend(svc: str, port: int | str) -> str:
 def write_routes(path: Path, ports: dict[str, int], swap: bool = False) -> None:
     """b1.example.com → b1, b2.example.com → b2 (the other way round with swap), and the rest."""
     first, second = ("b2", "b1") if swap else ("b1", "b2")
+    second_port = "http" if second == "b2" else ports[second]
     ing = ingress(f"""\
         apiVersion: networking.k8s.io/v1
         kind: Ingress
@@ -101,7 +102,7 @@ def write_routes(path: Path, ports: dict[str, int], swap: bool = False) -> None:
           - host: b1.example.com
             http: {{paths: [{{path: /, pathType: Prefix, backend: {backend(first, ports[first])}}}]}}
           - host: b2.example.com
-            http: {{paths: [{{path: /, pathType: Prefix, backend: {backend(second, 'http' if second == 'b2' else ports[second])}}}]}}
+            http: {{paths: [{{path: /, pathType: Prefix, backend: {backend(second, second_port)}}}]}}
           - host: "*.wild.example.com"
             http: {{paths: [{{path: /, pathType: Prefix, backend: {backend('b2', 'http')}}}]}}
           - host: paths.example.com

@@ -107,7 +107,8 @@ def test_binary_data_is_refused_without_a_traceback(tmp_path):
 
 def test_deep_nesting_is_refused_without_a_traceback():
     for text in ("a: " + "[" * 5000 + "]" * 5000, "{" * 3000 + "}" * 3000,
-                 "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}], x: " + "[" * 150 + "]" * 150 + "}"):
+                 "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}], x: "
+                 + "[" * 150 + "]" * 150 + "}"):
         e = refused(text)
         assert "nest" in e.problem and e.file == "in.yaml", e
 

@@ -21,7 +21,7 @@ def test_nodeport_mode_enforces_source_ranges_in_the_cloud_before_its_nat():
     assert fw == [f'add rule ip testbed-lb firewall ip daddr {ip} tcp dport 80 ip saddr != {{ 203.0.113.0/24 }} drop '
                   f'comment "default/lb-ranges:80/tcp loadBalancerSourceRanges"']
     chain = lines.index("add chain ip testbed-lb firewall { type filter hook prerouting priority -150 ; }")
-    assert chain < lines.index(fw[0]) < next(i for i, l in enumerate(lines) if "forward_in" in l)
+    assert chain < lines.index(fw[0]) < next(i for i, line in enumerate(lines) if "forward_in" in line)
     assert f"ip daddr {ip} tcp dport 80 dnat ip to" in text  # allowed sources are still NATed to the NodePorts
 
 

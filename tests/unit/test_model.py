@@ -234,7 +234,8 @@ def test_lab_name_too_long():
 
 
 def test_lab_name_of_16_is_fine():
-    assert load("apiVersion: testbed.dev/v1alpha1\nkind: Lab\nmetadata: {name: abcdefghijklmnop}\n").lab.name == "abcdefghijklmnop"
+    topo = load("apiVersion: testbed.dev/v1alpha1\nkind: Lab\nmetadata: {name: abcdefghijklmnop}\n")
+    assert topo.lab.name == "abcdefghijklmnop"
 
 
 def test_invalid_yaml():

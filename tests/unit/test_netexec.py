@@ -186,7 +186,8 @@ def test_http_edge_cases(server):
     assert out.startswith(b"HTTP/1.0 200 OK") and out.endswith(b"\r\n\r\npod-a")
     out = raw_http(port, b"HEAD /hostname HTTP/1.1\r\nConnection: close\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 200 OK") and out.endswith(b"\r\n\r\n") and b"Content-Length: 5" in out
-    out = raw_http(port, b"POST /hostname HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /echo?msg=after HTTP/1.1\r\nConnection: close\r\n\r\n")
+    out = raw_http(port, b"POST /hostname HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+                         b"GET /echo?msg=after HTTP/1.1\r\nConnection: close\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 405") and out.endswith(b"after")
     out = raw_http(port, b"garbage\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 400")

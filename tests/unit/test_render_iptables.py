@@ -309,8 +309,8 @@ def test_cluster_ip_three_endpoints():
     out = ipt.render(view)
     assert out == GOLDEN_CLUSTER_IP
     # "ip:port" string order: 10.244.1.10 sorts before 10.244.1.2.
-    svc = [l for l in out.splitlines() if l.startswith("-A KUBE-SVC-") and "->" in l]
-    assert [l.split('"')[1] for l in svc] == [
+    svc = [line for line in out.splitlines() if line.startswith("-A KUBE-SVC-") and "->" in line]
+    assert [line.split('"')[1] for line in svc] == [
         "default/web:http -> 10.244.1.10:8080", "default/web:http -> 10.244.1.2:8080", "default/web:http -> 10.244.2.7:8080"]
     assert "--probability 0.3333333333 " in svc[0]
     assert "--probability 0.5000000000 " in svc[1]
@@ -382,18 +382,19 @@ def test_large_cluster_mode_drops_per_endpoint_comments():
     mine = ("KUBE-SVC-KQJSH76ZASTSJR45", "KUBE-SEP-V5YJXPGWF5TRVS45", "KUBE-SEP-YIYSCHTY73D6CTLX")
 
     def small_lines(out):
-        return [l for l in out.splitlines() if l.split(" ")[0].lstrip(":") in mine or (
-            l.startswith("-A KUBE-SERVICES") and l.endswith("KUBE-SVC-KQJSH76ZASTSJR45")) or (
-            l.startswith("-A ") and l.split(" ")[1] in mine)]
+        return [line for line in out.splitlines() if line.split(" ")[0].lstrip(":") in mine or (
+            line.startswith("-A KUBE-SERVICES") and line.endswith("KUBE-SVC-KQJSH76ZASTSJR45")) or (
+            line.startswith("-A ") and line.split(" ")[1] in mine)]
 
     # 1002 endpoints in total: over the 1000 threshold.
     out = ipt.render(V(ServicePort("default", "big", "", "TCP", 80, "10.96.0.81", endpoints=big), small))
     assert small_lines(out) == expected_small
-    assert not any(l.startswith("-A KUBE-SEP-") and "comment" in l for l in out.splitlines())
+    assert not any(line.startswith("-A KUBE-SEP-") and "comment" in line for line in out.splitlines())
     assert " -> " not in out
     # At exactly 1000 endpoints the comments stay.
     out = ipt.render(V(ServicePort("default", "big", "", "TCP", 80, "10.96.0.81", endpoints=big[:998]), small))
-    assert '-A KUBE-SVC-KQJSH76ZASTSJR45 -m comment --comment "default/small -> 10.244.2.7:8080" -j KUBE-SEP-YIYSCHTY73D6CTLX' in out
+    assert ('-A KUBE-SVC-KQJSH76ZASTSJR45 -m comment --comment "default/small -> 10.244.2.7:8080" -j KUBE-SEP-YIYSCHTY73D6CTLX'
+            in out)
     assert "-A KUBE-SEP-YIYSCHTY73D6CTLX -m comment --comment default/small -s 10.244.2.7 -j KUBE-MARK-MASQ" in out
 
 
@@ -414,9 +415,10 @@ def test_render_is_deterministic():
             svcs[i] = ServicePort(**{**s.__dict__, "endpoints": tuple(eps)})
         assert ipt.render(V(*svcs)) == first
     # Sorted by (svcPortName, protocol): ns0/b, ns1/a:p tcp, ns1/a:p udp, ns2/c.
-    order = [l.split('"')[1] for l in first.splitlines() if l.startswith("-A KUBE-SERVICES") and "has no" not in l][:3]
+    order = [line.split('"')[1] for line in first.splitlines()
+             if line.startswith("-A KUBE-SERVICES") and "has no" not in line][:3]
     assert order == ["ns0/b cluster IP", "ns1/a:p cluster IP", "ns1/a:p cluster IP"]
-    assert "-m tcp -p tcp -d 10.96.1.1" in next(l for l in first.splitlines() if '"ns1/a:p cluster IP"' in l)
+    assert "-m tcp -p tcp -d 10.96.1.1" in next(line for line in first.splitlines() if '"ns1/a:p cluster IP"' in line)
 
 
 def test_headless_service_is_skipped():
@@ -425,7 +427,8 @@ def test_headless_service_is_skipped():
 
 
 def test_unready_endpoints_count_as_none_and_terminating_fallback():
-    unready = ServicePort("ns", "s", "", "TCP", 80, "10.96.0.9", endpoints=(Endpoint("10.244.1.2", 80, ready=False, serving=False),))
+    unready = ServicePort("ns", "s", "", "TCP", 80, "10.96.0.9",
+                          endpoints=(Endpoint("10.244.1.2", 80, ready=False, serving=False),))
     out = ipt.render(V(unready))
     assert '-A KUBE-SERVICES -m comment --comment "ns/s has no endpoints" -m tcp -p tcp -d 10.96.0.9 --dport 80 -j REJECT' in out
     assert "KUBE-SVC-" not in out
@@ -440,10 +443,12 @@ def test_internal_traffic_policy_local():
     base = {"namespace": "ns", "name": "s", "port_name": "", "protocol": "TCP", "port": 80, "cluster_ip": "10.96.0.9",
             "internal_policy_local": True}
     out = ipt.render(V(ServicePort(**base, endpoints=(Endpoint("10.244.2.7", 80, node="node-b"),))))
-    assert '-A KUBE-SERVICES -m comment --comment "ns/s has no local endpoints" -m tcp -p tcp -d 10.96.0.9 --dport 80 -j DROP' in out
+    assert ('-A KUBE-SERVICES -m comment --comment "ns/s has no local endpoints" -m tcp -p tcp -d 10.96.0.9 --dport 80 -j DROP'
+            in out)
     assert "KUBE-SVC-" not in out and "KUBE-SVL-" not in out and "KUBE-SEP-" not in out
-    out = ipt.render(V(ServicePort(**base, endpoints=(Endpoint("10.244.1.2", 80, node=N), Endpoint("10.244.2.7", 80, node="node-b")))))
-    svl = [l for l in out.splitlines() if l.startswith("-A KUBE-SVL-")]
+    out = ipt.render(V(ServicePort(**base, endpoints=(Endpoint("10.244.1.2", 80, node=N),
+                                                      Endpoint("10.244.2.7", 80, node="node-b")))))
+    svl = [line for line in out.splitlines() if line.startswith("-A KUBE-SVL-")]
     assert svl[0].endswith("! -s 10.244.0.0/16 -j KUBE-MARK-MASQ")
     assert len(svl) == 2 and "10.244.1.2:80" in svl[1] and "KUBE-SVC-" not in out
     assert "10.244.2.7" not in out
@@ -453,10 +458,10 @@ def test_masquerade_all_and_no_local_detector():
     sp = ServicePort("ns", "s", "", "TCP", 80, "10.96.0.9", node_port=30000, external_policy_local=True,
                      endpoints=(Endpoint("10.244.1.2", 80, node=N),))
     out = ipt.render(V(sp, masquerade_all=True))
-    assert any(l.endswith('--dport 80 -j KUBE-MARK-MASQ') and "! -s" not in l for l in out.splitlines())
+    assert any(line.endswith('--dport 80 -j KUBE-MARK-MASQ') and "! -s" not in line for line in out.splitlines())
     out = ipt.render(V(sp, cluster_cidr=None))
     assert "cluster IP\" -m tcp -p tcp -d 10.96.0.9 --dport 80 ! -s" not in out
-    assert not [l for l in out.splitlines() if l.startswith("-A KUBE-SVC-") and "KUBE-MARK-MASQ" in l]
+    assert not [line for line in out.splitlines() if line.startswith("-A KUBE-SVC-") and "KUBE-MARK-MASQ" in line]
     assert "pod traffic for" not in out
     assert "masquerade LOCAL traffic for ns/s external destinations" in out
 
@@ -467,7 +472,8 @@ def test_node_port_dispatch_variants():
     out = ipt.render(V(sp, localhost_nodeports=False))
     assert out.splitlines()[-2] == last + " -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j KUBE-NODEPORTS"
     assert "KUBE-FIREWALL" not in out
-    view = NodeView(N, ("192.168.0.10", "10.0.0.5"), config=ProxyConfig(nodeport_addresses=("192.168.0.0/16", "10.0.0.5/32", "127.0.0.0/8")), services=(sp,))
+    view = NodeView(N, ("192.168.0.10", "10.0.0.5"),
+                    config=ProxyConfig(nodeport_addresses=("192.168.0.0/16", "10.0.0.5/32", "127.0.0.0/8")), services=(sp,))
     lines = ipt.render(view).splitlines()
     assert lines[-4:-1] == [last + " -d 192.168.0.10 -j KUBE-NODEPORTS", last + " -d 10.0.0.5 -j KUBE-NODEPORTS",
                             last + " -d 127.0.0.1 -j KUBE-NODEPORTS"]
@@ -475,7 +481,8 @@ def test_node_port_dispatch_variants():
         view = NodeView(N, ("192.168.0.10",), config=ProxyConfig(nodeport_addresses=everything), services=(sp,))
         assert ipt.render(view).splitlines()[-2] == last + " -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS"
     view = NodeView(N, ("192.168.0.10", "10.0.0.5"), config=ProxyConfig(nodeport_addresses=("primary",)), services=(sp,))
-    assert [l for l in ipt.render(view).splitlines() if l.startswith(last)] == [last + " -d 192.168.0.10 -j KUBE-NODEPORTS"]
+    assert [line for line in ipt.render(view).splitlines() if line.startswith(last)] == \
+        [last + " -d 192.168.0.10 -j KUBE-NODEPORTS"]
 
 
 def test_nfacct_variant():
@@ -499,7 +506,7 @@ def test_stale_chains_are_flushed_and_deleted():
     assert nat[-2].startswith("-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports;")
     assert ":KUBE-SEP-OLDOLDOLDOLDOLD2 - [0:0]" in nat and ":KUBE-SVC-OLDOLDOLDOLDOLD1 - [0:0]" in nat
     assert "DOCKER" not in "\n".join(lines)
-    assert sum(l.startswith("-X") for l in lines) == 2
+    assert sum(line.startswith("-X") for line in lines) == 2
     assert ipt.active_chains(view) == {"KUBE-SVC-IFZG2GHEQVVUVAVZ", "KUBE-SEP-PZW6UU3OXOG3G5SE"}
 
 
@@ -528,10 +535,10 @@ def test_jump_rules_and_bootstrap():
     boot = ipt.bootstrap(view).splitlines()
     plain = ipt.render(view).splitlines()
     # Same restore input plus the -I lines (and KUBE-FIREWALL, which EnsureChain would create).
-    assert [l for l in boot if not l.startswith("-I ") and l != ":KUBE-FIREWALL - [0:0]"] == plain
+    assert [line for line in boot if not line.startswith("-I ") and line != ":KUBE-FIREWALL - [0:0]"] == plain
     filt = boot[:boot.index("COMMIT")]
     assert filt.index(":KUBE-FIREWALL - [0:0]") < filt.index("-I INPUT 1 -j KUBE-FIREWALL")
-    assert [l for l in filt if l.startswith("-I INPUT")] == [
+    assert [line for line in filt if line.startswith("-I INPUT")] == [
         "-I INPUT 1 -j KUBE-FIREWALL",
         '-I INPUT 2 -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL',
         '-I INPUT 3 -m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS',
@@ -539,7 +546,8 @@ def test_jump_rules_and_bootstrap():
     ]
     nat = boot[boot.index("*nat"):]
     assert "-I POSTROUTING 1 -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING" in nat
-    assert max(i for i, l in enumerate(nat) if l.startswith(":")) < min(i for i, l in enumerate(nat) if l.startswith("-I"))
+    assert max(i for i, line in enumerate(nat) if line.startswith(":")) < \
+        min(i for i, line in enumerate(nat) if line.startswith("-I"))
 
 
 # What iptables-save (v1.8.9, nf_tables) printed for rules restored from render() output.
@@ -588,10 +596,10 @@ def test_normalize_saved_matches_normalize_rendered():
     saved = ipt.normalize_saved(SAVED_SAMPLE)
     rendered = ipt.normalize_rendered(RENDERED_SAMPLE)
     assert "filter :INPUT" in saved and "filter :KUBE-FORWARD" in rendered
-    assert [l for l in saved if " -A " in l] == [l for l in rendered if " -A " in l]
-    assert not any("STALE" in l for l in rendered)  # declared only to be deleted: not state
-    assert any("--probability 0.3333333333 " in l for l in saved)
-    assert any("--probability 0.5000000000 " in l for l in saved)
+    assert [line for line in saved if " -A " in line] == [line for line in rendered if " -A " in line]
+    assert not any("STALE" in line for line in rendered)  # declared only to be deleted: not state
+    assert any("--probability 0.3333333333 " in line for line in saved)
+    assert any("--probability 0.5000000000 " in line for line in saved)
 
 
 def test_normalize_keeps_real_differences():
@@ -723,7 +731,8 @@ def _upstream_overall_view():
             ServicePort("ns2", "svc2", cluster_ip="172.30.0.42", node_port=3001, load_balancer_ips=("1.2.3.4",),
                         external_ips=("192.168.99.22",), health_check_node_port=30000, external_policy_local=True,
                         endpoints=(Endpoint("10.180.0.2", 80),), **tcp80),
-            ServicePort("ns3", "svc3", cluster_ip="172.30.0.43", node_port=3003, endpoints=(Endpoint("10.180.0.3", 80),), **tcp80),
+            ServicePort("ns3", "svc3", cluster_ip="172.30.0.43", node_port=3003, endpoints=(Endpoint("10.180.0.3", 80),),
+                        **tcp80),
             ServicePort("ns4", "svc4", cluster_ip="172.30.0.44", external_ips=("192.168.99.33",),
                         endpoints=(Endpoint("10.180.0.4", 80), Endpoint("10.180.0.5", 80, node="test-node")), **tcp80),
             # LoadBalancer, eTP=Cluster (so the health check node port is ignored), source range, affinity.
@@ -744,8 +753,8 @@ def test_upstream_overall_iptables_rules():
     # each chain is otherwise the write order, and our service order equals that sort here.
     assert got_rules == want_rules
     # Nothing upstream writes is missing or extra (e.g. no -X lines, same table split).
-    assert sorted(l for l in ours.splitlines() if l.startswith("-")) == sorted(
-        l for l in UPSTREAM_OVERALL.splitlines() if l.startswith("-"))
+    assert sorted(line for line in ours.splitlines() if line.startswith("-")) == sorted(
+        line for line in UPSTREAM_OVERALL.splitlines() if line.startswith("-"))
 
 
 def test_both_policies_local_still_writes_cluster_chain_for_short_circuit():

@@ -317,7 +317,7 @@ def test_golden(svc, golden):
 
 def test_vmap_follows_ip_port_string_order():
     """10.244.1.10:8080 < 10.244.1.2:8080 < 10.244.2.7:8080 as strings: index 0 is .1.10."""
-    rule = next(l for l in nft.render(V(WEB)).splitlines() if "numgen" in l)
+    rule = next(line for line in nft.render(V(WEB)).splitlines() if "numgen" in line)
     assert rule.index("__10.244.1.10/8080") < rule.index("__10.244.1.2/8080") < rule.index("__10.244.2.7/8080")
     assert "numgen random mod 3 vmap { 0 : goto " in rule
 
@@ -483,10 +483,10 @@ def _per_chain(lines):
 def test_upstream_overall_lines():
     """Every line of upstream's expected dump is in our transaction, with the same per-chain order;
     what we add besides is only `flush`/`delete` operations and the base chains' first-sync re-add."""
-    ours = [l.replace("0x00004000", "0x4000") for l in nft.render(UPSTREAM_VIEW).splitlines()]
+    ours = [line.replace("0x00004000", "0x4000") for line in nft.render(UPSTREAM_VIEW).splitlines()]
     theirs = (UPSTREAM_BASE_LINES + UPSTREAM_SERVICE_LINES).splitlines()
     assert set(theirs) - set(ours) == set()
-    extra = [l for l in set(ours) - set(theirs) if not l.startswith(("flush ", "delete "))]
+    extra = [line for line in set(ours) - set(theirs) if not line.startswith(("flush ", "delete "))]
     assert sorted(extra) == sorted([
         "add chain ip kube-proxy filter-prerouting-pre-dnat", "add chain ip kube-proxy filter-output-pre-dnat",
         "add chain ip kube-proxy filter-forward", "add chain ip kube-proxy filter-input",
@@ -528,14 +528,14 @@ def _lines(view):
 def test_masquerade_all():
     lines = _lines(V(WEB, masquerade_all=True))
     assert "add rule ip kube-proxy service-SUSTUHLJ-default/web/tcp/http ip daddr 10.96.0.20 jump mark-for-masquerade" in lines
-    assert not any("ip saddr != 10.244.0.0/16" in l for l in lines)
+    assert not any("ip saddr != 10.244.0.0/16" in line for line in lines)
 
 
 def test_no_cluster_cidr_means_no_local_detector():
     lines = _lines(V(WEB, REMOTE_ONLY, cluster_cidr=None))
-    assert not any("jump mark-for-masquerade" in l and "ip daddr 10.96.0.20" in l for l in lines)
-    assert not any("short-circuit pod traffic" in l for l in lines)
-    assert any("short-circuit local traffic" in l for l in lines)
+    assert not any("jump mark-for-masquerade" in line and "ip daddr 10.96.0.20" in line for line in lines)
+    assert not any("short-circuit pod traffic" in line for line in lines)
+    assert any("short-circuit local traffic" in line for line in lines)
 
 
 def test_masquerade_bit():
@@ -573,8 +573,9 @@ def test_nodeport_addresses_match_all(addrs):
 
 def test_several_service_cidrs_and_none():
     assert ("add rule ip kube-proxy cluster-ips-check ip daddr { 10.96.0.0/12,10.200.0.0/16 } drop "
-            'comment "Drop traffic to unallocated ClusterIPs"') in _lines(V(service_cidrs=("10.96.0.0/12", "fd00::/108", "10.200.0.0/16")))
-    assert not any("unallocated" in l for l in _lines(V(service_cidrs=())))
+            'comment "Drop traffic to unallocated ClusterIPs"') in \
+        _lines(V(service_cidrs=("10.96.0.0/12", "fd00::/108", "10.200.0.0/16")))
+    assert not any("unallocated" in line for line in _lines(V(service_cidrs=())))
 
 
 def test_itp_local():
@@ -584,8 +585,8 @@ def test_itp_local():
     chain = "local-" + names.nft_service_base(sp)
     assert f"add element ip kube-proxy service-ips {{ 10.96.0.70 . tcp . 80 : goto {chain} }}" in lines
     assert f"add rule ip kube-proxy {chain} ip daddr 10.96.0.70 ip saddr != 10.244.0.0/16 jump mark-for-masquerade" in lines
-    assert not any("service-" + names.nft_service_base(sp) in l for l in lines)
-    assert not any("10.244.2.5" in l for l in lines)
+    assert not any("service-" + names.nft_service_base(sp) in line for line in lines)
+    assert not any("10.244.2.5" in line for line in lines)
     none_here = dataclasses.replace(sp, endpoints=(E("10.244.2.5", 80, node="node-b"),))
     assert ('add element ip kube-proxy no-endpoint-services { 10.96.0.70 . tcp . 80 comment "ns7/itp:p80" : drop }'
             in _lines(V(none_here)))
@@ -596,8 +597,8 @@ def test_etp_local_with_local_endpoint():
     base = names.nft_service_base(sp)
     lines = _lines(V(sp))
     assert f"add rule ip kube-proxy external-{base} goto local-{base}" in lines
-    assert any(l.startswith(f"add rule ip kube-proxy local-{base} numgen random mod 1 vmap") for l in lines)
-    assert not any("no-endpoint" in l and "add element" in l for l in lines)
+    assert any(line.startswith(f"add rule ip kube-proxy local-{base} numgen random mod 1 vmap") for line in lines)
+    assert not any("no-endpoint" in line and "add element" in line for line in lines)
 
 
 def test_unready_endpoints_count_as_none():
@@ -737,7 +738,8 @@ def test_sync_changed_verdict_is_delete_then_add():
     lines = text.splitlines()
     base = names.nft_service_base(NODEPORT)
     assert 'add element ip kube-proxy no-endpoint-nodeports { udp . 30053 comment "default/np" : drop }' in lines
-    assert f"add rule ip kube-proxy external-{base} fib saddr type local goto service-{base} comment \"short-circuit local traffic\"" in lines
+    assert (f"add rule ip kube-proxy external-{base} fib saddr type local goto service-{base} "
+            "comment \"short-circuit local traffic\"") in lines
     # the service-nodeports element is unchanged (still goto external-…): not in the text
     assert "service-nodeports" not in text
 
@@ -751,7 +753,7 @@ def test_sync_element_value_change():
     # replaces the earlier one in the same transaction, as nftElementStorage does.
     full = nft.render(V(a, b)).splitlines()
     key = "service-ips { 192.168.99.50 . tcp . 80"
-    assert [l for l in full if key in l] == [
+    assert [line for line in full if key in line] == [
         f"add element ip kube-proxy {key} : goto external-{b_base} }}",
         f"delete element ip kube-proxy {key} }}",
         f"add element ip kube-proxy {key} : goto external-{names.nft_service_base(a)} }}",

@@ -214,7 +214,9 @@ status: {podIP: 10.244.2.3}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
-metadata: {name: web-x, labels: {kubernetes.io/service-name: web, endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io}}
+metadata:
+  name: web-x
+  labels: {kubernetes.io/service-name: web, endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io}
 addressType: IPv4
 endpoints:
 - {addresses: [10.244.1.2], nodeName: kind-worker}
@@ -224,7 +226,9 @@ ports: [{name: http, port: 8080}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
-metadata: {name: web-lb-x, labels: {kubernetes.io/service-name: web-lb, endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io}}
+metadata:
+  name: web-lb-x
+  labels: {kubernetes.io/service-name: web-lb, endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io}
 addressType: IPv4
 endpoints:
 - {addresses: [10.244.1.2], nodeName: kind-worker}
@@ -234,7 +238,10 @@ ports: [{name: http, port: 8080}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
-metadata: {name: kube-dns-x, namespace: kube-system, labels: {kubernetes.io/service-name: kube-dns, endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io}}
+metadata:
+  name: kube-dns-x
+  namespace: kube-system
+  labels: {kubernetes.io/service-name: kube-dns, endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io}
 addressType: IPv4
 endpoints: [{addresses: [10.244.0.3], nodeName: kind-control-plane}]
 ports: [{name: dns-tcp, port: 53}, {name: dns, port: 53, protocol: UDP}, {name: metrics, port: 9153}]

@@ -64,8 +64,8 @@ def test_etp_local_renders_no_masquerade_and_a_drop_on_the_node_without_the_endp
         assert 'comment "masquerade local traffic"' in fix["node-2"]
     if mode in masq:
         ext = {"iptables": "-A KUBE-EXT-", "nftables": "add rule ip kube-proxy external-"}[mode]
-        unconditional = [l for l in bug["node-2"].splitlines() if l.startswith(ext) and l.endswith(masq[mode])]
-        assert unconditional and not [l for l in fix["node-2"].splitlines() if l in unconditional]
+        unconditional = [line for line in bug["node-2"].splitlines() if line.startswith(ext) and line.endswith(masq[mode])]
+        assert unconditional and not [line for line in fix["node-2"].splitlines() if line in unconditional]
     if mode == "ipvs":  # Local: the NodePort is in the set that RETURNs before KUBE-MARK-MASQ
         add = "ipset add KUBE-NODE-PORT-LOCAL-TCP "
         assert add in fix["node-1"] and add in fix["node-2"] and add not in bug["node-2"]

@@ -31,7 +31,8 @@ def V(*svcs):
 
 def test_iptables_matches_sctp_like_kube_proxy():
     text = ipt.render(V(SCTP_SP))
-    assert "-A KUBE-SERVICES -m comment --comment \"default/sig:sctp cluster IP\" -m sctp -p sctp -d 10.96.0.90 --dport 9000 -j KUBE-SVC-" in text
+    assert ("-A KUBE-SERVICES -m comment --comment \"default/sig:sctp cluster IP\" -m sctp -p sctp -d 10.96.0.90 --dport 9000 "
+            "-j KUBE-SVC-") in text
     assert "-A KUBE-NODEPORTS -m comment --comment default/sig:sctp -m sctp -p sctp --dport 30900 -j KUBE-EXT-" in text
     assert "-m sctp -p sctp -j DNAT --to-destination 10.244.1.5:7000" in text
     assert " -p tcp" not in text.split("*nat", 1)[1].split("KUBE-SVC-", 1)[1]  # nothing of the Service says tcp

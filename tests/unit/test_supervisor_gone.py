@@ -8,7 +8,10 @@ import threading
 from probes.poll import wait_until
 from testbed import supervisor
 
-THREADED = "import threading, time\nfor _ in range(4): threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\nprint('up', flush=True)\ntime.sleep(600)\n"
+THREADED = ("import threading, time\n"
+            "for _ in range(4): threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n"
+            "print('up', flush=True)\n"
+            "time.sleep(600)\n")
 
 
 def test_a_running_threaded_process_is_neither_gone_nor_dead():

@@ -292,7 +292,8 @@ def test_build_tree_clusterip_dnat_path():
     syn = segs[1]
     assert [(p.table, p.chain) for p in syn.passes][:2] == [("testbed-trace-d8202e", "pre"), ("nat", "PREROUTING")]
     nat = syn.passes[1]
-    assert [s.chain for s in nat.steps] == ["PREROUTING", "KUBE-SERVICES", "KUBE-SVC-CDGGSHYLG3RE2FKL", "KUBE-SEP-Q46P26NJZAFWFAHZ"]
+    assert [s.chain for s in nat.steps] == \
+        ["PREROUTING", "KUBE-SERVICES", "KUBE-SVC-CDGGSHYLG3RE2FKL", "KUBE-SEP-Q46P26NJZAFWFAHZ"]
     assert [s.verdict for s in nat.steps] == ["jump", "jump", "jump", "accept"]
     assert nat.steps[-1].action == "DNAT" and nat.verdict == "accept"
     # the same trace id came back for the client kernel's RST: a third pass, with its own packet
@@ -445,11 +446,13 @@ def test_plan_targets(cluster):
     from testbed.trace import plan
     web = next(s for s in cluster.services if s.service.name == "web")
     p = plan("tr", cluster, "client", "svc/web", "tcp")
-    assert (p.source_ns, p.client_ip, p.entry_node, p.dst_ip, p.dst_port) == ("tr-default.client", CLIENT, "node-1", web.cluster_ip, 80)
+    assert (p.source_ns, p.client_ip, p.entry_node, p.dst_ip, p.dst_port) == \
+        ("tr-default.client", CLIENT, "node-1", web.cluster_ip, 80)
     assert p.candidate_nodes == ("node-2",) and p.service == "default/web:http"
     assert plan("tr", cluster, "client", "svc/default/web:udp", "udp").dst_port == 53
     np_ = plan("tr", cluster, "client/outside", "nodeport/web-nodeport@node-2", "tcp")
-    assert (np_.entry_node, np_.dst_ip, np_.dst_port, np_.candidate_nodes) == ("node-2", cluster.node("node-2").ip, 30080, ("node-1",))
+    assert (np_.entry_node, np_.dst_ip, np_.dst_port, np_.candidate_nodes) == \
+        ("node-2", cluster.node("node-2").ip, 30080, ("node-1",))
     assert plan("tr", cluster, "client/outside", "svc/web-nodeport", "tcp").entry_node == "node-1"
     empty = plan("tr", cluster, "node/node-2", "svc/empty", "tcp")
     assert (empty.entry_node, empty.client_ip, empty.candidate_nodes) == ("node-2", cluster.node("node-2").ip, ())
@@ -506,11 +509,11 @@ def test_render_tree_shows_chains_nat_and_ending():
 
 def test_a_rule_added_after_the_monitor_started_gets_its_text_from_the_listing():
     # A sync between the monitor's start and the probe rewrites the chains: nft knows only the handle.
-    line = next(l for l in IPT_WEB_NODE1.splitlines() if "# handle 48 " in l)
-    unknown = line.split(" rule ")[0] + " unknown rule handle 48 (verdict jump KUBE-SVC-CDGGSHYLG3RE2FKL)"
+    rule = next(line for line in IPT_WEB_NODE1.splitlines() if "# handle 48 " in line)
+    unknown = rule.split(" rule ")[0] + " unknown rule handle 48 (verdict jump KUBE-SVC-CDGGSHYLG3RE2FKL)"
     ev = [e for e in parse_monitor(unknown)]
     assert [(e.kind, e.handle, e.verdict, e.target) for e in ev] == [("rule", 48, "jump", "KUBE-SVC-CDGGSHYLG3RE2FKL")]
-    ours, _ = _probe({"node-1": IPT_WEB_NODE1.replace(line, unknown)}, "node-1", WEB_IP, 43649)
+    ours, _ = _probe({"node-1": IPT_WEB_NODE1.replace(rule, unknown)}, "node-1", WEB_IP, 43649)
     annotate(ours["node-1"], LISTINGS, parse_iptables_save(IPTABLES_SAVE))
     svc = ours["node-1"][0].passes[1].steps[1]
     assert svc.handle == 48 and svc.comment == "default/web:http cluster IP"

@@ -280,7 +280,8 @@ def _moddir(tmp_path: Path) -> Path:
         "kernel/drivers/virtio/virtio_pci_modern_dev.ko:\n"
         "kernel/drivers/virtio/virtio_ring.ko:\n"
         "kernel/drivers/virtio/virtio.ko: kernel/drivers/virtio/virtio_ring.ko\n"
-        "kernel/fs/fuse/virtiofs.ko: kernel/fs/fuse/fuse.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko\n"
+        "kernel/fs/fuse/virtiofs.ko: kernel/fs/fuse/fuse.ko "
+        "kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko\n"
         "kernel/fs/fuse/fuse.ko:\n"
         "kernel/fs/overlayfs/overlay.ko:\n"
         "kernel/net/ip-vs.ko.xz: kernel/fs/fuse/fuse.ko\n")

@@ -14,7 +14,9 @@ kind: Lab
 metadata: {name: w}
 spec:
   nodes:
-  - {name: cp, labels: {node-role.kubernetes.io/control-plane: ""}, taints: [{key: node-role.kubernetes.io/control-plane, effect: NoSchedule}]}
+  - name: cp
+    labels: {node-role.kubernetes.io/control-plane: ""}
+    taints: [{key: node-role.kubernetes.io/control-plane, effect: NoSchedule}]
   - {name: n1, labels: {disk: ssd}}
   - {name: n2}
 """
@@ -78,6 +80,7 @@ def test_statefulset_ordinals_hostnames_and_dns_under_its_headless_service():
 
 
 def test_ordered_ready_makes_the_next_ordinal_once_the_previous_is_ready():
+    containers = "containers: [{name: c, ports: [{containerPort: 80}], readinessProbe: {tcpSocket: {port: 80}}}]"
     doc = f"""\
         apiVersion: apps/v1
         kind: StatefulSet
@@ -86,7 +89,7 @@ def test_ordered_ready_makes_the_next_ordinal_once_the_previous_is_ready():
           serviceName: db
           replicas: 3
           selector: {{matchLabels: {{app: db}}}}
-          {template("{app: db}", "containers: [{name: c, ports: [{containerPort: 80}], readinessProbe: {tcpSocket: {port: 80}}}]")}
+          {template("{app: db}", containers)}
         """
     cluster, alloc = cluster_of(doc)
     assert [p.name for p in pods_of(cluster, "StatefulSet")] == ["db-0"]

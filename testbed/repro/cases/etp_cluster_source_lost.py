@@ -75,8 +75,8 @@ def measure(ctx) -> Measurement:
 
 
 def adopt(docs: list[dict], source: str) -> list[dict]:
-    docs = adopt_service(docs, documents(), serves("TCP", NODE_PORT_TYPES), "a NodePort or LoadBalancer Service with a selector and a TCP port",
-                         source)
+    docs = adopt_service(docs, documents(), serves("TCP", NODE_PORT_TYPES),
+                         "a NodePort or LoadBalancer Service with a selector and a TCP port", source)
     clients = lab_doc(docs).setdefault("spec", {}).setdefault("clients", [])
     if not any(isinstance(c, dict) and c.get("name") == CLIENT for c in clients):
         clients.append({"name": CLIENT})
