@@ -241,8 +241,9 @@ def launch_workloads(lab: str, specs: list[dict]) -> Starting:
 
 
 def stop(pid: int, started: str, timeout: float = 3.0) -> bool:
-    """SIGTERM, then SIGKILL after `timeout`, only if the PID is still the process we started."""
-    if not alive(pid, started):
+    """SIGTERM, then SIGKILL after `timeout`, only if the PID is still the process we started; returns
+    once it is gone() (a caller that killed it already, as `testbed pod stop` does, waits here too)."""
+    if gone(pid, started):
         return False
     try:
         os.kill(pid, signal.SIGTERM)
@@ -251,14 +252,22 @@ def stop(pid: int, started: str, timeout: float = 3.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _reap(pid)
-        if not alive(pid, started):
+        if gone(pid, started):
             return True
         time.sleep(0.005)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    _reap(pid)
+    # Gone before returning (gone(), not just a zombie leader): a killed netexec's other threads hold
+    # its listening sockets until they have exited, and on a busy machine the caller's next
+    # connection could otherwise still be answered by it.
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if gone(pid, started):
+            break
+        time.sleep(0.005)
     return True
 
 
