@@ -249,12 +249,8 @@ def stop(pid: int, started: str, timeout: float = 3.0) -> bool:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if gone(pid, started):
-            return True
-        time.sleep(0.005)
+    if _wait_gone(pid, started, timeout):
+        return True
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -262,13 +258,19 @@ def stop(pid: int, started: str, timeout: float = 3.0) -> bool:
     # Gone before returning (gone(), not just a zombie leader): a killed netexec's other threads hold
     # its listening sockets until they have exited, and on a busy machine the caller's next
     # connection could otherwise still be answered by it.
-    deadline = time.monotonic() + 5.0
+    _wait_gone(pid, started, 5.0)
+    return True
+
+
+def _wait_gone(pid: int, started: str, timeout: float) -> bool:
+    """Reap and poll until the process is gone(), for at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _reap(pid)
         if gone(pid, started):
-            break
+            return True
         time.sleep(0.005)
-    return True
+    return False
 
 
 def stop_many(procs: list[tuple[int, str]], timeout: float = 3.0) -> int:

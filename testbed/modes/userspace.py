@@ -9,7 +9,8 @@ import time
 from ..kernel import iptables as kiptables
 from ..proxy import NodeView
 from ..render import userspace as rus
-from . import ProxyMode, SyncTiming, binary_missing
+from . import ProxyMode, SyncTiming
+from .iptables import MODE as IPTABLES
 from .iptables import IptablesProxier
 
 
@@ -82,7 +83,7 @@ MODE = ProxyMode(
     name="userspace",
     upstream="removed from kube-proxy in Kubernetes 1.26; kept here to show what it did",
     proxier=UserspaceProxier(),
-    missing=binary_missing(lambda: kiptables._binary("iptables-restore")),
-    node_rules=kiptables.save,
+    missing=IPTABLES.missing,  # its rules are iptables mode's tools' input
+    node_rules=IPTABLES.node_rules,
     tool="iptables-restore --noflush + a proxy process",
 )
