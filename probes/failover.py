@@ -56,31 +56,32 @@ def failover(netns: str, host: str, port: int, change: Callable[[], object], bef
     With `settled` (e.g. "the rules no longer have the endpoint"), probing goes on until it holds
     (polled, at most `settle_timeout` s), then `after` s more: the window follows what the lab
     took, not a guess. Each request has `timeout` s."""
-    samples: list[Sample] = []
+    # Send times are kept as clock readings and made relative to the change only at the end: the
+    # change's start is known once the pre-change sleep returns, and on a busy machine that sleep
+    # overshoots, so a request sent before the change must not be timed against a guessed start.
+    sent_at: list[tuple[float, object]] = []
     stop = threading.Event()
-    t0 = [time.monotonic() + before]
 
     def loop() -> None:
         while not stop.is_set():
             sent = time.monotonic()
             r = (tcp_request(netns, host, port, "/hostname", timeout) if proto == "tcp"
                  else udp_request(netns, host, port, "hostname", timeout))
-            samples.append(Sample(sent - t0[0], r.outcome, r.body if r.ok else "", r.error or "", r.local,
-                                  r.elapsed))
+            sent_at.append((sent, r))
             stop.wait(max(0.0, interval - (time.monotonic() - sent)))
 
     th = threading.Thread(target=loop, name="failover-probe", daemon=True)
     th.start()
     time.sleep(before)  # a fixed pre-change window is the point of the probe, not a wait for state
-    t0[0] = time.monotonic()
+    t0 = time.monotonic()
     change()
-    took = time.monotonic() - t0[0]
+    took = time.monotonic() - t0
     settled_at = None
     try:
         if settled is not None:
             try:
                 wait_until(settled, timeout=settle_timeout, interval=0.05)
-                settled_at = time.monotonic() - t0[0]
+                settled_at = time.monotonic() - t0
             except TimeoutError:
                 pass  # the timeline says so: settled_at stays None
         if settled is None or settled_at is not None:
@@ -88,4 +89,6 @@ def failover(netns: str, host: str, port: int, change: Callable[[], object], bef
     finally:
         stop.set()
         th.join(timeout=timeout + 1)
-    return Timeline(tuple(samples), took, settled_at)
+    samples = tuple(Sample(sent - t0, r.outcome, r.body if r.ok else "", r.error or "", r.local, r.elapsed)
+                    for sent, r in sent_at)
+    return Timeline(samples, took, settled_at)

@@ -904,7 +904,9 @@ def run(argv: list[str], timeout: float = 600, env: dict | None = None, cwd: str
     t0 = time.monotonic()
 
     def boot() -> int:
-        return _boot(kernel, initrd, script, shares, stdout, stderr, timeout - (time.monotonic() - t0), timings, t0)
+        # A second boot gets what is left of the limit; messages name the limit the caller set.
+        return _boot(kernel, initrd, script, shares, stdout, stderr, timeout - (time.monotonic() - t0), timings, t0,
+                     limit=timeout)
 
     return retry_crashed_boot(boot, stderr)
 
@@ -926,7 +928,7 @@ def retry_crashed_boot(boot: Callable[[], int], stderr: BinaryIO) -> int:
 
 
 def _boot(kernel, initrd, script: str, shares, stdout, stderr, timeout: float, timings: dict | None,
-          t0: float) -> int:
+          t0: float, limit: float) -> int:
     if not timeout > 0:
         raise VMError("testbed vm: no time left for a second boot after qemu crashed")
     base = tempfile.gettempdir()
@@ -971,7 +973,7 @@ def _boot(kernel, initrd, script: str, shares, stdout, stderr, timeout: float, t
         except _Timeout as e:
             where = (f"the command was still running (it started {e.status.started:.1f}s after launch)"
                      if e.status.started is not None else "the guest had not finished booting")
-            raise VMError(_report(f"testbed vm: timed out after {timeout:g}s: {where}; the VM was killed.", tmp,
+            raise VMError(_report(f"testbed vm: timed out after {limit:g}s: {where}; the VM was killed.", tmp,
                                   "Raise the limit with --timeout SECONDS (run(timeout=…)) or make the command faster "
                                   "(the guest CPU is 20-30x slower than the host).")) from None
         if timings is not None:

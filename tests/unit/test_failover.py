@@ -106,3 +106,29 @@ def test_the_window_follows_when_the_change_settled():
     assert [s for s in t.samples if s.at > t.settled_at], "probing went on after it settled"
     assert all(s.outcome == "answered" and s.local.startswith("127.0.0.1:") for s in t.samples), t.samples[:3]
     assert never.settled_at is None and never.samples  # never settled: the timeline says so
+
+
+def test_a_request_sent_before_the_change_is_timed_before_it_when_the_sleep_overshoots(monkeypatch):
+    """On a busy machine the pre-change sleep overshoots: requests sent in the overshoot went out
+    before the change ran and must be timed before it (at < 0), never as if sent after it (loaded
+    run 9: the victim's answer, sent 17 ms before its kill, was counted 17 ms after)."""
+    import time
+
+    from probes import failover as fo
+
+    server = _http_server()
+    real_sleep = time.sleep
+    # Only the module's pre-change sleep overshoots (by 0.2 s, a busy scheduler); the change marks
+    # when it ran.
+    monkeypatch.setattr(fo.time, "sleep", lambda s: real_sleep(s + 0.2) if s == 0.05 else real_sleep(s))
+    try:
+        ran = []
+        t = fo.failover(None, "127.0.0.1", server.server_address[1], lambda: ran.append(time.monotonic()),
+                        before=0.05, after=0.05, interval=0.01)
+    finally:
+        monkeypatch.undo()
+        server.shutdown()
+        server.server_close()
+    before = [s for s in t.samples if s.at < 0]
+    assert len(before) >= 10, t.samples  # ~0.25 s of probing at 10 ms before the change
+    assert min(s.at for s in before) <= -0.2, before[:3]  # the overshoot is before the change, not after it
