@@ -414,6 +414,18 @@ def small_run(tmp_path):
         holder.wait()
 
 
+def files_and_sizes(root: Path) -> list[tuple[str, int]]:
+    """Every file under `root` and its size (files removed meanwhile are left out)."""
+    out = []
+    for f in root.rglob("*"):
+        try:
+            if f.is_file():
+                out.append((str(f.relative_to(root)), f.stat().st_size))
+        except OSError:
+            pass
+    return sorted(out)
+
+
 def fill_up(path: Path, leave: int = 0) -> None:
     """Take every block the file system has left, then give `leave` bytes back."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -460,7 +472,10 @@ def test_full_state_file_system_is_a_clear_error_and_the_state_stays(small_run, 
         # state.json (over a page): the new pod is made and started, never recorded.
         assert len(before) > 4096
         fill_up(seen / "filler", leave=4096)
-        assert "state.json.tmp failed" in refused()
+        said = refused()
+        # Which write took the free page, and what else had written there, if it was not the state
+        # (loaded run 13 failed here once; the message and the listing say who wrote first).
+        assert "state.json.tmp failed" in said, (said, files_and_sizes(seen))
         (seen / "filler").unlink()
         res = ok(run_cli("apply", "-f", change, "--lab", name, prefix=prefix, env=env))
         assert "interrupted command left" in res.stderr, res.stderr
