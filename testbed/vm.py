@@ -904,9 +904,7 @@ def run(argv: list[str], timeout: float = 600, env: dict | None = None, cwd: str
     t0 = time.monotonic()
 
     def boot() -> int:
-        # A second boot gets what is left of the limit; messages name the limit the caller set.
-        return _boot(kernel, initrd, script, shares, stdout, stderr, timeout - (time.monotonic() - t0), timings, t0,
-                     limit=timeout)
+        return _boot(kernel, initrd, script, shares, stdout, stderr, timings, t0, limit=timeout)
 
     return retry_crashed_boot(boot, stderr)
 
@@ -927,8 +925,10 @@ def retry_crashed_boot(boot: Callable[[], int], stderr: BinaryIO) -> int:
         return boot()
 
 
-def _boot(kernel, initrd, script: str, shares, stdout, stderr, timeout: float, timings: dict | None,
-          t0: float, limit: float) -> int:
+def _boot(kernel, initrd, script: str, shares, stdout, stderr, timings: dict | None, t0: float,
+          limit: float) -> int:
+    # A second boot gets what is left of the limit; messages name the limit the caller set.
+    timeout = limit - (time.monotonic() - t0)
     if not timeout > 0:
         raise VMError("testbed vm: no time left for a second boot after qemu crashed")
     base = tempfile.gettempdir()
